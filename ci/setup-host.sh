@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Prepares a fresh Debian/Ubuntu machine to build and test sbx. Run as root.
+#
+# Installs the packages the tests use, creates the unprivileged test users and opens the
+# devices an ordinary distribution leaves open (shared/TEST_HOSTS.md lists what these
+# machines lack). Idempotent: safe to run again.
+set -euo pipefail
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "ci/setup-host.sh: run as root (it installs packages and creates test users)" >&2
+  exit 1
+fi
+
+TEST_USER=${SBX_TEST_USER:-sbxtest}
+NOSUB_USER=${SBX_TEST_NOSUB_USER:-sbxnosub}
+
+packages=(uidmap bubblewrap busybox-static slirp4netns fuse-overlayfs python3 util-linux procps iproute2 hyperfine)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "ci/setup-host.sh: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The test user, with a subordinate id range; useradd adds one once /etc/subuid exists.
+touch /etc/subuid /etc/subgid
+if ! id "$TEST_USER" >/dev/null 2>&1; then
+  useradd --create-home --shell /bin/bash "$TEST_USER"
+fi
+grep -q "^$TEST_USER:" /etc/subuid || usermod --add-subuids 200000-265535 "$TEST_USER"
+grep -q "^$TEST_USER:" /etc/subgid || usermod --add-subgids 200000-265535 "$TEST_USER"
+
+# A second user with no subordinate range, for the single-id fallback and for
+# "users cannot see each other's sandboxes" tests.
+if ! id "$NOSUB_USER" >/dev/null 2>&1; then
+  useradd --create-home --shell /bin/bash "$NOSUB_USER"
+fi
+sed -i "/^$NOSUB_USER:/d" /etc/subuid /etc/subgid
+
+# Device modes an ordinary distribution has (these machines ship them 0600).
+for dev in /dev/fuse /dev/net/tun; do
+  [ -e "$dev" ] && chmod 666 "$dev"
+done
+
+echo "ci/setup-host.sh: ready (test users $TEST_USER and $NOSUB_USER)"

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Runs the whole sbx test suite.
+#
+#   sudo ci/test.sh            # on a fresh Debian/Ubuntu machine
+#
+# As root it first prepares the host (ci/setup-host.sh: packages, an unprivileged test user
+# with a subuid/subgid range, device modes), then builds, runs the unit tests, and runs the
+# integration tests in tests/ as that unprivileged user, the way sbx is meant to be used.
+# Not as root, it runs everything as the current user (tests that need the second test user
+# then skip, or fail under SBX_TEST_STRICT=1).
+#
+# Environment: SBX_TEST_STRICT=1 turns every skip into a failure (CI sets it).
+#              SBX_TEST_FILTER=NAME runs only integration tests whose name contains NAME.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+if [ "$(id -u)" -eq 0 ]; then
+  bash ci/setup-host.sh
+fi
+TEST_USER=${SBX_TEST_USER:-sbxtest}
+NOSUB_USER=${SBX_TEST_NOSUB_USER:-sbxnosub}
+
+echo "== format and lints"
+cargo fmt --check
+cargo clippy --all-targets --quiet -- -D warnings
+
+echo "== build"
+cargo build --quiet
+# Test executables, built but not run yet: we run them as the test user below.
+mapfile -t test_bins < <(cargo test --no-run --message-format=json --quiet 2>/dev/null |
+  python3 -c 'import json,sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("profile", {}).get("test") and m.get("executable"):
+        print(m["target"]["kind"][0] + " " + m["target"]["name"] + " " + m["executable"])')
+
+echo "== unit tests"
+for entry in "${test_bins[@]}"; do
+  read -r kind name exe <<<"$entry"
+  [ "$kind" = "bin" ] && "$exe" --quiet
+done
+
+# The checkout may sit where the test user cannot read (/root); stage what it runs.
+stage=$(mktemp -d /tmp/sbx-ci.XXXXXX)
+trap 'rm -rf "$stage"' EXIT
+cp target/debug/sbx "$stage/sbx"
+mkdir -p "$stage/tests"
+cp -r tests/data "$stage/tests/" 2>/dev/null || true
+for entry in "${test_bins[@]}"; do
+  read -r kind name exe <<<"$entry"
+  [ "$kind" = "test" ] && cp "$exe" "$stage/tests/$name"
+done
+chmod -R a+rX "$stage"
+
+run_as() {
+  local user=$1; shift
+  if [ "$(id -u)" -eq 0 ]; then
+    local home
+    home=$(getent passwd "$user" | cut -d: -f6)
+    (cd "$home" && runuser -u "$user" -- env -i \
+      PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+      HOME="$home" USER="$user" LANG=C.UTF-8 TERM="${TERM:-dumb}" \
+      SBX_BIN="$stage/sbx" SBX_TEST_DATA="$stage/tests/data" \
+      SBX_TEST_STRICT="${SBX_TEST_STRICT:-}" SBX_TEST_ROOT_HELPER=1 \
+      RUST_BACKTRACE=1 "$@")
+  else
+    SBX_BIN="$stage/sbx" SBX_TEST_DATA="$root/tests/data" "$@"
+  fi
+}
+
+filter=()
+[ -n "${SBX_TEST_FILTER:-}" ] && filter=("$SBX_TEST_FILTER")
+
+echo "== integration tests as $TEST_USER"
+for entry in "${test_bins[@]}"; do
+  read -r kind name exe <<<"$entry"
+  [ "$kind" = "test" ] || continue
+  run_as "$TEST_USER" "$stage/tests/$name" --skip nosubuid_ "${filter[@]}"
+done
+
+if [ "$(id -u)" -eq 0 ]; then
+  echo "== integration tests as $NOSUB_USER (no subordinate ids)"
+  for entry in "${test_bins[@]}"; do
+    read -r kind name exe <<<"$entry"
+    [ "$kind" = "test" ] || continue
+    run_as "$NOSUB_USER" "$stage/tests/$name" nosubuid_ "${filter[@]}"
+  done
+fi
+echo "== all tests passed"

@@ -1,0 +1,143 @@
+//! The command's own process, between fork and execve: session, terminal, working
+//! directory, clean signal state, no stray fds, then the exec with PATH lookup.
+//!
+//! On failure it writes `code (4 bytes) + message` to the report pipe, which is
+//! close-on-exec: init reads EOF when the exec succeeded.
+
+use std::ffi::{CStr, CString};
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
+
+use crate::error::exit::{CANNOT_EXECUTE, NOT_FOUND, SBX_ERROR};
+use crate::plan::Plan;
+
+nix::ioctl_write_int_bad!(set_controlling_tty, libc::TIOCSCTTY);
+
+struct Failure {
+    code: i32,
+    message: String,
+}
+
+fn setup_error(message: String) -> Failure {
+    Failure {
+        code: SBX_ERROR,
+        message,
+    }
+}
+
+pub fn exec_command(plan: &Plan, pty: Option<OwnedFd>, report: OwnedFd) -> ! {
+    let failure = match prepare_and_exec(plan, pty) {
+        Ok(never) => match never {},
+        Err(f) => f,
+    };
+    let mut bytes = failure.code.to_ne_bytes().to_vec();
+    bytes.extend_from_slice(failure.message.as_bytes());
+    let _ = std::fs::File::from(report).write_all(&bytes);
+    // SAFETY: _exit ends this forked process without touching state shared with init.
+    unsafe { libc::_exit(failure.code) }
+}
+
+fn prepare_and_exec(
+    plan: &Plan,
+    pty: Option<OwnedFd>,
+) -> Result<std::convert::Infallible, Failure> {
+    reset_signals();
+    new_session(pty).map_err(|e| setup_error(format!("set up the command's terminal: {e}")))?;
+    nix::unistd::chdir(&plan.workdir).map_err(|e| {
+        setup_error(format!(
+            "working directory {} is not usable inside the sandbox: {}; bind it in or pick another with -w",
+            plan.workdir.display(),
+            e.desc()
+        ))
+    })?;
+    // Later hardening layers (capabilities, no_new_privs, Landlock, seccomp last) go here.
+    crate::sys::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32)
+        .map_err(|e| setup_error(format!("close stray file descriptors: {e}")))?;
+    Err(exec_search(plan))
+}
+
+/// Default dispositions and an empty mask: the command starts as if from a fresh shell
+/// (Rust ignores SIGPIPE; init blocks the forwarded signals).
+fn reset_signals() {
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in Signal::iterator() {
+        if sig != Signal::SIGKILL && sig != Signal::SIGSTOP {
+            // SAFETY: installing SIG_DFL involves no handler code at all.
+            let _ = unsafe { sigaction(sig, &default) };
+        }
+    }
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}
+
+/// The command leads a session of its own; with a pty, that pty is its controlling
+/// terminal and its stdin, stdout and stderr.
+fn new_session(pty: Option<OwnedFd>) -> nix::Result<()> {
+    nix::unistd::setsid()?;
+    if let Some(slave) = pty {
+        // SAFETY: TIOCSCTTY takes an integer argument and no pointers.
+        unsafe { set_controlling_tty(slave.as_raw_fd(), 0) }?;
+        nix::unistd::dup2_stdin(&slave)?;
+        nix::unistd::dup2_stdout(&slave)?;
+        nix::unistd::dup2_stderr(&slave)?;
+    }
+    Ok(())
+}
+
+/// execve with execvp's PATH rules; returns only on failure, with 126 or 127.
+fn exec_search(plan: &Plan) -> Failure {
+    let name = &plan.argv[0];
+    let display = name.to_string_lossy().into_owned();
+    if name.as_bytes().contains(&b'/') {
+        let err = execve(name, plan);
+        return exec_failure(&display, err, None);
+    }
+    let mut denied = None;
+    for dir in plan.search_path.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let Ok(path) = CString::new(format!("{dir}/{display}")) else {
+            continue;
+        };
+        match execve(&path, plan) {
+            Errno::ENOENT | Errno::ENOTDIR | Errno::ENAMETOOLONG => {}
+            // Like a shell: a file that exists but cannot be run is "cannot execute"; a
+            // directory of PATH we may not search is just not where the command is.
+            Errno::EACCES | Errno::EPERM | Errno::EISDIR => {
+                if nix::sys::stat::stat(path.as_c_str()).is_ok() {
+                    denied = Some(Errno::EACCES);
+                }
+            }
+            other => return exec_failure(&display, other, None),
+        }
+    }
+    match denied {
+        Some(e) => exec_failure(&display, e, None),
+        None => exec_failure(&display, Errno::ENOENT, Some(&plan.search_path)),
+    }
+}
+
+fn execve(path: &CStr, plan: &Plan) -> Errno {
+    match nix::unistd::execve(path, &plan.argv, &plan.env) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+fn exec_failure(name: &str, err: Errno, searched: Option<&str>) -> Failure {
+    match (err, searched) {
+        (Errno::ENOENT, Some(path)) => Failure {
+            code: NOT_FOUND,
+            message: format!("{name}: command not found in the sandbox (PATH={path})"),
+        },
+        (Errno::ENOENT, None) => Failure {
+            code: NOT_FOUND,
+            message: format!("{name}: no such file or directory in the sandbox"),
+        },
+        (e, _) => Failure {
+            code: CANNOT_EXECUTE,
+            message: format!("{name}: cannot execute: {}", e.desc()),
+        },
+    }
+}

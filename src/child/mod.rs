@@ -1,0 +1,75 @@
+//! The child side of a run, from `clone` to the sandbox's init.
+//!
+//! Runs as the future PID 1 of the new pid namespace, holding every capability of the new
+//! user namespace. It never panics and never returns: any failure becomes a `Failed`
+//! message for the parent and exit status 125.
+
+mod exec;
+mod net;
+mod rootfs;
+
+use std::convert::Infallible;
+use std::os::fd::{AsFd, AsRawFd};
+
+use anyhow::{Context, Result};
+use nix::sys::signal::Signal;
+
+use crate::error::exit::SBX_ERROR;
+use crate::plan::Plan;
+use crate::supervisor::idmap::IdMode;
+use crate::sync::{Channel, Msg};
+
+pub use exec::exec_command;
+
+/// Entry point after clone, in the child. Never returns.
+pub fn run(plan: &Plan, chan: Channel) -> ! {
+    let failure = match setup(plan, &chan) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    let _ = chan.send(&Msg::Failed(format!("{failure:#}")));
+    // SAFETY: _exit ends the process without running the parent's atexit handlers or
+    // flushing buffers that belong to the parent's copy of stdio.
+    unsafe { libc::_exit(SBX_ERROR) }
+}
+
+fn setup(plan: &Plan, chan: &Channel) -> Result<Infallible> {
+    die_with_parent()?;
+    close_stray_fds(chan)?;
+    // A session of our own: the caller's terminal is not our controlling terminal, so
+    // terminal signals reach only the runner, which forwards them once.
+    nix::unistd::setsid().context("setsid")?;
+    chan.expect(&Msg::Go)
+        .context("waiting for the supervisor")?;
+    drop_supplementary_groups(plan)?;
+    rootfs::build(plan)?;
+    if let Some(name) = &plan.hostname {
+        nix::unistd::sethostname(name).with_context(|| format!("set hostname {name}"))?;
+    }
+    net::setup(plan)?;
+    crate::init::run(plan, chan)
+}
+
+/// If the runner dies, even by SIGKILL, the kernel kills init and with it the sandbox.
+fn die_with_parent() -> Result<()> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("PR_SET_PDEATHSIG")
+}
+
+/// Only stdin, stdout, stderr and the channel survive into the sandbox.
+fn close_stray_fds(chan: &Channel) -> Result<()> {
+    let keep = chan.as_fd().as_raw_fd() as u32;
+    if keep > 3 {
+        crate::sys::close_range(3, keep - 1, 0).context("close_range")?;
+    }
+    crate::sys::close_range(keep + 1, u32::MAX, 0).context("close_range")
+}
+
+/// The caller's host groups would still grant access to group-owned host files; with a
+/// full gid map (setgroups allowed) we drop them. A single-id map forbids setgroups.
+fn drop_supplementary_groups(plan: &Plan) -> Result<()> {
+    if matches!(plan.ids.mode, IdMode::Full { .. }) {
+        nix::unistd::setgroups(&[]).context("setgroups")?;
+        die_with_parent()?;
+    }
+    Ok(())
+}

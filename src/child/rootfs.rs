@@ -1,0 +1,325 @@
+//! Assembles the sandbox's root filesystem and switches into it.
+//!
+//! Every host path the sandbox uses is cloned as a detached mount tree *first*, while the
+//! host's view is untouched. The new root is then attached at `/tmp` of our own mount
+//! namespace (the host never sees it), everything is mounted into it through file
+//! descriptors (destinations resolved with RESOLVE_IN_ROOT, so a symlink inside the new root
+//! cannot point a mount outside it), and `pivot_root` makes it `/` with the old root
+//! detached. No directory is created on the host and nothing needs cleaning up afterwards:
+//! the mounts die with the namespace.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Component, Path};
+
+use anyhow::{bail, Context, Result};
+use nix::fcntl::OFlag;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::Mode;
+
+use crate::plan::{path_bytes, Mount, Plan, Rootfs};
+use crate::sys::{
+    self, new_mount, open_tree, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID,
+    MOUNT_ATTR_RDONLY,
+};
+
+/// Host device nodes bound into the sandbox's minimal /dev.
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+/// Where the new root is attached before the pivot (in our mount namespace only).
+const STAGING: &CStr = c"/tmp";
+
+/// Detached clones of every host path the sandbox binds, taken before anything is covered.
+struct Sources {
+    root: OwnedFd,
+    devices: Vec<OwnedFd>,
+    /// One per `Plan::mounts` entry; `None` for a tmpfs.
+    binds: Vec<Option<OwnedFd>>,
+}
+
+pub fn build(plan: &Plan) -> Result<()> {
+    make_rprivate()?;
+    let sources = open_sources(plan)?;
+    let root = attach_root(plan, sources.root)?;
+    mount_proc(root.as_fd())?;
+    mount_dev(root.as_fd(), sources.devices)?;
+    mount_tmpfs(root.as_fd(), Path::new("/tmp"), 0o1777, None)?;
+    for (mount, source) in plan.mounts.iter().zip(sources.binds) {
+        apply(root.as_fd(), mount, source)?;
+    }
+    pivot_into(root.as_fd())
+}
+
+/// Mount events in our namespace must never propagate back to the host.
+fn make_rprivate() -> Result<()> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .context("make / private in the sandbox's mount namespace")
+}
+
+fn open_sources(plan: &Plan) -> Result<Sources> {
+    let root = match &plan.rootfs {
+        Rootfs::Host => {
+            let tree = clone_tree(Path::new("/"), true)?;
+            // Read-only now, before anything is attached to it, so mount points that do not
+            // exist on the host can never be created there.
+            set_attrs(&tree, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV, true, "/")?;
+            tree
+        }
+        Rootfs::Dir(dir) => clone_tree(dir, true)?,
+    };
+    let devices = DEVICES
+        .iter()
+        .map(|name| clone_tree(&Path::new("/dev").join(name), false))
+        .collect::<Result<_>>()?;
+    let binds = plan
+        .mounts
+        .iter()
+        .map(|m| match m {
+            Mount::Bind {
+                source, readonly, ..
+            } => {
+                let tree = clone_tree(source, true)?;
+                let attrs = MOUNT_ATTR_NOSUID
+                    | MOUNT_ATTR_NODEV
+                    | if *readonly { MOUNT_ATTR_RDONLY } else { 0 };
+                set_attrs(&tree, attrs, true, &source.to_string_lossy())?;
+                Ok(Some(tree))
+            }
+            Mount::Tmpfs { .. } => Ok(None),
+        })
+        .collect::<Result<_>>()?;
+    Ok(Sources {
+        root,
+        devices,
+        binds,
+    })
+}
+
+fn clone_tree(path: &Path, recursive: bool) -> Result<OwnedFd> {
+    let c = sys::cstr(path_bytes(path))?;
+    let flags = sys::OPEN_TREE_CLONE
+        | sys::OPEN_TREE_CLOEXEC
+        | if recursive {
+            sys::AT_RECURSIVE as u32
+        } else {
+            0
+        };
+    open_tree(libc::AT_FDCWD, &c, flags).map_err(|e| {
+        let hint = if e.raw_os_error() == Some(libc::ENOSYS) {
+            "; sbx needs Linux 5.12 or newer (open_tree, move_mount, mount_setattr)"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("cannot bind {}: {e}{hint}", path.display())
+    })
+}
+
+fn set_attrs(tree: &OwnedFd, attrs: u64, recursive: bool, what: &str) -> Result<()> {
+    sys::mount_setattr(tree.as_fd(), attrs, recursive)
+        .with_context(|| format!("set mount attributes of {what}"))
+}
+
+/// Attaches the new root at the staging point; returns an fd for its top directory.
+fn attach_root(plan: &Plan, root: OwnedFd) -> Result<OwnedFd> {
+    let staging = nix::fcntl::open(
+        STAGING,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .context("open /tmp to stage the new root (the host needs a /tmp directory)")?;
+    sys::move_mount_fd(root.as_fd(), staging.as_fd()).context("attach the new root")?;
+    if let Rootfs::Dir(dir) = &plan.rootfs {
+        // A directory rootfs gets its mount points while it is still writable, then turns
+        // read-only like the host's.
+        create_mount_points(root.as_fd(), plan);
+        set_attrs(
+            &root,
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV,
+            true,
+            &dir.to_string_lossy(),
+        )?;
+    }
+    Ok(root)
+}
+
+fn create_mount_points(root: BorrowedFd, plan: &Plan) {
+    for dir in ["/proc", "/dev", "/tmp"] {
+        let _ = ensure_destination(root, Path::new(dir), true);
+    }
+    for m in &plan.mounts {
+        let is_dir = !matches!(
+            m,
+            Mount::Bind {
+                source_is_dir: false,
+                ..
+            }
+        );
+        // Best effort: a destination nested in another mount is created when that mount is
+        // in place; real failures are reported then.
+        let _ = ensure_destination(root, m.destination(), is_dir);
+    }
+}
+
+fn mount_proc(root: BorrowedFd) -> Result<()> {
+    let proc = new_mount(
+        c"proc",
+        &[],
+        MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+    )
+    .context("mount a new /proc")?;
+    attach(root, &proc, Path::new("/proc"), true)
+}
+
+/// A minimal /dev: a few host devices, a private devpts, /dev/shm and the usual links.
+fn mount_dev(root: BorrowedFd, devices: Vec<OwnedFd>) -> Result<()> {
+    mount_tmpfs(root, Path::new("/dev"), 0o755, None)?;
+    let dev = open_dir(root, Path::new("/dev"))?;
+    for (name, device) in DEVICES.iter().zip(devices) {
+        let path = Path::new("/dev").join(name);
+        attach(root, &device, &path, false)?;
+    }
+    let devpts = new_mount(
+        c"devpts",
+        &[
+            (c"newinstance", None),
+            (c"ptmxmode", Some(c"0666")),
+            (c"mode", Some(c"0620")),
+        ],
+        MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
+    )
+    .context("mount a new /dev/pts")?;
+    attach(root, &devpts, Path::new("/dev/pts"), true)?;
+    mount_tmpfs(root, Path::new("/dev/shm"), 0o1777, None)?;
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        nix::unistd::symlinkat(target, dev.as_fd(), link)
+            .with_context(|| format!("create /dev/{link}"))?;
+    }
+    Ok(())
+}
+
+fn mount_tmpfs(root: BorrowedFd, dst: &Path, mode: u32, size: Option<u64>) -> Result<()> {
+    let mode = CString::new(format!("{mode:o}"))?;
+    let size = size.map(|s| CString::new(s.to_string())).transpose()?;
+    let mut options: Vec<(&CStr, Option<&CStr>)> = vec![(c"mode", Some(&mode))];
+    if let Some(size) = &size {
+        options.push((c"size", Some(size)));
+    }
+    let fs = new_mount(c"tmpfs", &options, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
+        .with_context(|| format!("create a tmpfs for {}", dst.display()))?;
+    attach(root, &fs, dst, true)
+}
+
+fn apply(root: BorrowedFd, mount: &Mount, source: Option<OwnedFd>) -> Result<()> {
+    match (mount, source) {
+        (
+            Mount::Bind {
+                destination,
+                source_is_dir,
+                ..
+            },
+            Some(tree),
+        ) => attach(root, &tree, destination, *source_is_dir),
+        (
+            Mount::Tmpfs {
+                destination,
+                size,
+                mode,
+            },
+            _,
+        ) => mount_tmpfs(root, destination, *mode, *size),
+        (Mount::Bind { destination, .. }, None) => {
+            bail!(
+                "internal error: no source opened for {}",
+                destination.display()
+            )
+        }
+    }
+}
+
+/// Moves a detached mount onto `dst` inside the new root, creating `dst` if needed.
+fn attach(root: BorrowedFd, mnt: &OwnedFd, dst: &Path, is_dir: bool) -> Result<()> {
+    let target = ensure_destination(root, dst, is_dir)?;
+    sys::move_mount_fd(mnt.as_fd(), target.as_fd())
+        .with_context(|| format!("mount on {}", dst.display()))
+}
+
+fn open_dir(root: BorrowedFd, path: &Path) -> Result<OwnedFd> {
+    let c = sys::cstr(path_bytes(path))?;
+    sys::open_in_root(root, &c, libc::O_PATH | libc::O_DIRECTORY)
+        .with_context(|| format!("open {}", path.display()))
+}
+
+/// An O_PATH fd for `dst` inside the new root; missing components are created (directories,
+/// and an empty file as the last one when binding a file).
+fn ensure_destination(root: BorrowedFd, dst: &Path, is_dir: bool) -> Result<OwnedFd> {
+    let c = sys::cstr(path_bytes(dst))?;
+    match sys::open_in_root(root, &c, libc::O_PATH) {
+        Ok(fd) => return Ok(fd),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        Err(e) => return Err(e).with_context(|| format!("mount point {}", dst.display())),
+    }
+    let parts: Vec<&std::ffi::OsStr> = dst
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    let mut current = root.try_clone_to_owned()?;
+    for (i, part) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
+        let made = if last && !is_dir {
+            nix::fcntl::openat(
+                current.as_fd(),
+                *part,
+                OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o644),
+            )
+            .map(drop)
+        } else {
+            nix::sys::stat::mkdirat(current.as_fd(), *part, Mode::from_bits_truncate(0o755))
+        };
+        match made {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => return Err(mount_point_error(dst, e.into())),
+        }
+        let prefix: std::path::PathBuf = parts[..=i].iter().collect();
+        let prefix = sys::cstr(path_bytes(&Path::new("/").join(prefix)))?;
+        current = sys::open_in_root(root, &prefix, libc::O_PATH)
+            .map_err(|e| mount_point_error(dst, e))?;
+    }
+    Ok(current)
+}
+
+fn mount_point_error(dst: &Path, e: io::Error) -> anyhow::Error {
+    let hint = match e.raw_os_error() {
+        Some(libc::EROFS) => {
+            "; the directory above it is read-only in the sandbox: create it on the host \
+             first, or mount a tmpfs on a parent directory"
+        }
+        Some(libc::EACCES) | Some(libc::EPERM) => "; you cannot create it there",
+        _ => "",
+    };
+    anyhow::anyhow!("cannot create mount point {}: {e}{hint}", dst.display())
+}
+
+/// Makes the new root `/` and detaches the old one: nothing of it stays reachable.
+fn pivot_into(root: BorrowedFd) -> Result<()> {
+    nix::unistd::fchdir(root).context("enter the new root")?;
+    nix::unistd::pivot_root(".", ".").context("pivot_root")?;
+    umount2(".", MntFlags::MNT_DETACH).context("detach the old root")?;
+    nix::unistd::chdir("/").context("chdir /")?;
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! Command-line types only: parsing lives in clap, meaning lives in `plan`.
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sbx",
+    version,
+    about = "Run a command in a rootless sandbox",
+    long_about = "Run a command in a rootless sandbox: user, mount, pid, uts, ipc, net and cgroup \
+                  namespaces, set up without root and without any setuid binary of sbx's own."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run COMMAND in a new sandbox.
+    Run(Box<RunArgs>),
+    /// Report what this host supports and, for each gap, how to fix it.
+    Check(CheckArgs),
+}
+
+#[derive(Args, Debug, Default, Clone)]
+pub struct CheckArgs {
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Default, Clone)]
+#[command(
+    after_help = "Options come before `--`; everything after it is the command, even `--profile`.\n\
+                  Exit status: the command's own; 128+N if it was killed by signal N; 125 for an \
+                  sbx error; 126 if the command cannot be executed; 127 if it is not found."
+)]
+pub struct RunArgs {
+    /// JSON profile: a name (looked up in ~/.config/sbx/profiles, /etc/sbx/profiles, then the
+    /// built-ins) or a path to a file.
+    #[arg(short = 'p', long, value_name = "NAME|PATH")]
+    pub profile: Option<String>,
+
+    /// Root filesystem: the host's / read-only ("host"), or a directory.
+    #[arg(long, value_name = "host|DIR")]
+    pub rootfs: Option<String>,
+
+    /// Read-write bind mount (DST defaults to SRC). Repeatable.
+    #[arg(long, value_name = "SRC[:DST]")]
+    pub bind: Vec<String>,
+
+    /// Read-only bind mount (DST defaults to SRC). Repeatable.
+    #[arg(long = "ro-bind", value_name = "SRC[:DST]")]
+    pub ro_bind: Vec<String>,
+
+    /// Empty tmpfs at DST. Repeatable.
+    #[arg(long, value_name = "DST")]
+    pub tmpfs: Vec<String>,
+
+    /// Set a variable (KEY=VALUE), or pass the host's value of KEY. Repeatable.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE|KEY")]
+    pub env: Vec<String>,
+
+    /// Working directory inside the sandbox.
+    #[arg(short = 'w', long, value_name = "DIR")]
+    pub workdir: Option<String>,
+
+    /// Host name inside the sandbox.
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+
+    /// User id inside the sandbox (default: your own).
+    #[arg(long, value_name = "N")]
+    pub uid: Option<u32>,
+
+    /// Group id inside the sandbox (default: your own).
+    #[arg(long, value_name = "N")]
+    pub gid: Option<u32>,
+
+    /// Network: "none" is a namespace with loopback only (the default); "host" shares the
+    /// host's network namespace, which gives no network isolation at all.
+    #[arg(long, value_name = "none|host")]
+    pub net: Option<String>,
+
+    /// Say which profile was chosen and why, and what the sandbox gets.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+
+    /// The command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}

@@ -1,0 +1,132 @@
+//! sbx: run a command in a rootless sandbox.
+//!
+//! This file parses the command line and is the only place that turns errors into exit
+//! codes: 125 for anything sbx itself could not do, the command's own status otherwise.
+
+mod child;
+mod cli;
+mod error;
+mod init;
+mod plan;
+mod probe;
+mod profile;
+mod supervisor;
+mod sync;
+mod sys;
+
+use std::os::fd::AsFd;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+use crate::cli::{Cli, Command, RunArgs};
+use crate::error::exit::SBX_ERROR;
+use crate::supervisor::idmap::IdMode;
+
+fn main() -> ExitCode {
+    let code = match sanitize_process().and_then(|()| dispatch()) {
+        Ok(code) => code,
+        Err(err) => {
+            report(&err);
+            SBX_ERROR
+        }
+    };
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+fn dispatch() -> Result<i32> {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { SBX_ERROR } else { 0 };
+            let _ = e.print();
+            return Ok(code);
+        }
+    };
+    match cli.command {
+        Command::Run(args) => run(&args),
+        Command::Check(args) => probe::check_command(args.json),
+    }
+}
+
+fn run(args: &RunArgs) -> Result<i32> {
+    let caller = plan::Caller::from_process()?;
+    let spec = args.profile.as_deref().unwrap_or("default");
+    let loaded = profile::load::load(spec)?;
+    let plan = plan::build(&loaded, args, &caller)?;
+    if let IdMode::Single { warning } = &plan.ids.mode {
+        eprintln!("sbx: warning: {warning}");
+    }
+    if plan.verbose {
+        describe(&plan, args.profile.is_some());
+    }
+    supervisor::run(&plan)
+}
+
+fn describe(plan: &plan::Plan, explicit: bool) {
+    let why = if explicit {
+        "named with --profile"
+    } else {
+        "no --profile given"
+    };
+    eprintln!(
+        "sbx: profile {:?} ({}; {why})",
+        plan.profile, plan.profile_origin
+    );
+    match &plan.ids.mode {
+        IdMode::Full {
+            uid_map, gid_map, ..
+        } => {
+            let count = |m: &[supervisor::idmap::IdRange]| {
+                m.iter().map(|r| u64::from(r.count)).sum::<u64>()
+            };
+            eprintln!(
+                "sbx: ids: uid {} and gid {} inside; {} uids and {} gids mapped through newuidmap/newgidmap",
+                plan.ids.inside_uid,
+                plan.ids.inside_gid,
+                count(uid_map),
+                count(gid_map)
+            );
+        }
+        IdMode::Single { .. } => eprintln!(
+            "sbx: ids: uid {} and gid {} inside; single-id map",
+            plan.ids.inside_uid, plan.ids.inside_gid
+        ),
+    }
+    eprintln!(
+        "sbx: rootfs: {:?}; network: {:?}",
+        plan.rootfs, plan.network
+    );
+    for m in &plan.mounts {
+        eprintln!("sbx: mount: {m:?}");
+    }
+}
+
+/// Like firecracker's jailer: make sure fds 0-2 exist (so nothing we open lands there) and
+/// that no inherited descriptor can reach a helper or the sandbox.
+fn sanitize_process() -> Result<()> {
+    for fd in 0..3 {
+        if !sys::fd_is_open(fd) {
+            let null = std::fs::File::options()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+                .context("open /dev/null")?;
+            sys::dup_to(null.as_fd(), fd).context("dup2 /dev/null")?;
+        }
+    }
+    sys::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32)
+        .context("mark inherited descriptors close-on-exec")
+}
+
+fn report(err: &anyhow::Error) {
+    if let Some(feature) = err.downcast_ref::<error::HostFeature>() {
+        eprintln!(
+            "sbx: error: this host lacks {}: {}",
+            feature.feature, feature.message
+        );
+    } else {
+        eprintln!("sbx: error: {err:#}");
+    }
+}

@@ -1,0 +1,631 @@
+//! The Plan: everything a sandbox will be, resolved and validated before `clone`.
+//!
+//! Data flows one way: profile (+ CLI overrides) -> `Plan` -> supervisor and child. Anything
+//! that can fail without side effects (variables, paths, ids, the command line) fails here,
+//! with exit code 125 and a message that names the setting, before any namespace exists.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::cli::RunArgs;
+use crate::profile::load::Loaded;
+use crate::profile::vars::Vars;
+use crate::profile::{MountKind, MountSpec, NetworkMode, Profile};
+use crate::supervisor::idmap::{self, IdPlan};
+
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The validated, immutable description of one sandbox run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Profile name and where it came from, for `-v`.
+    pub profile: String,
+    pub profile_origin: String,
+    pub argv: Vec<CString>,
+    pub env: Vec<CString>,
+    /// The `PATH` the command is looked up in, inside the sandbox.
+    pub search_path: String,
+    pub rootfs: Rootfs,
+    pub mounts: Vec<Mount>,
+    pub workdir: PathBuf,
+    pub hostname: Option<String>,
+    pub network: NetworkMode,
+    pub ids: IdPlan,
+    /// Give the command a pseudo-terminal of its own (stdin is a terminal).
+    pub tty: bool,
+    pub verbose: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rootfs {
+    /// The host's `/`, recursively read-only.
+    Host,
+    /// A directory (canonical host path), read-only.
+    Dir(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mount {
+    Bind {
+        /// Canonical host path.
+        source: PathBuf,
+        /// Normalized absolute path inside.
+        destination: PathBuf,
+        readonly: bool,
+        source_is_dir: bool,
+    },
+    Tmpfs {
+        destination: PathBuf,
+        size: Option<u64>,
+        mode: u32,
+    },
+}
+
+impl Mount {
+    pub fn destination(&self) -> &Path {
+        match self {
+            Mount::Bind { destination, .. } | Mount::Tmpfs { destination, .. } => destination,
+        }
+    }
+}
+
+/// Facts about the caller that a Plan is built from.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub vars: Vars,
+    pub stdin_is_tty: bool,
+}
+
+impl Caller {
+    pub fn from_process() -> Result<Caller> {
+        let uid = nix::unistd::getuid().as_raw();
+        let gid = nix::unistd::getgid().as_raw();
+        let pwd = std::env::current_dir()
+            .context("cannot determine the current directory; cd to an existing directory")?;
+        let user = nix::unistd::User::from_uid(uid.into())
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| uid.to_string());
+        let home = std::env::var("HOME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .or_else(|| {
+                nix::unistd::User::from_uid(uid.into())
+                    .ok()
+                    .flatten()
+                    .map(|u| u.dir.to_string_lossy().into_owned())
+            })
+            .unwrap_or_else(|| "/".to_string());
+        Ok(Caller {
+            vars: Vars {
+                pwd: pwd.to_string_lossy().into_owned(),
+                home,
+                user,
+                uid,
+                gid,
+                env: |name| std::env::var(name).ok(),
+            },
+            stdin_is_tty: nix::unistd::isatty(std::io::stdin()).unwrap_or(false),
+        })
+    }
+}
+
+/// Builds the Plan from a loaded profile, the CLI overrides and the caller.
+pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
+    let profile = &loaded.profile;
+    let vars = &caller.vars;
+
+    let rootfs = resolve_rootfs(args.rootfs.as_deref(), profile, vars)?;
+    let mounts = resolve_mounts(profile, args, vars)?;
+    let env = resolve_env(profile, &args.env, vars)?;
+    let search_path = env
+        .get("PATH")
+        .cloned()
+        .unwrap_or_else(|| DEFAULT_PATH.to_string());
+
+    let workdir = match (&args.workdir, &profile.workdir) {
+        (Some(cli), _) => PathBuf::from(cli),
+        (None, Some(p)) => PathBuf::from(vars.expand(p, "workdir")?),
+        (None, None) => PathBuf::from("/"),
+    };
+    let workdir = normalize_absolute(&workdir, "workdir")?;
+
+    let hostname = match (&args.hostname, &profile.hostname) {
+        (Some(cli), _) => Some(cli.clone()),
+        (None, Some(p)) => Some(vars.expand(p, "hostname")?),
+        (None, None) => None,
+    };
+    if let Some(name) = &hostname {
+        validate_hostname(name)?;
+    }
+
+    let network = match &args.net {
+        Some(mode) => mode.parse().context("--net")?,
+        None => profile.network.unwrap_or_default(),
+    };
+
+    let inside_uid = args.uid.or(profile.user.uid).unwrap_or(vars.uid);
+    let inside_gid = args.gid.or(profile.user.gid).unwrap_or(vars.gid);
+    let ids = idmap::plan(&vars.user, vars.uid, vars.gid, inside_uid, inside_gid);
+
+    Ok(Plan {
+        profile: loaded.name.clone(),
+        profile_origin: loaded.origin.to_string(),
+        argv: to_cstrings(&args.command, "command")?,
+        env: env
+            .iter()
+            .map(|(k, v)| cstring(format!("{k}={v}"), "environment variable"))
+            .collect::<Result<_>>()?,
+        search_path,
+        rootfs,
+        mounts,
+        workdir,
+        hostname,
+        network,
+        ids,
+        tty: caller.stdin_is_tty,
+        verbose: args.verbose,
+    })
+}
+
+fn resolve_rootfs(cli: Option<&str>, profile: &Profile, vars: &Vars) -> Result<Rootfs> {
+    let spec = match (cli, &profile.rootfs) {
+        (Some(cli), _) => cli.to_string(),
+        (None, Some(p)) => vars.expand(p, "rootfs")?,
+        (None, None) => "host".to_string(),
+    };
+    if spec == "host" {
+        return Ok(Rootfs::Host);
+    }
+    let dir = Path::new(&spec);
+    let canonical = dir.canonicalize().with_context(|| {
+        format!("rootfs directory {spec} does not exist; give an existing directory or \"host\"")
+    })?;
+    if !canonical.is_dir() {
+        bail!("rootfs {spec} is not a directory; give a directory or \"host\"");
+    }
+    if canonical == Path::new("/") {
+        return Ok(Rootfs::Host);
+    }
+    Ok(Rootfs::Dir(canonical))
+}
+
+fn resolve_mounts(profile: &Profile, args: &RunArgs, vars: &Vars) -> Result<Vec<Mount>> {
+    let mut mounts = Vec::new();
+    for (i, spec) in profile.mounts.iter().enumerate() {
+        if let Some(m) = resolve_profile_mount(spec, &format!("mounts[{i}]"), vars)? {
+            mounts.push(m);
+        }
+    }
+    let cwd = Path::new(&vars.pwd);
+    for (flag, list, readonly) in [
+        ("--bind", &args.bind, false),
+        ("--ro-bind", &args.ro_bind, true),
+    ] {
+        for value in list {
+            let (src, dst) = match value.split_once(':') {
+                Some((s, d)) => (s, Some(d)),
+                None => (value.as_str(), None),
+            };
+            let what = format!("{flag} {value}");
+            let src_abs = normalize_absolute(&cwd.join(src), &what)?;
+            let dst = match dst {
+                Some(d) => PathBuf::from(d),
+                None => src_abs.clone(),
+            };
+            mounts.push(bind(&src_abs, &dst, readonly, &what)?);
+        }
+    }
+    for value in &args.tmpfs {
+        let destination = normalize_destination(Path::new(value), &format!("--tmpfs {value}"))?;
+        mounts.push(Mount::Tmpfs {
+            destination,
+            size: None,
+            mode: 0o755,
+        });
+    }
+    Ok(mounts)
+}
+
+fn resolve_profile_mount(spec: &MountSpec, what: &str, vars: &Vars) -> Result<Option<Mount>> {
+    let destination = vars.expand(&spec.destination, &format!("{what}.destination"))?;
+    match spec.kind {
+        MountKind::Bind | MountKind::RoBind => {
+            if spec.size.is_some() || spec.mode.is_some() {
+                bail!("{what}: `size` and `mode` apply to tmpfs mounts only");
+            }
+            let Some(source) = &spec.source else {
+                bail!("{what}: a bind mount needs a `source`");
+            };
+            let source = vars.expand(source, &format!("{what}.source"))?;
+            if !source.starts_with('/') {
+                bail!("{what}.source: {source:?} is not an absolute path; profiles name host paths absolutely (use ${{PWD}} for the current directory)");
+            }
+            if spec.optional && !Path::new(&source).exists() {
+                return Ok(None);
+            }
+            let readonly = spec.kind == MountKind::RoBind;
+            bind(Path::new(&source), Path::new(&destination), readonly, what).map(Some)
+        }
+        MountKind::Tmpfs => {
+            if spec.source.is_some() {
+                bail!("{what}: a tmpfs has no `source`");
+            }
+            let size = spec
+                .size
+                .as_deref()
+                .map(|s| parse_size(s).with_context(|| format!("{what}.size")))
+                .transpose()?;
+            let mode = spec
+                .mode
+                .as_deref()
+                .map(|m| parse_mode(m).with_context(|| format!("{what}.mode")))
+                .transpose()?
+                .unwrap_or(0o755);
+            Ok(Some(Mount::Tmpfs {
+                destination: normalize_destination(Path::new(&destination), what)?,
+                size,
+                mode,
+            }))
+        }
+    }
+}
+
+fn bind(source: &Path, destination: &Path, readonly: bool, what: &str) -> Result<Mount> {
+    let canonical = source.canonicalize().with_context(|| {
+        format!(
+            "{what}: bind source {} does not exist; create it or fix the path",
+            source.display()
+        )
+    })?;
+    Ok(Mount::Bind {
+        source_is_dir: canonical.is_dir(),
+        source: canonical,
+        destination: normalize_destination(destination, what)?,
+        readonly,
+    })
+}
+
+fn resolve_env(profile: &Profile, cli: &[String], vars: &Vars) -> Result<BTreeMap<String, String>> {
+    let mut env = BTreeMap::new();
+    let mut pass = |key: &str, what: &str| -> Result<()> {
+        validate_env_key(key, what)?;
+        if let Some(value) = (vars.env)(key) {
+            env.insert(key.to_string(), value);
+        }
+        Ok(())
+    };
+    for key in &profile.env.pass {
+        pass(key, "env.pass")?;
+    }
+    for item in cli.iter().filter(|i| !i.contains('=')) {
+        pass(item, "-e")?;
+    }
+    for (key, value) in &profile.env.set {
+        validate_env_key(key, "env.set")?;
+        env.insert(key.clone(), vars.expand(value, &format!("env.set.{key}"))?);
+    }
+    for item in cli {
+        if let Some((key, value)) = item.split_once('=') {
+            validate_env_key(key, "-e")?;
+            env.insert(key.to_string(), value.to_string());
+        }
+    }
+    Ok(env)
+}
+
+fn validate_env_key(key: &str, what: &str) -> Result<()> {
+    if key.is_empty() || key.contains(['=', '\0']) {
+        bail!("{what}: invalid environment variable name {key:?}");
+    }
+    Ok(())
+}
+
+fn validate_hostname(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if !ok {
+        bail!("invalid hostname {name:?}: use at most 64 letters, digits, '-' and '.'");
+    }
+    Ok(())
+}
+
+/// An absolute path with `.` removed; `..` is rejected rather than resolved.
+pub fn normalize_absolute(path: &Path, what: &str) -> Result<PathBuf> {
+    if !path.is_absolute() {
+        bail!("{what}: {} is not an absolute path", path.display());
+    }
+    let mut out = PathBuf::from("/");
+    for component in path.components() {
+        match component {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(part) => out.push(part),
+            Component::ParentDir => {
+                bail!(
+                    "{what}: {} contains `..`; give the path without it",
+                    path.display()
+                )
+            }
+            Component::Prefix(_) => unreachable!("no path prefixes on Linux"),
+        }
+    }
+    Ok(out)
+}
+
+fn normalize_destination(path: &Path, what: &str) -> Result<PathBuf> {
+    let dst = normalize_absolute(path, what)?;
+    if dst == Path::new("/") {
+        bail!("{what}: cannot mount over the sandbox's root; use --rootfs to choose the root");
+    }
+    Ok(dst)
+}
+
+/// "64M", "1G", "4096" -> bytes.
+pub fn parse_size(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let (digits, mult) = match s.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M') => (&s[..s.len() - 1], 1 << 20),
+        Some('G') => (&s[..s.len() - 1], 1 << 30),
+        Some('T') => (&s[..s.len() - 1], 1 << 40),
+        _ => (s, 1),
+    };
+    let n: u64 = digits.parse().map_err(|_| {
+        anyhow::anyhow!("invalid size {s:?}; use a number with an optional K, M, G or T suffix")
+    })?;
+    n.checked_mul(mult)
+        .ok_or_else(|| anyhow::anyhow!("size {s:?} is too large"))
+}
+
+/// "0700" -> 0o700.
+pub fn parse_mode(s: &str) -> Result<u32> {
+    match u32::from_str_radix(s, 8) {
+        Ok(mode) if mode <= 0o7777 => Ok(mode),
+        _ => bail!("invalid mode {s:?}; use octal digits such as \"0755\""),
+    }
+}
+
+fn cstring(s: String, what: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| anyhow::anyhow!("{what} contains a NUL byte"))
+}
+
+fn to_cstrings(items: &[String], what: &str) -> Result<Vec<CString>> {
+    if items.is_empty() || items[0].is_empty() {
+        bail!("no {what} given: put the command after `--`, as in `sbx run -- /bin/true`");
+    }
+    items
+        .iter()
+        .map(|s| {
+            CString::new(s.as_bytes()).map_err(|_| anyhow::anyhow!("{what} contains a NUL byte"))
+        })
+        .collect()
+}
+
+/// Bytes of a path, for building C strings.
+pub fn path_bytes(p: &Path) -> &[u8] {
+    p.as_os_str().as_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::load::{parse, Origin};
+
+    fn caller(pwd: &str) -> Caller {
+        Caller {
+            vars: Vars {
+                pwd: pwd.into(),
+                home: "/root".into(),
+                user: "nobody-in-particular".into(),
+                uid: 1000,
+                gid: 1000,
+                env: |n| match n {
+                    "PATH" => Some("/usr/bin:/bin".into()),
+                    "HOME" => Some("/root".into()),
+                    "SECRET" => Some("s3cret".into()),
+                    _ => None,
+                },
+            },
+            stdin_is_tty: false,
+        }
+    }
+
+    fn loaded(json: &str) -> Loaded {
+        Loaded {
+            name: "t".into(),
+            profile: parse(json, "t").unwrap(),
+            origin: Origin::Builtin,
+        }
+    }
+
+    fn args(extra: &[&str]) -> RunArgs {
+        use clap::Parser;
+        let mut argv = vec!["sbx", "run"];
+        argv.extend_from_slice(extra);
+        match crate::cli::Cli::parse_from(argv).command {
+            crate::cli::Command::Run(a) => *a,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn environment_is_clean_unless_asked() {
+        let l = loaded(r#"{"env": {"pass": ["PATH"], "set": {"A": "${HOME}/a"}}}"#);
+        let plan = build(
+            &l,
+            &args(&["-e", "B=2", "-e", "SECRET", "--", "true"]),
+            &caller("/tmp"),
+        )
+        .unwrap();
+        let env: Vec<String> = plan
+            .env
+            .iter()
+            .map(|c| c.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            env,
+            ["A=/root/a", "B=2", "PATH=/usr/bin:/bin", "SECRET=s3cret"]
+        );
+        assert_eq!(plan.search_path, "/usr/bin:/bin");
+    }
+
+    #[test]
+    fn cli_overrides_profile() {
+        let l = loaded(
+            r#"{"hostname": "prof", "workdir": "/", "network": "host", "user": {"uid": 5}}"#,
+        );
+        let plan = build(
+            &l,
+            &args(&[
+                "--hostname",
+                "cli",
+                "-w",
+                "/tmp",
+                "--net",
+                "none",
+                "--uid",
+                "0",
+                "--",
+                "x",
+            ]),
+            &caller("/tmp"),
+        )
+        .unwrap();
+        assert_eq!(plan.hostname.as_deref(), Some("cli"));
+        assert_eq!(plan.workdir, PathBuf::from("/tmp"));
+        assert_eq!(plan.network, NetworkMode::None);
+        assert_eq!(plan.ids.inside_uid, 0);
+        assert_eq!(plan.ids.inside_gid, 1000);
+    }
+
+    #[test]
+    fn bind_sources_are_resolved_and_checked() {
+        let l = loaded("{}");
+        let plan = build(
+            &l,
+            &args(&["--ro-bind", "/etc:/x", "--bind", ".", "--", "x"]),
+            &caller("/tmp"),
+        )
+        .unwrap();
+        assert_eq!(
+            plan.mounts[0],
+            Mount::Bind {
+                source: "/etc".into(),
+                destination: "/x".into(),
+                readonly: true,
+                source_is_dir: true
+            }
+        );
+        assert_eq!(plan.mounts[1].destination(), Path::new("/tmp"));
+
+        let err = build(
+            &l,
+            &args(&["--bind", "/does/not/exist", "--", "x"]),
+            &caller("/tmp"),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("bind source /does/not/exist does not exist"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn optional_binds_are_skipped_when_missing() {
+        let l = loaded(
+            r#"{"mounts": [{"type": "ro-bind", "source": "/does/not/exist", "destination": "/x", "optional": true}]}"#,
+        );
+        let plan = build(&l, &args(&["--", "x"]), &caller("/tmp")).unwrap();
+        assert!(plan.mounts.is_empty());
+    }
+
+    #[test]
+    fn bad_destinations_are_rejected() {
+        let l = loaded("{}");
+        for bad in [
+            ["--tmpfs", "relative"],
+            ["--tmpfs", "/a/../b"],
+            ["--tmpfs", "/"],
+        ] {
+            let mut a = bad.to_vec();
+            a.extend(["--", "x"]);
+            assert!(build(&l, &args(&a), &caller("/tmp")).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tmpfs_options_are_parsed() {
+        let l = loaded(
+            r#"{"mounts": [{"type": "tmpfs", "destination": "/t", "size": "64M", "mode": "1777"}]}"#,
+        );
+        let plan = build(&l, &args(&["--", "x"]), &caller("/tmp")).unwrap();
+        assert_eq!(
+            plan.mounts[0],
+            Mount::Tmpfs {
+                destination: "/t".into(),
+                size: Some(64 << 20),
+                mode: 0o1777
+            }
+        );
+        let l = loaded(r#"{"mounts": [{"type": "tmpfs", "destination": "/t", "mode": "9"}]}"#);
+        assert!(build(&l, &args(&["--", "x"]), &caller("/tmp")).is_err());
+    }
+
+    #[test]
+    fn relative_profile_sources_are_rejected() {
+        let l = loaded(r#"{"mounts": [{"type": "bind", "source": "build", "destination": "/b"}]}"#);
+        let err = build(&l, &args(&["--", "x"]), &caller("/tmp")).unwrap_err();
+        assert!(err.to_string().contains("not an absolute path"), "{err:#}");
+    }
+
+    #[test]
+    fn hostname_and_rootfs_are_validated() {
+        let l = loaded("{}");
+        assert!(build(
+            &l,
+            &args(&["--hostname", "bad name", "--", "x"]),
+            &caller("/tmp")
+        )
+        .is_err());
+        let err = build(
+            &l,
+            &args(&["--rootfs", "/nonexistent-root", "--", "x"]),
+            &caller("/tmp"),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("rootfs directory /nonexistent-root does not exist"));
+        let plan = build(&l, &args(&["--rootfs", "/tmp", "--", "x"]), &caller("/tmp")).unwrap();
+        assert_eq!(plan.rootfs, Rootfs::Dir("/tmp".into()));
+    }
+
+    #[test]
+    fn sizes_and_modes() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("2k").unwrap(), 2048);
+        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
+        assert!(parse_size("lots").is_err());
+        assert_eq!(parse_mode("0700").unwrap(), 0o700);
+        assert!(parse_mode("0800").is_err());
+    }
+
+    #[test]
+    fn default_profile_builds() {
+        let (_, text) = crate::profile::load::BUILTINS[0];
+        let l = loaded(text);
+        let plan = build(&l, &args(&["--", "true"]), &caller("/tmp")).unwrap();
+        assert_eq!(plan.rootfs, Rootfs::Host);
+        assert_eq!(plan.workdir, PathBuf::from("/tmp"));
+        assert_eq!(plan.hostname.as_deref(), Some("sbx"));
+        assert!(matches!(plan.mounts[0], Mount::Tmpfs { mode: 0o700, .. }));
+        assert_eq!(plan.mounts[1].destination(), Path::new("/tmp"));
+    }
+}

@@ -1,0 +1,136 @@
+//! Sandbox profiles: the serde types a JSON profile deserializes into.
+//!
+//! Every field is optional so that profiles can be layered and CLI options can override them;
+//! `plan` turns the merged result into a validated `Plan`. Unknown fields are rejected
+//! everywhere (`deny_unknown_fields`), so a typo never silently weakens a sandbox.
+
+pub mod load;
+pub mod vars;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// One JSON profile file, as written by its author.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// The profile's name (defaults to the file name without `.json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// One line for `sbx profile ls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Another profile this one layers on top of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extends: Option<String>,
+    /// Program names (base names) this profile is picked for when no `--profile` is given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<String>,
+    /// Root filesystem: `"host"` (the host's `/`, read-only) or an absolute directory path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs: Option<String>,
+    /// Mounts applied on top of the root filesystem, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<MountSpec>,
+    /// The command's environment: nothing from the host unless listed in `pass`.
+    #[serde(default, skip_serializing_if = "EnvSpec::is_empty")]
+    pub env: EnvSpec,
+    /// Working directory inside the sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// Host name inside the sandbox's UTS namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Ids the command runs as inside the sandbox.
+    #[serde(default, skip_serializing_if = "UserSpec::is_empty")]
+    pub user: UserSpec,
+    /// Network mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkMode>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MountKind {
+    /// Read-write bind mount of a host path.
+    Bind,
+    /// Read-only bind mount of a host path (sub-mounts read-only too).
+    RoBind,
+    /// An empty tmpfs.
+    Tmpfs,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountSpec {
+    #[serde(rename = "type")]
+    pub kind: MountKind,
+    /// Host path (binds only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Absolute path inside the sandbox.
+    pub destination: String,
+    /// Binds only: skip this mount when the source does not exist, instead of failing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
+    /// Tmpfs only: size limit, such as `"64M"` (default: the kernel's, half of RAM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+    /// Tmpfs only: octal mode of its root, such as `"0700"` (default `"0755"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvSpec {
+    /// Variables to set.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub set: BTreeMap<String, String>,
+    /// Host variables passed through when set on the host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pass: Vec<String>,
+}
+
+impl EnvSpec {
+    fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.pass.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+}
+
+impl UserSpec {
+    fn is_empty(&self) -> bool {
+        self.uid.is_none() && self.gid.is_none()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// A network namespace of its own with only loopback.
+    #[default]
+    None,
+    /// The host's network namespace: no network isolation.
+    Host,
+}
+
+impl std::str::FromStr for NetworkMode {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "none" => Ok(NetworkMode::None),
+            "host" => Ok(NetworkMode::Host),
+            other => anyhow::bail!("unknown network mode {other:?}; use \"none\" or \"host\""),
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! The runner's loop while the sandbox runs: forward signals, relay the terminal, read the
+//! outcome from init, reap. One `poll` over a signalfd, the channel and the terminal.
+
+use std::os::fd::AsFd;
+
+use anyhow::{anyhow, bail, Context, Result};
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+
+use super::tty::Relay;
+use super::Sandbox;
+use crate::sync::{Channel, Msg};
+
+/// What init told us about the command.
+#[derive(Debug, Default)]
+struct Report {
+    setup_failed: Option<String>,
+    exec_failed: Option<(i32, String)>,
+    exit_code: Option<i32>,
+}
+
+impl Report {
+    fn absorb(&mut self, msg: Msg) {
+        match msg {
+            Msg::Failed(why) => self.setup_failed = Some(why),
+            Msg::ExecFailed { code, message } => self.exec_failed = Some((code, message)),
+            Msg::Exited(code) => self.exit_code = Some(code),
+            Msg::Signaled(sig) => self.exit_code = Some(128 + sig),
+            Msg::Started { .. } | Msg::Go | Msg::Pty | Msg::PtyReady => {}
+        }
+    }
+}
+
+pub fn supervise(chan: &Channel, mask: &SigSet, sandbox: &mut Sandbox) -> Result<i32> {
+    let signals = SignalFd::with_flags(mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .context("signalfd")?;
+    let mut report = Report::default();
+    let mut relay: Option<Relay> = None;
+    let mut chan_open = true;
+    let mut status = None;
+
+    while status.is_none() {
+        let stdin = std::io::stdin();
+        let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+        if chan_open {
+            fds.push(PollFd::new(chan.as_fd(), PollFlags::POLLIN));
+        }
+        if let Some(r) = &relay {
+            fds.push(PollFd::new(r.master(), PollFlags::POLLIN));
+            if r.stdin_open() {
+                fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+            }
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(e).context("poll"),
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+
+        let mut i = 0;
+        if ready[i] {
+            while let Some(info) = signals.read_signal().context("reading signalfd")? {
+                let sig = Signal::try_from(info.ssi_signo as i32).ok();
+                match sig {
+                    Some(Signal::SIGCHLD) => {
+                        if let Some(s) = try_reap(sandbox)? {
+                            status = Some(s);
+                        }
+                    }
+                    Some(Signal::SIGWINCH) => {
+                        if let Some(r) = &relay {
+                            r.resize();
+                        }
+                    }
+                    Some(sig) => {
+                        let _ = kill(sandbox.pid, sig);
+                    }
+                    None => {}
+                }
+            }
+        }
+        i += 1;
+        if chan_open {
+            if ready[i] {
+                match chan.recv()? {
+                    Some((Msg::Pty, Some(master))) => {
+                        relay = Some(Relay::start(master).context("setting up the terminal")?);
+                        chan.send(&Msg::PtyReady)?;
+                    }
+                    Some((msg, _)) => report.absorb(msg),
+                    None => chan_open = false,
+                }
+            }
+            i += 1;
+        }
+        if let Some(r) = &mut relay {
+            if ready[i] && !r.pump_output() {
+                // The terminal closed on the command's side; keep waiting for the exit.
+            }
+            i += 1;
+            if r.stdin_open() && ready.get(i).copied().unwrap_or(false) {
+                r.pump_input();
+            }
+        }
+        // A sandbox that has exited may still have its last messages queued.
+        if status.is_none() && !chan_open {
+            if let Some(s) = reap_blocking(sandbox)? {
+                status = Some(s);
+            }
+        }
+    }
+
+    if let Some(r) = &mut relay {
+        r.drain();
+    }
+    drop(relay);
+    while chan_open {
+        match chan.recv()? {
+            Some((msg, _)) => report.absorb(msg),
+            None => chan_open = false,
+        }
+    }
+    outcome(report, status.unwrap_or(WaitStatus::StillAlive))
+}
+
+fn try_reap(sandbox: &mut Sandbox) -> Result<Option<WaitStatus>> {
+    match waitpid(sandbox.pid, Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::StillAlive) => Ok(None),
+        Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+            sandbox.reaped = true;
+            Ok(Some(s))
+        }
+        Ok(_) => Ok(None),
+        Err(Errno::ECHILD) => {
+            sandbox.reaped = true;
+            Ok(Some(WaitStatus::StillAlive))
+        }
+        Err(e) => Err(e).context("waitpid"),
+    }
+}
+
+fn reap_blocking(sandbox: &mut Sandbox) -> Result<Option<WaitStatus>> {
+    loop {
+        match waitpid(sandbox.pid, None) {
+            Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                sandbox.reaped = true;
+                return Ok(Some(s));
+            }
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(Errno::ECHILD) => {
+                sandbox.reaped = true;
+                return Ok(Some(WaitStatus::StillAlive));
+            }
+            Err(e) => return Err(e).context("waitpid"),
+        }
+    }
+}
+
+/// Turns init's report and its wait status into sbx's exit code.
+fn outcome(report: Report, status: WaitStatus) -> Result<i32> {
+    if let Some(why) = report.setup_failed {
+        bail!("{why}");
+    }
+    if let Some((code, message)) = report.exec_failed {
+        if code == crate::error::exit::SBX_ERROR {
+            bail!("{message}");
+        }
+        eprintln!("sbx: {message}");
+        return Ok(code);
+    }
+    if let Some(code) = report.exit_code {
+        return Ok(code);
+    }
+    match status {
+        WaitStatus::Signaled(_, sig, _) => {
+            eprintln!("sbx: the sandbox was killed by {sig}");
+            Ok(128 + sig as i32)
+        }
+        WaitStatus::Exited(_, code) => Err(anyhow!(
+            "the sandbox's init exited with status {code} before reporting the command's outcome"
+        )),
+        _ => Err(anyhow!("the sandbox's init disappeared without a report")),
+    }
+}

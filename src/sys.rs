@@ -1,0 +1,220 @@
+//! Raw system calls that nix does not wrap. Each `unsafe` block says why it is sound.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use libc::{c_int, c_uint, c_void};
+
+pub use libc::{
+    AT_RECURSIVE, FSMOUNT_CLOEXEC, FSOPEN_CLOEXEC, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC,
+    MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, MOVE_MOUNT_F_EMPTY_PATH, MOVE_MOUNT_T_EMPTY_PATH,
+    OPEN_TREE_CLOEXEC, OPEN_TREE_CLONE,
+};
+
+const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+const RESOLVE_IN_ROOT: u64 = 0x10;
+
+fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Takes ownership of a file descriptor returned by a successful system call.
+fn owned(fd: libc::c_long) -> OwnedFd {
+    // SAFETY: `fd` was just returned by the kernel as a new descriptor that nothing else owns.
+    unsafe { OwnedFd::from_raw_fd(fd as RawFd) }
+}
+
+/// What `clone_process` returned in each of the two processes.
+pub enum Forked {
+    Parent(nix::unistd::Pid),
+    Child,
+}
+
+/// `clone(flags | SIGCHLD)` with no new stack: a fork that also creates namespaces.
+///
+/// # Safety
+/// The caller must be single-threaded, and the child must only do what is safe after
+/// `fork` in a single-threaded program (which is everything, since no other thread can
+/// hold a lock).
+pub unsafe fn clone_process(flags: c_int) -> io::Result<Forked> {
+    // SAFETY: without CLONE_VM the child gets a copy-on-write copy of our memory and a null
+    // stack means "use the same stack pointer", exactly like fork(2); the caller guarantees
+    // there are no other threads whose locks could be copied in a held state.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            std::ptr::null_mut::<c_void>(),
+            std::ptr::null_mut::<c_int>(),
+            std::ptr::null_mut::<c_int>(),
+            0 as libc::c_ulong,
+        )
+    };
+    match check(ret)? {
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(nix::unistd::Pid::from_raw(pid as i32))),
+    }
+}
+
+/// `open_tree(2)`: with OPEN_TREE_CLONE, a detached copy of the mount tree at `path`.
+pub fn open_tree(dirfd: RawFd, path: &CStr, flags: c_uint) -> io::Result<OwnedFd> {
+    // SAFETY: `path` is a valid NUL-terminated string for the duration of the call.
+    let ret = unsafe { libc::syscall(libc::SYS_open_tree, dirfd, path.as_ptr(), flags) };
+    check(ret).map(owned)
+}
+
+/// `move_mount(2)` of the mount `from` (a detached tree or fsmount fd) onto `to`.
+pub fn move_mount_fd(from: BorrowedFd, to: BorrowedFd) -> io::Result<()> {
+    let empty = c"";
+    // SAFETY: both fds are open for the call; empty paths with *_EMPTY_PATH mean "the fd itself".
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            from.as_raw_fd(),
+            empty.as_ptr(),
+            to.as_raw_fd(),
+            empty.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    check(ret).map(drop)
+}
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// `mount_setattr(2)` on the mount at `fd`, optionally recursively.
+pub fn mount_setattr(fd: BorrowedFd, attr_set: u64, recursive: bool) -> io::Result<()> {
+    let attr = MountAttr {
+        attr_set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let flags = libc::AT_EMPTY_PATH | if recursive { AT_RECURSIVE } else { 0 };
+    // SAFETY: `attr` is a valid, initialised mount_attr and its exact size is passed.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            flags as c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    check(ret).map(drop)
+}
+
+/// A new, detached filesystem mount: fsopen + fsconfig + fsmount.
+pub fn new_mount(
+    fstype: &CStr,
+    options: &[(&CStr, Option<&CStr>)],
+    attrs: u64,
+) -> io::Result<OwnedFd> {
+    // SAFETY: `fstype` is a valid NUL-terminated string.
+    let fs = check(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) })
+        .map(owned)?;
+    for (key, value) in options {
+        let (cmd, value_ptr) = match value {
+            Some(v) => (libc::FSCONFIG_SET_STRING, v.as_ptr()),
+            None => (libc::FSCONFIG_SET_FLAG, std::ptr::null()),
+        };
+        // SAFETY: `key` and `value` are valid NUL-terminated strings (or null for a flag).
+        check(unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                cmd,
+                key.as_ptr(),
+                value_ptr,
+                0,
+            )
+        })?;
+    }
+    // SAFETY: no pointers are passed; `fs` is an open filesystem context.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            libc::FSCONFIG_CMD_CREATE,
+            std::ptr::null::<c_void>(),
+            std::ptr::null::<c_void>(),
+            0,
+        )
+    })?;
+    // SAFETY: no pointers are passed; `fs` holds a created superblock.
+    let mnt = check(unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            fs.as_raw_fd(),
+            FSMOUNT_CLOEXEC,
+            attrs as c_uint,
+        )
+    })?;
+    Ok(owned(mnt))
+}
+
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+/// `openat2(2)` with RESOLVE_IN_ROOT: `path` is resolved as if `root` were `/`, so neither
+/// `..` nor a symlink can lead out of it.
+pub fn open_in_root(root: BorrowedFd, path: &CStr, flags: c_int) -> io::Result<OwnedFd> {
+    let how = OpenHow {
+        flags: (flags | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: `path` is NUL-terminated and `how` is a valid open_how of the size passed.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    check(ret).map(owned)
+}
+
+/// `close_range(first, last, flags)`.
+pub fn close_range(first: c_uint, last: c_uint, flags: c_int) -> io::Result<()> {
+    // SAFETY: closing or marking descriptors has no memory-safety preconditions; callers own
+    // every descriptor in the range by construction (they are stray inherited ones).
+    check(unsafe { libc::syscall(libc::SYS_close_range, first, last, flags) }).map(drop)
+}
+
+/// A C string from a path or name known to contain no NUL (the Plan checked).
+pub fn cstr(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// Whether `fd` is an open descriptor of this process.
+pub fn fd_is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only reads the descriptor's flags; an invalid fd yields EBADF.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}
+
+/// `dup2(from, to)` onto a fixed descriptor number (0, 1 or 2 at start-up), leaving `to`
+/// open and owned by the process as a whole rather than by any Rust value.
+pub fn dup_to(from: BorrowedFd, to: RawFd) -> io::Result<()> {
+    // SAFETY: dup2 has no memory-safety preconditions; `to` is a standard descriptor slot
+    // that no Rust object owns.
+    check(unsafe { libc::dup2(from.as_raw_fd(), to) }.into()).map(drop)
+}
