@@ -230,6 +230,9 @@ fn resolve_mounts(profile: &Profile, args: &RunArgs, vars: &Vars) -> Result<Vec<
             mode: 0o755,
         });
     }
+    // Parents before children, whatever order the options came in (as podman does); mounts
+    // on the same destination keep their order, so a later one covers an earlier one.
+    mounts.sort_by_key(|m| m.destination().components().count());
     Ok(mounts)
 }
 
@@ -512,12 +515,27 @@ mod tests {
         let l = loaded("{}");
         let plan = build(
             &l,
-            &args(&["--ro-bind", "/etc:/x", "--bind", ".", "--", "x"]),
+            &args(&[
+                "--bind",
+                "/usr:/x/y",
+                "--ro-bind",
+                "/etc:/x",
+                "--bind",
+                ".",
+                "--",
+                "x",
+            ]),
             &caller("/tmp"),
         )
         .unwrap();
+        let dsts: Vec<&Path> = plan.mounts.iter().map(|m| m.destination()).collect();
         assert_eq!(
-            plan.mounts[0],
+            dsts,
+            [Path::new("/tmp"), Path::new("/x"), Path::new("/x/y")],
+            "parents first"
+        );
+        assert_eq!(
+            plan.mounts[1],
             Mount::Bind {
                 source: "/etc".into(),
                 destination: "/x".into(),
@@ -525,7 +543,6 @@ mod tests {
                 source_is_dir: true
             }
         );
-        assert_eq!(plan.mounts[1].destination(), Path::new("/tmp"));
 
         let err = build(
             &l,
