@@ -21,6 +21,32 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Report what this host supports and, for each gap, how to fix it.
     Check(CheckArgs),
+    /// List, show, check and pick profiles.
+    #[command(subcommand)]
+    Profile(ProfileCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProfileCommand {
+    /// Every profile reachable by name: name, where it comes from, commands, description.
+    Ls,
+    /// The fully resolved profile (after `extends` and variables) as JSON.
+    Show {
+        /// Profile name or path.
+        name: String,
+    },
+    /// Validate profile files; exit 0, or 125 with every problem found.
+    Check {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<std::path::PathBuf>,
+    },
+    /// Which profile `sbx run -- COMMAND...` would use, and why.
+    Which {
+        #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// Print the JSON Schema of profiles (profiles/schema.json is generated from this).
+    Schema,
 }
 
 #[derive(Args, Debug, Default, Clone)]

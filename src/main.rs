@@ -47,29 +47,24 @@ fn dispatch() -> Result<i32> {
     match cli.command {
         Command::Run(args) => run(&args),
         Command::Check(args) => probe::check_command(args.json),
+        Command::Profile(cmd) => profile::cmd::run(cmd),
     }
 }
 
 fn run(args: &RunArgs) -> Result<i32> {
     let caller = plan::Caller::from_process()?;
-    let spec = args.profile.as_deref().unwrap_or("default");
-    let loaded = profile::load::load(spec)?;
-    let plan = plan::build(&loaded, args, &caller)?;
+    let choice = profile::select::choose(args.profile.as_deref(), &args.command[0])?;
+    let plan = plan::build(&choice.loaded, args, &caller)?;
     if let IdMode::Single { warning } = &plan.ids.mode {
         eprintln!("sbx: warning: {warning}");
     }
     if plan.verbose {
-        describe(&plan, args.profile.is_some());
+        describe(&plan, &choice.why);
     }
     supervisor::run(&plan)
 }
 
-fn describe(plan: &plan::Plan, explicit: bool) {
-    let why = if explicit {
-        "named with --profile"
-    } else {
-        "no --profile given"
-    };
+fn describe(plan: &plan::Plan, why: &str) {
     eprintln!(
         "sbx: profile {:?} ({}; {why})",
         plan.profile, plan.profile_origin

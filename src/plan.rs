@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -14,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use crate::cli::RunArgs;
 use crate::profile::load::Loaded;
 use crate::profile::vars::Vars;
-use crate::profile::{MountKind, MountSpec, NetworkMode, Profile};
+use crate::profile::{MountKind, MountOption, MountSpec, NetworkMode, Profile};
 use crate::supervisor::idmap::{self, IdPlan};
 
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -56,12 +57,15 @@ pub enum Mount {
         /// Normalized absolute path inside.
         destination: PathBuf,
         readonly: bool,
+        noexec: bool,
         source_is_dir: bool,
     },
     Tmpfs {
         destination: PathBuf,
         size: Option<u64>,
         mode: u32,
+        readonly: bool,
+        noexec: bool,
     },
 }
 
@@ -118,10 +122,11 @@ impl Caller {
 
 /// Builds the Plan from a loaded profile, the CLI overrides and the caller.
 pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
-    let profile = &loaded.profile;
     let vars = &caller.vars;
+    let expanded = vars.expand_profile(&loaded.profile)?;
+    let profile = &expanded;
 
-    let rootfs = resolve_rootfs(args.rootfs.as_deref(), profile, vars)?;
+    let rootfs = resolve_rootfs(args.rootfs.as_deref(), profile)?;
     let mounts = resolve_mounts(profile, args, vars)?;
     let env = resolve_env(profile, &args.env, vars)?;
     let search_path = env
@@ -131,14 +136,14 @@ pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
 
     let workdir = match (&args.workdir, &profile.workdir) {
         (Some(cli), _) => PathBuf::from(cli),
-        (None, Some(p)) => PathBuf::from(vars.expand(p, "workdir")?),
+        (None, Some(p)) => PathBuf::from(p),
         (None, None) => PathBuf::from("/"),
     };
     let workdir = normalize_absolute(&workdir, "workdir")?;
 
     let hostname = match (&args.hostname, &profile.hostname) {
         (Some(cli), _) => Some(cli.clone()),
-        (None, Some(p)) => Some(vars.expand(p, "hostname")?),
+        (None, Some(p)) => Some(p.clone()),
         (None, None) => None,
     };
     if let Some(name) = &hostname {
@@ -174,10 +179,10 @@ pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
     })
 }
 
-fn resolve_rootfs(cli: Option<&str>, profile: &Profile, vars: &Vars) -> Result<Rootfs> {
+fn resolve_rootfs(cli: Option<&str>, profile: &Profile) -> Result<Rootfs> {
     let spec = match (cli, &profile.rootfs) {
         (Some(cli), _) => cli.to_string(),
-        (None, Some(p)) => vars.expand(p, "rootfs")?,
+        (None, Some(p)) => p.clone(),
         (None, None) => "host".to_string(),
     };
     if spec == "host" {
@@ -199,7 +204,7 @@ fn resolve_rootfs(cli: Option<&str>, profile: &Profile, vars: &Vars) -> Result<R
 fn resolve_mounts(profile: &Profile, args: &RunArgs, vars: &Vars) -> Result<Vec<Mount>> {
     let mut mounts = Vec::new();
     for (i, spec) in profile.mounts.iter().enumerate() {
-        if let Some(m) = resolve_profile_mount(spec, &format!("mounts[{i}]"), vars)? {
+        if let Some(m) = resolve_profile_mount(spec, &format!("mounts[{i}]"))? {
             mounts.push(m);
         }
     }
@@ -219,7 +224,7 @@ fn resolve_mounts(profile: &Profile, args: &RunArgs, vars: &Vars) -> Result<Vec<
                 Some(d) => PathBuf::from(d),
                 None => src_abs.clone(),
             };
-            mounts.push(bind(&src_abs, &dst, readonly, &what)?);
+            mounts.push(bind(&src_abs, &dst, (readonly, false), &what)?);
         }
     }
     for value in &args.tmpfs {
@@ -228,16 +233,21 @@ fn resolve_mounts(profile: &Profile, args: &RunArgs, vars: &Vars) -> Result<Vec<
             destination,
             size: None,
             mode: 0o755,
+            readonly: false,
+            noexec: false,
         });
     }
     // Parents before children, whatever order the options came in (as podman does); mounts
     // on the same destination keep their order, so a later one covers an earlier one.
     mounts.sort_by_key(|m| m.destination().components().count());
+    protect_profile_dirs(&mut mounts);
     Ok(mounts)
 }
 
-fn resolve_profile_mount(spec: &MountSpec, what: &str, vars: &Vars) -> Result<Option<Mount>> {
-    let destination = vars.expand(&spec.destination, &format!("{what}.destination"))?;
+fn resolve_profile_mount(spec: &MountSpec, what: &str) -> Result<Option<Mount>> {
+    let destination = &spec.destination;
+    let noexec = spec.options.contains(&MountOption::Noexec);
+    let ro_option = spec.options.contains(&MountOption::Ro);
     match spec.kind {
         MountKind::Bind | MountKind::RoBind => {
             if spec.size.is_some() || spec.mode.is_some() {
@@ -246,19 +256,32 @@ fn resolve_profile_mount(spec: &MountSpec, what: &str, vars: &Vars) -> Result<Op
             let Some(source) = &spec.source else {
                 bail!("{what}: a bind mount needs a `source`");
             };
-            let source = vars.expand(source, &format!("{what}.source"))?;
+            let source = source.as_str();
             if !source.starts_with('/') {
                 bail!("{what}.source: {source:?} is not an absolute path; profiles name host paths absolutely (use ${{PWD}} for the current directory)");
+            }
+            if spec.create && !Path::new(&source).exists() {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&source)
+                    .with_context(|| format!("{what}: create bind source {source}"))?;
             }
             if spec.optional && !Path::new(&source).exists() {
                 return Ok(None);
             }
-            let readonly = spec.kind == MountKind::RoBind;
-            bind(Path::new(&source), Path::new(&destination), readonly, what).map(Some)
+            let readonly = spec.kind == MountKind::RoBind || ro_option;
+            bind(
+                Path::new(&source),
+                Path::new(&destination),
+                (readonly, noexec),
+                what,
+            )
+            .map(Some)
         }
         MountKind::Tmpfs => {
-            if spec.source.is_some() {
-                bail!("{what}: a tmpfs has no `source`");
+            if spec.source.is_some() || spec.optional || spec.create {
+                bail!("{what}: a tmpfs has no `source`, so `optional` and `create` do not apply");
             }
             let size = spec
                 .size
@@ -275,12 +298,19 @@ fn resolve_profile_mount(spec: &MountSpec, what: &str, vars: &Vars) -> Result<Op
                 destination: normalize_destination(Path::new(&destination), what)?,
                 size,
                 mode,
+                readonly: ro_option,
+                noexec,
             }))
         }
     }
 }
 
-fn bind(source: &Path, destination: &Path, readonly: bool, what: &str) -> Result<Mount> {
+fn bind(
+    source: &Path,
+    destination: &Path,
+    (readonly, noexec): (bool, bool),
+    what: &str,
+) -> Result<Mount> {
     let canonical = source.canonicalize().with_context(|| {
         format!(
             "{what}: bind source {} does not exist; create it or fix the path",
@@ -292,7 +322,57 @@ fn bind(source: &Path, destination: &Path, readonly: bool, what: &str) -> Result
         source: canonical,
         destination: normalize_destination(destination, what)?,
         readonly,
+        noexec,
     })
+}
+
+/// Profile directories must never be writable from inside (firejail #7132): a sandbox that
+/// could edit `~/.config/sbx/profiles` could loosen its own next run. Wherever a writable
+/// bind exposes one, it is bound read-only over itself, and every directory between the
+/// bind and it is bound over itself too, so it cannot be renamed away and replaced. A
+/// missing user profile directory is created first, so it can be protected at all.
+fn protect_profile_dirs(mounts: &mut Vec<Mount>) {
+    for (dir, _) in crate::profile::load::search_dirs() {
+        let mut extra = Vec::new();
+        for m in mounts.iter() {
+            let Mount::Bind {
+                source,
+                destination,
+                readonly: false,
+                ..
+            } = m
+            else {
+                continue;
+            };
+            let Ok(rel) = dir.strip_prefix(source) else {
+                continue;
+            };
+            if !dir.exists() {
+                let _ = std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&dir);
+            }
+            if !dir.is_dir() {
+                continue;
+            }
+            let mut host = source.clone();
+            let mut inside = destination.clone();
+            let parts: Vec<_> = rel.components().collect();
+            for (i, part) in parts.iter().enumerate() {
+                host.push(part);
+                inside.push(part);
+                extra.push(Mount::Bind {
+                    source: host.clone(),
+                    destination: inside.clone(),
+                    readonly: i + 1 == parts.len(),
+                    noexec: false,
+                    source_is_dir: true,
+                });
+            }
+        }
+        mounts.extend(extra);
+    }
 }
 
 fn resolve_env(profile: &Profile, cli: &[String], vars: &Vars) -> Result<BTreeMap<String, String>> {
@@ -312,7 +392,7 @@ fn resolve_env(profile: &Profile, cli: &[String], vars: &Vars) -> Result<BTreeMa
     }
     for (key, value) in &profile.env.set {
         validate_env_key(key, "env.set")?;
-        env.insert(key.clone(), vars.expand(value, &format!("env.set.{key}"))?);
+        env.insert(key.clone(), value.clone());
     }
     for item in cli {
         if let Some((key, value)) = item.split_once('=') {
@@ -540,6 +620,7 @@ mod tests {
                 source: "/etc".into(),
                 destination: "/x".into(),
                 readonly: true,
+                noexec: false,
                 source_is_dir: true
             }
         );
@@ -582,7 +663,7 @@ mod tests {
     #[test]
     fn tmpfs_options_are_parsed() {
         let l = loaded(
-            r#"{"mounts": [{"type": "tmpfs", "destination": "/t", "size": "64M", "mode": "1777"}]}"#,
+            r#"{"mounts": [{"type": "tmpfs", "destination": "/t", "size": "64M", "mode": "1777", "options": ["ro"]}]}"#,
         );
         let plan = build(&l, &args(&["--", "x"]), &caller("/tmp")).unwrap();
         assert_eq!(
@@ -590,7 +671,9 @@ mod tests {
             Mount::Tmpfs {
                 destination: "/t".into(),
                 size: Some(64 << 20),
-                mode: 0o1777
+                mode: 0o1777,
+                readonly: true,
+                noexec: false,
             }
         );
         let l = loaded(r#"{"mounts": [{"type": "tmpfs", "destination": "/t", "mode": "9"}]}"#);

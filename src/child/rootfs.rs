@@ -43,7 +43,7 @@ pub fn build(plan: &Plan) -> Result<()> {
     let root = attach_root(plan, sources.root)?;
     mount_proc(root.as_fd())?;
     mount_dev(root.as_fd(), sources.devices)?;
-    mount_tmpfs(root.as_fd(), Path::new("/tmp"), 0o1777, None)?;
+    mount_tmpfs(root.as_fd(), Path::new("/tmp"), 0o1777, None, 0)?;
     for (mount, source) in plan.mounts.iter().zip(sources.binds) {
         apply(root.as_fd(), mount, source)?;
     }
@@ -82,12 +82,13 @@ fn open_sources(plan: &Plan) -> Result<Sources> {
         .iter()
         .map(|m| match m {
             Mount::Bind {
-                source, readonly, ..
+                source,
+                readonly,
+                noexec,
+                ..
             } => {
                 let tree = clone_tree(source, true)?;
-                let attrs = MOUNT_ATTR_NOSUID
-                    | MOUNT_ATTR_NODEV
-                    | if *readonly { MOUNT_ATTR_RDONLY } else { 0 };
+                let attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | flag_attrs(*readonly, *noexec);
                 set_attrs(&tree, attrs, true, &source.to_string_lossy())?;
                 Ok(Some(tree))
             }
@@ -99,6 +100,10 @@ fn open_sources(plan: &Plan) -> Result<Sources> {
         devices,
         binds,
     })
+}
+
+fn flag_attrs(readonly: bool, noexec: bool) -> u64 {
+    (if readonly { MOUNT_ATTR_RDONLY } else { 0 }) | if noexec { MOUNT_ATTR_NOEXEC } else { 0 }
 }
 
 fn clone_tree(path: &Path, recursive: bool) -> Result<OwnedFd> {
@@ -178,7 +183,7 @@ fn mount_proc(root: BorrowedFd) -> Result<()> {
 
 /// A minimal /dev: a few host devices, a private devpts, /dev/shm and the usual links.
 fn mount_dev(root: BorrowedFd, devices: Vec<OwnedFd>) -> Result<()> {
-    mount_tmpfs(root, Path::new("/dev"), 0o755, None)?;
+    mount_tmpfs(root, Path::new("/dev"), 0o755, None, MOUNT_ATTR_NOEXEC)?;
     let dev = open_dir(root, Path::new("/dev"))?;
     for (name, device) in DEVICES.iter().zip(devices) {
         let path = Path::new("/dev").join(name);
@@ -195,7 +200,7 @@ fn mount_dev(root: BorrowedFd, devices: Vec<OwnedFd>) -> Result<()> {
     )
     .context("mount a new /dev/pts")?;
     attach(root, &devpts, Path::new("/dev/pts"), true)?;
-    mount_tmpfs(root, Path::new("/dev/shm"), 0o1777, None)?;
+    mount_tmpfs(root, Path::new("/dev/shm"), 0o1777, None, 0)?;
     for (link, target) in [
         ("ptmx", "pts/ptmx"),
         ("fd", "/proc/self/fd"),
@@ -209,15 +214,26 @@ fn mount_dev(root: BorrowedFd, devices: Vec<OwnedFd>) -> Result<()> {
     Ok(())
 }
 
-fn mount_tmpfs(root: BorrowedFd, dst: &Path, mode: u32, size: Option<u64>) -> Result<()> {
+/// A new tmpfs on `dst`; `attrs` adds to nosuid and nodev (read-only, noexec).
+fn mount_tmpfs(
+    root: BorrowedFd,
+    dst: &Path,
+    mode: u32,
+    size: Option<u64>,
+    attrs: u64,
+) -> Result<()> {
     let mode = CString::new(format!("{mode:o}"))?;
     let size = size.map(|s| CString::new(s.to_string())).transpose()?;
     let mut options: Vec<(&CStr, Option<&CStr>)> = vec![(c"mode", Some(&mode))];
     if let Some(size) = &size {
         options.push((c"size", Some(size)));
     }
-    let fs = new_mount(c"tmpfs", &options, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
-        .with_context(|| format!("create a tmpfs for {}", dst.display()))?;
+    let fs = new_mount(
+        c"tmpfs",
+        &options,
+        MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | attrs,
+    )
+    .with_context(|| format!("create a tmpfs for {}", dst.display()))?;
     attach(root, &fs, dst, true)
 }
 
@@ -236,9 +252,17 @@ fn apply(root: BorrowedFd, mount: &Mount, source: Option<OwnedFd>) -> Result<()>
                 destination,
                 size,
                 mode,
+                readonly,
+                noexec,
             },
             _,
-        ) => mount_tmpfs(root, destination, *mode, *size),
+        ) => mount_tmpfs(
+            root,
+            destination,
+            *mode,
+            *size,
+            flag_attrs(*readonly, *noexec),
+        ),
         (Mount::Bind { destination, .. }, None) => {
             bail!(
                 "internal error: no source opened for {}",

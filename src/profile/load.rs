@@ -11,7 +11,12 @@ use anyhow::{bail, Context, Result};
 use super::Profile;
 
 /// Profiles embedded in the binary from the repository's `profiles/`.
-pub const BUILTINS: &[(&str, &str)] = &[("default", include_str!("../../profiles/default.json"))];
+pub const BUILTINS: &[(&str, &str)] = &[
+    ("default", include_str!("../../profiles/default.json")),
+    ("build", include_str!("../../profiles/build.json")),
+    ("devshell", include_str!("../../profiles/devshell.json")),
+    ("strict", include_str!("../../profiles/strict.json")),
+];
 
 /// Where a profile was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,29 +88,79 @@ pub fn load(spec: &str) -> Result<Loaded> {
         });
     }
     validate_name(spec)?;
-    for (dir, origin) in search_dirs() {
-        let path = dir.join(format!("{spec}.json"));
-        if path.exists() {
-            let profile = read_file(&path)?;
-            return Ok(Loaded {
-                name: spec.to_string(),
-                profile,
-                origin: origin(path),
-            });
-        }
-    }
-    if let Some((_, text)) = BUILTINS.iter().find(|(n, _)| *n == spec) {
-        let profile = parse(text, &format!("built-in profile {spec}"))?;
-        return Ok(Loaded {
-            name: spec.to_string(),
-            profile,
-            origin: Origin::Builtin,
-        });
+    if let Some(found) = all_named(spec)?.into_iter().next() {
+        return Ok(found);
     }
     bail!(
         "no profile named {spec:?}; known profiles: {}",
         known_names().join(", ")
     )
+}
+
+/// The next profile called `name` in a less specific place than `below` (user, then
+/// system, then built-in): how a user's `default` can extend the built-in `default`.
+pub fn load_below(name: &str, below: &Origin) -> Result<Loaded> {
+    for loaded in all_named(name)? {
+        if loaded.origin.rank() > below.rank() {
+            return Ok(loaded);
+        }
+    }
+    bail!("profile {name:?} extends {name:?}, but there is no {name:?} below the {below}")
+}
+
+/// Every profile called `name`, most specific first.
+fn all_named(name: &str) -> Result<Vec<Loaded>> {
+    let mut found = Vec::new();
+    for (dir, origin) in search_dirs() {
+        let path = dir.join(format!("{name}.json"));
+        if path.exists() {
+            found.push(Loaded {
+                name: name.to_string(),
+                profile: read_file(&path)?,
+                origin: origin(path),
+            });
+        }
+    }
+    if let Some((_, text)) = BUILTINS.iter().find(|(n, _)| *n == name) {
+        found.push(Loaded {
+            name: name.to_string(),
+            profile: parse(text, &format!("built-in profile {name}"))?,
+            origin: Origin::Builtin,
+        });
+    }
+    Ok(found)
+}
+
+/// Every profile reachable by name, each as found (before `extends`), most specific
+/// place first; a broken file is an error naming it.
+pub fn all() -> Result<Vec<Loaded>> {
+    let mut found = Vec::new();
+    for (dir, origin) in search_dirs() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            found.push(Loaded {
+                name: file_stem(&path),
+                profile: read_file(&path)?,
+                origin: origin(path),
+            });
+        }
+    }
+    for (name, text) in BUILTINS {
+        found.push(Loaded {
+            name: name.to_string(),
+            profile: parse(text, &format!("built-in profile {name}"))?,
+            origin: Origin::Builtin,
+        });
+    }
+    Ok(found)
 }
 
 fn validate_name(name: &str) -> Result<()> {
@@ -158,25 +213,44 @@ pub fn read_file(path: &Path) -> Result<Profile> {
 
 /// Parses profile JSON; errors name the file, line, column and the field's path.
 pub fn parse(text: &str, what: &str) -> Result<Profile> {
+    parse_with_path(text).map_err(|e| {
+        anyhow::anyhow!(
+            "{what}: line {}, column {}: {}",
+            e.line,
+            e.column,
+            e.message
+        )
+    })
+}
+
+/// Why a profile text did not parse.
+pub struct ParseError {
+    pub line: usize,
+    pub column: usize,
+    /// `path: detail`, with a "did you mean" hint where one fits.
+    pub message: String,
+}
+
+pub fn parse_with_path(text: &str) -> std::result::Result<Profile, ParseError> {
     let de = &mut serde_json::Deserializer::from_str(text);
-    match serde_path_to_error::deserialize::<_, Profile>(de) {
-        Ok(profile) => Ok(profile),
-        Err(err) => {
-            let path = err.path().to_string();
-            let inner = err.into_inner();
-            let mut msg = format!("{what}: line {}, column {}: ", inner.line(), inner.column());
-            let detail = strip_position(&inner.to_string());
-            if path.is_empty() || path == "." {
-                msg.push_str(&detail);
-            } else {
-                msg.push_str(&format!("{path}: {detail}"));
-            }
-            if let Some(hint) = did_you_mean(&detail) {
-                msg.push_str(&format!("; did you mean `{hint}`?"));
-            }
-            bail!(msg)
+    serde_path_to_error::deserialize::<_, Profile>(de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        let detail = strip_position(&inner.to_string());
+        let mut message = if path.is_empty() || path == "." {
+            detail.clone()
+        } else {
+            format!("{path}: {detail}")
+        };
+        if let Some(hint) = did_you_mean(&detail) {
+            message.push_str(&format!("; did you mean `{hint}`?"));
         }
-    }
+        ParseError {
+            line: inner.line(),
+            column: inner.column(),
+            message,
+        }
+    })
 }
 
 /// serde_json appends " at line L column C"; we report the position ourselves.

@@ -4,15 +4,19 @@
 //! `plan` turns the merged result into a validated `Plan`. Unknown fields are rejected
 //! everywhere (`deny_unknown_fields`), so a typo never silently weakens a sandbox.
 
+pub mod cmd;
+pub mod layer;
 pub mod load;
+pub mod select;
 pub mod vars;
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// One JSON profile file, as written by its author.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
     /// The profile's name (defaults to the file name without `.json`).
@@ -21,9 +25,14 @@ pub struct Profile {
     /// One line for `sbx profile ls`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// Another profile this one layers on top of.
+    /// Another profile this one layers on top of: scalars override, maps merge, lists
+    /// append (see `replace`). `name`, `description` and `commands` are not inherited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extends: Option<String>,
+    /// Inherited lists this profile replaces instead of appending to: any of "mounts",
+    /// "env.pass".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replace: Vec<ListField>,
     /// Program names (base names) this profile is picked for when no `--profile` is given.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub commands: Vec<String>,
@@ -50,7 +59,24 @@ pub struct Profile {
     pub network: Option<NetworkMode>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum ListField {
+    #[serde(rename = "mounts")]
+    Mounts,
+    #[serde(rename = "env.pass")]
+    EnvPass,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MountOption {
+    /// Read-only.
+    Ro,
+    /// Nothing on it can be executed.
+    Noexec,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum MountKind {
     /// Read-write bind mount of a host path.
@@ -61,7 +87,7 @@ pub enum MountKind {
     Tmpfs,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MountSpec {
     #[serde(rename = "type")]
@@ -74,6 +100,12 @@ pub struct MountSpec {
     /// Binds only: skip this mount when the source does not exist, instead of failing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub optional: bool,
+    /// Binds only: create the source directory (mode 0700) on the host when it is missing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub create: bool,
+    /// Extra mount options: "ro" (read-only, also for a tmpfs), "noexec".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<MountOption>,
     /// Tmpfs only: size limit, such as `"64M"` (default: the kernel's, half of RAM).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<String>,
@@ -82,7 +114,7 @@ pub struct MountSpec {
     pub mode: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnvSpec {
     /// Variables to set.
@@ -94,12 +126,12 @@ pub struct EnvSpec {
 }
 
 impl EnvSpec {
-    fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.set.is_empty() && self.pass.is_empty()
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -109,12 +141,12 @@ pub struct UserSpec {
 }
 
 impl UserSpec {
-    fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.uid.is_none() && self.gid.is_none()
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
     /// A network namespace of its own with only loopback.

@@ -2,6 +2,8 @@
 
 use anyhow::{bail, Result};
 
+use super::Profile;
+
 /// What the variables in a profile expand to; read once from the caller's process.
 #[derive(Debug, Clone)]
 pub struct Vars {
@@ -39,6 +41,24 @@ impl Vars {
             rest = &body[end + 1..];
         }
         out.push_str(rest);
+        Ok(out)
+    }
+
+    /// The profile with every variable expanded; errors name the field.
+    pub fn expand_profile(&self, p: &Profile) -> Result<Profile> {
+        let opt =
+            |v: &Option<String>, what: &str| v.as_ref().map(|s| self.expand(s, what)).transpose();
+        let mut out = p.clone();
+        out.rootfs = opt(&p.rootfs, "rootfs")?;
+        out.workdir = opt(&p.workdir, "workdir")?;
+        out.hostname = opt(&p.hostname, "hostname")?;
+        for (i, m) in out.mounts.iter_mut().enumerate() {
+            m.source = opt(&m.source, &format!("mounts[{i}].source"))?;
+            m.destination = self.expand(&m.destination, &format!("mounts[{i}].destination"))?;
+        }
+        for (key, value) in out.env.set.iter_mut() {
+            *value = self.expand(value, &format!("env.set.{key}"))?;
+        }
         Ok(out)
     }
 

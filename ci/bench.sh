@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Start-up benchmark: `sbx run -- /bin/true` against bubblewrap doing the same work
+# (all namespaces, read-only host root, fresh /proc, minimal /dev, private /tmp), in the
+# same run, alternating the two so machine noise hits both alike. Prints medians and the
+# ratio. As root it runs the measurement as the unprivileged test user (ci/setup-host.sh).
+#
+#   sudo ci/bench.sh [ROUNDS]          # default 300 rounds of each
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-300}
+TEST_USER=${SBX_TEST_USER:-sbxtest}
+
+cargo build --release --quiet
+stage=$(mktemp -d /tmp/sbx-bench.XXXXXX)
+trap 'rm -rf "$stage"' EXIT
+cp target/release/sbx "$stage/sbx"
+cp ci/bench.py "$stage/bench.py"
+chmod -R a+rX "$stage"
+
+as_user=()
+if [ "$(id -u)" -eq 0 ]; then
+  bash ci/setup-host.sh >/dev/null
+  home=$(getent passwd "$TEST_USER" | cut -d: -f6)
+  cd "$home"
+  as_user=(runuser -u "$TEST_USER" -- env -i PATH=/usr/bin:/bin HOME="$home" USER="$TEST_USER")
+fi
+"${as_user[@]}" python3 "$stage/bench.py" --rounds "$rounds" --sbx "$stage/sbx"
