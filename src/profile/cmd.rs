@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 use super::load::{self, Loaded};
-use super::{layer, select, MountSpec, Profile};
+use super::{layer, select, Profile};
 use crate::cli::ProfileCommand;
 use crate::error::exit::SBX_ERROR;
 
@@ -105,12 +105,10 @@ pub fn problems(text: &str, file: &Path) -> Vec<String> {
         match (key.as_str(), field) {
             ("mounts", Value::Array(mounts)) => {
                 for (i, m) in mounts.iter().enumerate() {
-                    if let Err(e) = serde_path_to_error::deserialize::<_, MountSpec>(m) {
-                        found.push(format!(
-                            "{what}: line {line}: mounts[{i}].{}: {}",
-                            e.path(),
-                            e.inner()
-                        ));
+                    let single = serde_json::json!({ "mounts": [m] }).to_string();
+                    if let Err(e) = load::parse_with_path(&single) {
+                        let message = e.message.replacen("mounts[0]", &format!("mounts[{i}]"), 1);
+                        found.push(format!("{what}: line {line}: {message}"));
                     }
                 }
             }
