@@ -264,7 +264,7 @@ fn resolve_profile_mount(spec: &MountSpec, what: &str) -> Result<Option<Mount>> 
                 std::fs::DirBuilder::new()
                     .recursive(true)
                     .mode(0o700)
-                    .create(&source)
+                    .create(source)
                     .with_context(|| format!("{what}: create bind source {source}"))?;
             }
             if spec.optional && !Path::new(&source).exists() {
