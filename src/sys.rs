@@ -218,3 +218,47 @@ pub fn dup_to(from: BorrowedFd, to: RawFd) -> io::Result<()> {
     // that no Rust object owns.
     check(unsafe { libc::dup2(from.as_raw_fd(), to) }.into()).map(drop)
 }
+
+/// `landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)`: the Landlock ABI
+/// version this kernel offers, or the error that says why there is none.
+pub fn landlock_version() -> io::Result<u32> {
+    const LANDLOCK_CREATE_RULESET_VERSION: c_uint = 1 << 0;
+    // SAFETY: with a null attribute pointer, size 0 and the VERSION flag the kernel reads
+    // and writes no memory; it only returns the ABI version (or an error).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    check(ret).map(|abi| u32::try_from(abi).unwrap_or(0))
+}
+
+/// The size of extended attribute `name` of `path` (following symlinks), without reading it.
+pub fn xattr_size(path: &CStr, name: &CStr) -> io::Result<usize> {
+    // SAFETY: both strings are NUL-terminated; a null buffer of size 0 asks only for the
+    // attribute's size, so the kernel writes nothing.
+    let size = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
+    usize::try_from(size).map_err(|_| io::Error::last_os_error())
+}
+
+/// `prctl(PR_GET_SECCOMP)`: the calling thread's seccomp mode (0 none, 2 filter).
+pub fn seccomp_mode() -> io::Result<c_int> {
+    // SAFETY: PR_GET_SECCOMP takes no pointers; it only returns this thread's seccomp mode.
+    let mode = unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) };
+    if mode < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(mode)
+    }
+}
+
+/// `_exit(code)`: ends the process at once, without running exit handlers or flushing
+/// stdio buffers, as a forked child must so as not to repeat its parent's.
+pub fn exit_now(code: c_int) -> ! {
+    // SAFETY: _exit has no preconditions and never returns; skipping destructors and
+    // exit handlers only leaks, which is safe.
+    unsafe { libc::_exit(code) }
+}
