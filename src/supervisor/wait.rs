@@ -48,9 +48,12 @@ pub fn supervise(chan: &Channel, mask: &SigSet, sandbox: &mut Sandbox) -> Result
         if chan_open {
             fds.push(PollFd::new(chan.as_fd(), PollFlags::POLLIN));
         }
+        // Which terminal fds this round polls: the relay may start during the round.
+        let polled_master = relay.is_some();
+        let polled_stdin = relay.as_ref().is_some_and(|r| r.stdin_open());
         if let Some(r) = &relay {
             fds.push(PollFd::new(r.master(), PollFlags::POLLIN));
-            if r.stdin_open() {
+            if polled_stdin {
                 fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
             }
         }
@@ -100,12 +103,13 @@ pub fn supervise(chan: &Channel, mask: &SigSet, sandbox: &mut Sandbox) -> Result
             }
             i += 1;
         }
-        if let Some(r) = &mut relay {
-            if ready[i] && !r.pump_output() {
-                // The terminal closed on the command's side; keep waiting for the exit.
+        if let (Some(r), true) = (&mut relay, polled_master) {
+            if ready[i] {
+                // False once the command's side is closed; the exit is still to come.
+                r.pump_output();
             }
             i += 1;
-            if r.stdin_open() && ready.get(i).copied().unwrap_or(false) {
+            if polled_stdin && ready[i] {
                 r.pump_input();
             }
         }
