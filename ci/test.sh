@@ -35,15 +35,22 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("profile", {}).get("test") and m.get("executable"):
         print(m["target"]["kind"][0] + " " + m["target"]["name"] + " " + m["executable"])')
 
-echo "== unit tests"
-for entry in "${test_bins[@]}"; do
-  read -r kind name exe <<<"$entry"
-  [ "$kind" = "bin" ] && "$exe" --quiet
-done
-
 # The checkout may sit where the test user cannot read (/root); stage what it runs.
 stage=$(mktemp -d /tmp/sbx-ci.XXXXXX)
 trap 'rm -rf "$stage"' EXIT
+
+# Every test binary's output goes through here too, to add up one closing line.
+results="$stage/results"
+: >"$results"
+chmod 666 "$results"
+count() { tee -a "$results"; }
+
+echo "== unit tests"
+for entry in "${test_bins[@]}"; do
+  read -r kind name exe <<<"$entry"
+  [ "$kind" = "bin" ] && "$exe" --quiet 2>&1 | count
+done
+
 cp target/debug/sbx "$stage/sbx"
 mkdir -p "$stage/tests"
 cp -r tests/data "$stage/tests/" 2>/dev/null || true
@@ -72,11 +79,12 @@ run_as() {
 filter=()
 [ -n "${SBX_TEST_FILTER:-}" ] && filter=("$SBX_TEST_FILTER")
 
+
 echo "== integration tests as $TEST_USER"
 for entry in "${test_bins[@]}"; do
   read -r kind name exe <<<"$entry"
   [ "$kind" = "test" ] || continue
-  run_as "$TEST_USER" "$stage/tests/$name" --skip nosubuid_ "${filter[@]}"
+  run_as "$TEST_USER" "$stage/tests/$name" --skip nosubuid_ "${filter[@]}" 2>&1 | count
 done
 
 if [ "$(id -u)" -eq 0 ]; then
@@ -84,7 +92,18 @@ if [ "$(id -u)" -eq 0 ]; then
   for entry in "${test_bins[@]}"; do
     read -r kind name exe <<<"$entry"
     [ "$kind" = "test" ] || continue
-    run_as "$NOSUB_USER" "$stage/tests/$name" nosubuid_ "${filter[@]}"
+    run_as "$NOSUB_USER" "$stage/tests/$name" nosubuid_ "${filter[@]}" 2>&1 | count
   done
 fi
-echo "== all tests passed"
+# pipefail has stopped the script at any failing binary; this is the sum of what ran.
+python3 - "$results" <<'PY'
+import re, sys
+passed = failed = skipped = 0
+for line in open(sys.argv[1], errors="replace"):
+    m = re.match(r"test result: \w+\. (\d+) passed; (\d+) failed; (\d+) ignored", line)
+    if m:
+        passed += int(m[1]); failed += int(m[2]); skipped += int(m[3])
+    if line.startswith("SKIP "):
+        skipped += 1
+print(f"total: {passed} passed, {failed} failed, {skipped} skipped")
+PY

@@ -1,0 +1,601 @@
+//! What the sandbox can and cannot see and touch: the read-only host root and its
+//! sub-mounts, binds and their ownership, private /tmp, the hidden home directory, the
+//! minimal /dev, the pid namespace and the network.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::ErrorKind;
+use std::net::TcpListener;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use common::*;
+
+const EROFS: &str = "Read-only file system";
+
+// ---------------------------------------------------------------------------------------
+// Binds and ownership
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn files_created_in_the_working_directory_are_owned_by_the_caller() {
+    if !require_sandbox() {
+        return;
+    }
+    let dir = TempDir::new();
+    sandbox_sh(dir.path(), &[], "echo inside > made-inside; mkdir made-dir").assert_success();
+    let file = dir.join("made-inside");
+    assert_eq!(fs::read_to_string(&file).unwrap(), "inside\n");
+    for path in [file, dir.join("made-dir")] {
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (uid(), gid()),
+            "owner of {}",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn files_created_through_bind_are_owned_by_the_caller() {
+    if !require_sandbox() {
+        return;
+    }
+    let cwd = TempDir::new();
+    let shared = TempDir::new();
+    let file = shared.join("through-bind");
+    let script = format!("echo inside > {}", file.display());
+    sandbox_sh(cwd.path(), &["--bind", shared.str()], &script).assert_success();
+    assert_eq!(fs::read_to_string(&file).unwrap(), "inside\n");
+    let meta = fs::metadata(&file).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (uid(), gid()));
+}
+
+#[test]
+fn bind_to_another_destination_shows_the_source() {
+    if !require_sandbox() {
+        return;
+    }
+    let cwd = TempDir::new();
+    let src = TempDir::new();
+    fs::write(src.join("from-host"), "host data\n").unwrap();
+    // The destination lies in the sandbox's private /tmp, where it can be created.
+    let dst = format!("/tmp/{}", unique("bind-dst"));
+    let spec = format!("{}:{dst}", src.str());
+    let script = format!("cat {dst}/from-host; echo new > {dst}/from-sandbox");
+    let out = sandbox_sh(cwd.path(), &["--bind", &spec], &script);
+    out.assert_success();
+    assert_eq!(out.stdout(), "host data\n");
+    assert_eq!(
+        fs::read_to_string(src.join("from-sandbox")).unwrap(),
+        "new\n"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Read-only root and binds
+// ---------------------------------------------------------------------------------------
+
+/// Tries to create each of `paths` inside; returns the output (one line per failure).
+fn try_create(dir: &Path, options: &[&str], paths: &[&str]) -> Outcome {
+    let script = paths
+        .iter()
+        .map(|p| format!("touch '{p}' && echo created '{p}'"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    sandbox_sh(dir, options, &script)
+}
+
+#[test]
+fn host_root_is_read_only() {
+    if !require_sandbox() {
+        return;
+    }
+    let dir = TempDir::new();
+    let name = unique("ro");
+    let paths = [format!("/usr/{name}"), format!("/etc/{name}")];
+    let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+    let out = try_create(dir.path(), &[], &paths);
+    assert!(!out.stdout().contains("created"), "{out}");
+    for p in &paths {
+        assert!(
+            out.stderr()
+                .lines()
+                .any(|l| l.contains(p) && l.contains(EROFS)),
+            "creating {p} should fail with {EROFS:?}\n{out}"
+        );
+        assert!(!Path::new(p).exists());
+    }
+}
+
+#[test]
+fn host_root_is_read_only_even_where_the_caller_may_write() {
+    if !require_sandbox() {
+        return;
+    }
+    // /var/tmp is writable by everyone on the host and is not bound by the default
+    // profile: only the read-only root stands between the sandbox and it.
+    let host_file = Path::new("/var/tmp").join(unique("var-tmp"));
+    let _cleanup = TempFile(host_file.clone());
+    // Control: the caller can create the file there on the host.
+    if let Err(e) = fs::write(&host_file, "host") {
+        skip(&format!("/var/tmp is not writable on this host: {e}"));
+        return;
+    }
+    fs::remove_file(&host_file).unwrap();
+
+    let dir = TempDir::new();
+    let path = host_file.to_str().unwrap();
+    let out = try_create(dir.path(), &[], &[path]);
+    assert!(!out.stdout().contains("created"), "{out}");
+    assert!(out.stderr().contains(EROFS), "{out}");
+    assert!(
+        !host_file.exists(),
+        "the sandbox wrote into the host's /var/tmp"
+    );
+}
+
+#[test]
+fn ro_bind_destination_is_read_only() {
+    if !require_sandbox() {
+        return;
+    }
+    let cwd = TempDir::new();
+    let src = TempDir::new();
+    fs::write(src.join("existing"), "visible\n").unwrap();
+    let target = src.join("new-file");
+    let script = format!(
+        "cat {0}/existing; touch {1} && echo created; echo more >> {0}/existing && echo appended",
+        src.str(),
+        target.display()
+    );
+    let out = sandbox_sh(cwd.path(), &["--ro-bind", src.str()], &script);
+    assert_eq!(out.stdout(), "visible\n", "{out}");
+    assert_eq!(
+        out.stderr().matches(EROFS).count(),
+        2,
+        "both writes fail with {EROFS:?}\n{out}"
+    );
+    assert!(!target.exists());
+    assert_eq!(
+        fs::read_to_string(src.join("existing")).unwrap(),
+        "visible\n"
+    );
+    // The same directory is writable on the host, and through a read-write bind.
+    sandbox_sh(cwd.path(), &["--bind", src.str()], &script).assert_success();
+    assert!(target.exists());
+}
+
+#[test]
+fn ro_bind_of_a_file_is_read_only() {
+    if !require_sandbox() {
+        return;
+    }
+    let cwd = TempDir::new();
+    let src = TempDir::new();
+    let file = src.join("config");
+    fs::write(&file, "original\n").unwrap();
+    let dst = format!("/tmp/{}", unique("ro-file"));
+    let spec = format!("{}:{dst}", file.display());
+    let script = format!("cat {dst}; echo changed > {dst} && echo written");
+    let out = sandbox_sh(cwd.path(), &["--ro-bind", &spec], &script);
+    assert_eq!(out.stdout(), "original\n", "{out}");
+    assert!(out.stderr().contains(EROFS), "{out}");
+    assert_eq!(fs::read_to_string(&file).unwrap(), "original\n");
+}
+
+/// Sub-mounts of the host root that are read-write on the host, as candidates for showing
+/// that the root is read-only recursively. Skips what the sandbox replaces (/proc, /dev,
+/// /tmp), the home and working directories, and anything that is not a directory.
+fn writable_host_submounts(cwd: &Path) -> Vec<MountEntry> {
+    let home = home();
+    let text = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let replaced = ["/proc", "/dev", "/tmp"];
+    let mut seen = BTreeSet::new();
+    parse_mountinfo(&text)
+        .into_iter()
+        .rev() // the last mount on a point is the visible one
+        .filter(|m| seen.insert(m.mount_point.clone()))
+        .filter(|m| m.mount_point != "/")
+        .filter(|m| m.options.split(',').any(|o| o == "rw"))
+        .filter(|m| {
+            let p = Path::new(&m.mount_point);
+            !replaced.iter().any(|r| p.starts_with(r))
+                && !p.starts_with(&home)
+                && !home.starts_with(p)
+                && !p.starts_with(cwd)
+                && !cwd.starts_with(p)
+                && !m.mount_point.contains(char::is_whitespace)
+                && p.is_dir()
+        })
+        .collect()
+}
+
+#[test]
+fn host_submounts_are_read_only() {
+    if !require_sandbox() {
+        return;
+    }
+    let dir = TempDir::new();
+    let candidates = writable_host_submounts(dir.path());
+    // Prefer mounts outside /sys (which a later sbx may replace); use /sys sub-mounts such
+    // as /sys/fs/cgroup when the host has nothing else.
+    let (outside_sys, in_sys): (Vec<_>, Vec<_>) = candidates
+        .into_iter()
+        .partition(|m| !Path::new(&m.mount_point).starts_with("/sys"));
+    let chosen = if outside_sys.is_empty() {
+        in_sys
+    } else {
+        outside_sys
+    };
+    if chosen.is_empty() {
+        skip("the host has no read-write sub-mount of / outside /proc, /dev and /tmp");
+        return;
+    }
+
+    let out = sandbox_sh(dir.path(), &[], "cat /proc/self/mountinfo");
+    out.assert_success();
+    let inside = parse_mountinfo(&out.stdout());
+    for host in &chosen {
+        let Some(m) = inside
+            .iter()
+            .rev()
+            .find(|m| m.mount_point == host.mount_point)
+        else {
+            panic!(
+                "host mount {} is missing in the sandbox\n{out}",
+                host.mount_point
+            );
+        };
+        assert!(
+            m.options.split(',').any(|o| o == "ro"),
+            "{} is read-write on the host and must be read-only inside, but is: {}",
+            m.mount_point,
+            m.line
+        );
+    }
+
+    // And a user would see it: creating a file there fails with EROFS.
+    let target = format!("{}/{}", chosen[0].mount_point, unique("submount"));
+    let out = try_create(dir.path(), &[], &[&target]);
+    assert!(!out.stdout().contains("created"), "{out}");
+    assert!(out.stderr().contains(EROFS), "{out}");
+}
+
+// ---------------------------------------------------------------------------------------
+// /tmp and home
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn tmp_is_private_and_empty() {
+    if !require_sandbox() {
+        return;
+    }
+    // The working directory under $HOME, so that it is not bound somewhere in /tmp.
+    let dir = TempDir::in_home();
+    let host_side = std::env::temp_dir().join(unique("host-visible"));
+    fs::write(&host_side, "host").unwrap();
+    let _host_guard = TempFile(host_side.clone());
+    let inside_name = unique("written-inside");
+
+    let script = format!(
+        "ls -A /tmp | wc -l; test -e {} && echo host-file-visible; echo x > /tmp/{inside_name} && ls /tmp",
+        host_side.display()
+    );
+    let out = sandbox_sh(dir.path(), &[], &script);
+    out.assert_success();
+    assert_eq!(
+        out.lines(),
+        ["0", inside_name.as_str()],
+        "/tmp starts empty, and a file can be written there\n{out}"
+    );
+    let leaked = std::env::temp_dir().join(&inside_name);
+    let _leak_guard = TempFile(leaked.clone());
+    assert!(
+        !leaked.exists(),
+        "a file written in /tmp inside appeared on the host"
+    );
+}
+
+#[test]
+fn tmp_holds_only_the_working_directory_when_it_is_under_tmp() {
+    if !require_sandbox() {
+        return;
+    }
+    let dir = TempDir::new();
+    let first = dir
+        .path()
+        .strip_prefix(std::env::temp_dir().canonicalize().unwrap())
+        .ok()
+        .and_then(|rest| rest.components().next())
+        .map(|c| c.as_os_str().to_string_lossy().into_owned());
+    let Some(first) = first else {
+        skip("the temp dir is not under the system temporary directory");
+        return;
+    };
+    let out = sandbox_sh(dir.path(), &[], "ls -A /tmp");
+    out.assert_success();
+    assert_eq!(out.lines(), [first]);
+}
+
+#[test]
+fn home_is_hidden() {
+    if !require_sandbox() {
+        return;
+    }
+    let dir = TempDir::new(); // working directory outside $HOME
+    if dir.path().starts_with(home()) {
+        skip("the system temporary directory is inside $HOME");
+        return;
+    }
+    let secret = home().join(format!(".{}", unique("secret")));
+    fs::write(&secret, "top secret\n").unwrap();
+    let _guard = TempFile(secret.clone());
+    let s = secret.to_str().unwrap();
+    // Without sbx the file is readable: the test would notice if the home were shown.
+    assert_eq!(fs::read_to_string(&secret).unwrap(), "top secret\n");
+
+    let script = format!("cat {s}; ls -A \"$HOME\" | wc -l");
+    let out = sandbox_sh(dir.path(), &[], &script);
+    assert!(!out.stdout().contains("top secret"), "{out}");
+    assert!(
+        out.stderr().contains(s),
+        "cat reports the missing file\n{out}"
+    );
+    assert_eq!(
+        out.lines(),
+        ["0"],
+        "the home directory is empty inside\n{out}"
+    );
+}
+
+#[test]
+fn home_is_hidden_except_a_working_directory_inside_it() {
+    if !require_sandbox() {
+        return;
+    }
+    let dir = TempDir::in_home();
+    fs::write(dir.join("project-file"), "project\n").unwrap();
+    let secret = home().join(format!(".{}", unique("secret")));
+    fs::write(&secret, "top secret\n").unwrap();
+    let _guard = TempFile(secret.clone());
+
+    let script = format!(
+        "cat {}; cat project-file; pwd; echo out > made-inside",
+        secret.display()
+    );
+    let out = sandbox_sh(dir.path(), &[], &script);
+    assert!(!out.stdout().contains("top secret"), "{out}");
+    assert_eq!(out.lines(), ["project", dir.str()], "{out}");
+    assert_eq!(
+        fs::read_to_string(dir.join("made-inside")).unwrap(),
+        "out\n"
+    );
+}
+
+#[test]
+fn working_directory_is_bound_writable_and_current() {
+    if !require_sandbox() {
+        return;
+    }
+    let dir = TempDir::new();
+    fs::write(dir.join("from-host"), "hello from the host\n").unwrap();
+    let out = sandbox_sh(
+        dir.path(),
+        &[],
+        "pwd; cat from-host; echo hello from inside > from-sandbox",
+    );
+    out.assert_success();
+    assert_eq!(out.lines(), [dir.str(), "hello from the host"]);
+    assert_eq!(
+        fs::read_to_string(dir.join("from-sandbox")).unwrap(),
+        "hello from inside\n"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// /dev, /proc and the mount table
+// ---------------------------------------------------------------------------------------
+
+const DEV_EXPECTED: &[&str] = &[
+    "null", "zero", "full", "random", "urandom", "tty", "pts", "ptmx", "shm", "fd", "stdin",
+    "stdout", "stderr",
+];
+
+#[test]
+fn dev_is_minimal_and_works() {
+    if !require_sandbox() {
+        return;
+    }
+    let dir = TempDir::new();
+    let out = sandbox_sh(
+        dir.path(),
+        &[],
+        "ls -A /dev; echo ---; echo x > /dev/null && head -c 16 /dev/urandom | wc -c \
+         && head -c 4 /dev/zero | od -An -tx1 && ls -A /dev/pts",
+    );
+    out.assert_success();
+    let text = out.stdout();
+    let (listing, checks) = text.split_once("---\n").expect("separator");
+    let inside: BTreeSet<&str> = listing.split_whitespace().collect();
+    for want in DEV_EXPECTED {
+        assert!(inside.contains(want), "/dev/{want} is missing: {inside:?}");
+    }
+    // Nothing else of the host's /dev (disks, memory, the kernel log, ...) is there.
+    let host: BTreeSet<String> = fs::read_dir("/dev")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let leaked: Vec<&String> = host
+        .iter()
+        .filter(|h| inside.contains(h.as_str()) && !DEV_EXPECTED.contains(&h.as_str()))
+        .collect();
+    assert!(leaked.is_empty(), "host devices in the sandbox: {leaked:?}");
+    let checks: Vec<&str> = checks.split_whitespace().collect();
+    assert_eq!(checks[..5], ["16", "00", "00", "00", "00"], "{out}");
+    // A private devpts: no terminal of the host's is listed.
+    assert_eq!(checks[5..], ["ptmx"], "{out}");
+}
+
+#[test]
+fn host_processes_are_invisible() {
+    if !require_sandbox() {
+        return;
+    }
+    let dir = TempDir::new();
+    let out = sandbox_sh(dir.path(), &[], "ls /proc | grep -E '^[0-9]+$'");
+    out.assert_success();
+    let pids: Vec<u32> = out.lines().iter().map(|l| l.parse().unwrap()).collect();
+    // init (1), the shell (2), ls and grep: nothing of the host's.
+    assert!(pids.len() <= 4, "processes visible inside: {pids:?}");
+    assert!(pids.contains(&1) && pids.contains(&2), "{pids:?}");
+}
+
+#[test]
+fn old_root_is_gone() {
+    if !require_sandbox() {
+        return;
+    }
+    let dir = TempDir::new();
+    let out = sandbox_sh(dir.path(), &[], "cat /proc/self/mountinfo");
+    out.assert_success();
+    let inside = parse_mountinfo(&out.stdout());
+    let host: BTreeSet<String> =
+        parse_mountinfo(&fs::read_to_string("/proc/self/mountinfo").unwrap())
+            .into_iter()
+            .map(|m| m.mount_point)
+            .collect();
+    let home = home();
+    let allowed = |p: &str| {
+        let path = Path::new(p);
+        host.contains(p)
+            || ["/proc", "/dev", "/tmp"]
+                .iter()
+                .any(|r| path.starts_with(r))
+            || path == home
+            || path == dir.path()
+    };
+    let unexpected: Vec<&MountEntry> = inside.iter().filter(|m| !allowed(&m.mount_point)).collect();
+    assert!(
+        unexpected.is_empty(),
+        "mounts inside that are neither the host's nor the sandbox's own (an old root left \
+         attached?): {unexpected:#?}"
+    );
+    assert_eq!(
+        inside.iter().filter(|m| m.mount_point == "/").count(),
+        1,
+        "exactly one root\n{out}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Network
+// ---------------------------------------------------------------------------------------
+
+fn interfaces(proc_net_dev: &str) -> BTreeSet<String> {
+    proc_net_dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(name, _)| name.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn net_none_has_only_loopback() {
+    if !require_sandbox() {
+        return;
+    }
+    let dir = TempDir::new();
+    let out = sandbox_sh(dir.path(), &[], "cat /proc/net/dev");
+    out.assert_success();
+    let inside = interfaces(&out.stdout());
+    assert_eq!(inside, BTreeSet::from(["lo".to_string()]), "{out}");
+    let host = interfaces(&fs::read_to_string("/proc/net/dev").unwrap());
+    if host.len() < 2 {
+        eprintln!("note: the host has only loopback itself; the check above shows little");
+    }
+}
+
+#[test]
+fn net_host_sees_the_hosts_interfaces() {
+    if !require_sandbox() {
+        return;
+    }
+    let dir = TempDir::new();
+    let out = sandbox_sh(dir.path(), &["--net", "host"], "cat /proc/net/dev");
+    out.assert_success();
+    let host = interfaces(&fs::read_to_string("/proc/net/dev").unwrap());
+    assert_eq!(interfaces(&out.stdout()), host);
+}
+
+/// Tries to connect from inside to a server the test runs on the host's 127.0.0.1.
+/// Returns the sandbox's output and whether the server got a connection.
+fn connect_to_host_server(net: &str) -> (Outcome, bool) {
+    let dir = TempDir::new();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let script =
+        format!("if exec 3<>/dev/tcp/127.0.0.1/{port}; then echo connected; else echo refused; fi");
+    let out = run(sbx_run(
+        dir.path(),
+        &["--net", net, "--", "bash", "-c", &script],
+    ));
+    listener.set_nonblocking(true).unwrap();
+    let accepted = match listener.accept() {
+        Ok(_) => true,
+        Err(e) if e.kind() == ErrorKind::WouldBlock => false,
+        Err(e) => panic!("accept: {e}"),
+    };
+    (out, accepted)
+}
+
+#[test]
+fn net_none_cannot_reach_a_server_on_host_loopback() {
+    if !require_sandbox() {
+        return;
+    }
+    let (out, accepted) = connect_to_host_server("none");
+    out.assert_success();
+    assert_eq!(out.lines(), ["refused"], "{out}");
+    assert!(
+        !accepted,
+        "the host's server got a connection from the sandbox"
+    );
+}
+
+#[test]
+fn net_host_reaches_a_server_on_host_loopback() {
+    if !require_sandbox() {
+        return;
+    }
+    // The opposite of the test above, so that it cannot pass because connecting is broken.
+    let (out, accepted) = connect_to_host_server("host");
+    out.assert_success();
+    assert_eq!(out.lines(), ["connected"], "{out}");
+    assert!(accepted, "the host's server saw no connection");
+}
+
+#[test]
+fn net_none_has_a_working_loopback() {
+    if !require_sandbox() {
+        return;
+    }
+    let python = Path::new("/usr/bin/python3");
+    if !python.exists() {
+        skip("/usr/bin/python3 is not installed (ci/setup-host.sh installs it)");
+        return;
+    }
+    let dir = TempDir::new();
+    let code = "import socket\n\
+                s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(1)\n\
+                c = socket.create_connection(s.getsockname(), timeout=5)\n\
+                a, _ = s.accept(); c.sendall(b'ping'); print(a.recv(4).decode())\n";
+    let out = run(sbx_run(dir.path(), &["--", "/usr/bin/python3", "-c", code]));
+    out.assert_success();
+    assert_eq!(out.lines(), ["ping"]);
+}
