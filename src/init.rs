@@ -67,7 +67,7 @@ fn open_pty(chan: &Channel) -> Result<OwnedFd> {
     )
     .with_context(|| format!("open {name}"))?;
     chan.send_fd(&Msg::Pty, Some(master.as_fd()))?;
-    chan.expect(&Msg::PtyReady)?;
+    chan.expect_msg(&Msg::PtyReady)?;
     Ok(slave)
 }
 

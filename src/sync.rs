@@ -137,7 +137,7 @@ impl Channel {
     }
 
     /// Receives a message that must be `want`; anything else (or EOF) is an error.
-    pub fn expect(&self, want: &Msg) -> Result<Option<OwnedFd>> {
+    pub fn expect_msg(&self, want: &Msg) -> Result<Option<OwnedFd>> {
         match self.recv()? {
             Some((msg, fd)) if msg == *want => Ok(fd),
             Some((Msg::Failed(why), _)) => bail!("{why}"),
@@ -166,7 +166,7 @@ mod tests {
             message: "x: not found".into(),
         })
         .unwrap();
-        assert!(b.expect(&Msg::Go).unwrap().is_none());
+        assert!(b.expect_msg(&Msg::Go).unwrap().is_none());
         let (msg, fd) = a.recv().unwrap().unwrap();
         assert_eq!(
             msg,
@@ -182,7 +182,7 @@ mod tests {
     fn out_of_order_message_is_rejected() {
         let (a, b) = Channel::pair().unwrap();
         a.send(&Msg::PtyReady).unwrap();
-        let err = b.expect(&Msg::Go).unwrap_err().to_string();
+        let err = b.expect_msg(&Msg::Go).unwrap_err().to_string();
         assert_eq!(err, "expected Go, got PtyReady");
     }
 
@@ -191,7 +191,7 @@ mod tests {
         let (a, b) = Channel::pair().unwrap();
         a.send(&Msg::Failed("mount /x: denied".into())).unwrap();
         assert_eq!(
-            b.expect(&Msg::Go).unwrap_err().to_string(),
+            b.expect_msg(&Msg::Go).unwrap_err().to_string(),
             "mount /x: denied"
         );
         drop(a);
@@ -203,7 +203,7 @@ mod tests {
         let (a, b) = Channel::pair().unwrap();
         let file = std::fs::File::open("/dev/null").unwrap();
         a.send_fd(&Msg::Pty, Some(file.as_fd())).unwrap();
-        let fd = b.expect(&Msg::Pty).unwrap();
+        let fd = b.expect_msg(&Msg::Pty).unwrap();
         assert!(fd.is_some());
     }
 }

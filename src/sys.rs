@@ -40,11 +40,11 @@ pub enum Forked {
 /// # Safety
 /// The caller must be single-threaded, and the child must only do what is safe after
 /// `fork` in a single-threaded program (which is everything, since no other thread can
-/// hold a lock).
+/// hold a lock). Without CLONE_VM the child gets a copy-on-write copy of our memory, and a
+/// null stack means "keep the same stack pointer", exactly like fork(2).
 pub unsafe fn clone_process(flags: c_int) -> io::Result<Forked> {
-    // SAFETY: without CLONE_VM the child gets a copy-on-write copy of our memory and a null
-    // stack means "use the same stack pointer", exactly like fork(2); the caller guarantees
-    // there are no other threads whose locks could be copied in a held state.
+    // SAFETY: fork semantics (no CLONE_VM, null stack); the caller guarantees no other
+    // thread exists whose locks could be copied while held.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_clone,

@@ -39,7 +39,7 @@ fn setup(plan: &Plan, chan: &Channel) -> Result<Infallible> {
     // A session of our own: the caller's terminal is not our controlling terminal, so
     // terminal signals reach only the runner, which forwards them once.
     nix::unistd::setsid().context("setsid")?;
-    chan.expect(&Msg::Go)
+    chan.expect_msg(&Msg::Go)
         .context("waiting for the supervisor")?;
     drop_supplementary_groups(plan)?;
     rootfs::build(plan)?;
