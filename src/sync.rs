@@ -136,6 +136,21 @@ impl Channel {
         Ok(Some((msg, fd)))
     }
 
+    /// A `Failed` message already waiting, if any (does not block).
+    pub fn pending_failure(&self) -> Option<String> {
+        let mut fds = [nix::poll::PollFd::new(
+            self.fd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) {
+            Ok(n) if n > 0 => match self.recv() {
+                Ok(Some((Msg::Failed(why), _))) => Some(why),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// Receives a message that must be `want`; anything else (or EOF) is an error.
     pub fn expect_msg(&self, want: &Msg) -> Result<Option<OwnedFd>> {
         match self.recv()? {

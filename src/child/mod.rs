@@ -39,10 +39,11 @@ fn setup(plan: &Plan, chan: &Channel) -> Result<Infallible> {
     // A session of our own: the caller's terminal is not our controlling terminal, so
     // terminal signals reach only the runner, which forwards them once.
     nix::unistd::setsid().context("setsid")?;
+    let sources = rootfs::prepare(plan)?;
     chan.expect_msg(&Msg::Go)
         .context("waiting for the supervisor")?;
     drop_supplementary_groups(plan)?;
-    rootfs::build(plan)?;
+    rootfs::build(plan, sources)?;
     if let Some(name) = &plan.hostname {
         nix::unistd::sethostname(name).with_context(|| format!("set hostname {name}"))?;
     }

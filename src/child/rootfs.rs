@@ -30,16 +30,22 @@ const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 const STAGING: &CStr = c"/tmp";
 
 /// Detached clones of every host path the sandbox binds, taken before anything is covered.
-struct Sources {
+pub struct Sources {
     root: OwnedFd,
     devices: Vec<OwnedFd>,
     /// One per `Plan::mounts` entry; `None` for a tmpfs.
     binds: Vec<Option<OwnedFd>>,
 }
 
-pub fn build(plan: &Plan) -> Result<()> {
+/// Before the id maps exist: nothing here creates a file, so it overlaps with the
+/// supervisor running newuidmap and newgidmap.
+pub fn prepare(plan: &Plan) -> Result<Sources> {
     make_rprivate()?;
-    let sources = open_sources(plan)?;
+    open_sources(plan)
+}
+
+/// After the id maps: builds the new root from `sources` and pivots into it.
+pub fn build(plan: &Plan, sources: Sources) -> Result<()> {
     let root = attach_root(plan, sources.root)?;
     mount_proc(root.as_fd())?;
     mount_dev(root.as_fd(), sources.devices)?;

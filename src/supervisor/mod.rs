@@ -49,7 +49,10 @@ pub fn run(plan: &Plan) -> Result<i32> {
     drop(child_chan);
     let mut sandbox = Sandbox { pid, reaped: false };
 
-    idmap::write(&plan.ids, pid.as_raw())?;
+    // The child prepares its mounts meanwhile; if it failed, its reason beats ours.
+    if let Err(e) = idmap::write(&plan.ids, pid.as_raw()) {
+        return Err(chan.pending_failure().map_or(e, |why| anyhow::anyhow!(why)));
+    }
     chan.send(&Msg::Go)?;
     wait::supervise(&chan, &mask, &mut sandbox)
 }
