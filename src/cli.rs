@@ -109,6 +109,32 @@ pub struct RunArgs {
     #[arg(long, value_name = "none|host")]
     pub net: Option<String>,
 
+    /// Add a capability (NET_RAW or CAP_NET_RAW). Repeatable.
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
+
+    /// Drop a capability, or ALL. Repeatable.
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+
+    /// The seccomp filter: "default" or "off".
+    #[arg(long, value_name = "default|off")]
+    pub seccomp: Option<String>,
+
+    /// Allow nested sandboxes (unshare, setns, mounts inside), for build steps that run
+    /// bwrap or podman themselves; also turns off the kernel path masks.
+    #[arg(long = "allow-nested")]
+    pub allow_nested: bool,
+
+    /// Landlock: "best-effort" (default), "required" or "off".
+    #[arg(long, value_name = "MODE")]
+    pub landlock: Option<String>,
+
+    /// Keep PATH read-only: relative, inside every writable bind; absolute, that path.
+    /// Repeatable.
+    #[arg(long, value_name = "PATH")]
+    pub protect: Vec<String>,
+
     /// Say which profile was chosen and why, and what the sandbox gets.
     #[arg(short = 'v', long)]
     pub verbose: bool,

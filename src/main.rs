@@ -10,6 +10,8 @@ mod init;
 mod plan;
 mod probe;
 mod profile;
+mod protect;
+mod security;
 mod supervisor;
 mod sync;
 mod sys;
@@ -93,6 +95,9 @@ fn describe(plan: &plan::Plan, why: &str) {
         "sbx: rootfs: {:?}; network: {:?}",
         plan.rootfs, plan.network
     );
+    for line in security::describe(&plan.security) {
+        eprintln!("sbx: {line}");
+    }
     for m in &plan.mounts {
         eprintln!("sbx: mount: {m:?}");
     }

@@ -16,6 +16,7 @@ use crate::cli::RunArgs;
 use crate::profile::load::Loaded;
 use crate::profile::vars::Vars;
 use crate::profile::{MountKind, MountOption, MountSpec, NetworkMode, Profile};
+use crate::security::{self, SecurityPlan};
 use crate::supervisor::idmap::{self, IdPlan};
 
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -36,6 +37,7 @@ pub struct Plan {
     pub hostname: Option<String>,
     pub network: NetworkMode,
     pub ids: IdPlan,
+    pub security: SecurityPlan,
     /// Give the command a pseudo-terminal of its own (stdin is a terminal).
     pub tty: bool,
     pub verbose: bool,
@@ -127,7 +129,20 @@ pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
     let profile = &expanded;
 
     let rootfs = resolve_rootfs(args.rootfs.as_deref(), profile)?;
-    let mounts = resolve_mounts(profile, args, vars)?;
+    let mut mounts = resolve_mounts(profile, args, vars)?;
+    let profile_dirs: Vec<PathBuf> = crate::profile::load::search_dirs()
+        .into_iter()
+        .map(|(dir, _)| dir)
+        .collect();
+    let protect: Vec<String> = profile
+        .security
+        .protect
+        .iter()
+        .chain(&args.protect)
+        .cloned()
+        .collect();
+    let protected = crate::protect::mounts(&mounts, &protect, &profile_dirs)?;
+    mounts.extend(protected);
     let env = resolve_env(profile, &args.env, vars)?;
     let search_path = env
         .get("PATH")
@@ -158,6 +173,13 @@ pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
     let inside_uid = args.uid.or(profile.user.uid).unwrap_or(vars.uid);
     let inside_gid = args.gid.or(profile.user.gid).unwrap_or(vars.gid);
     let ids = idmap::plan(&vars.user, vars.uid, vars.gid, inside_uid, inside_gid);
+    let security = security::plan(
+        &profile.security,
+        args,
+        inside_uid,
+        network,
+        writable_paths(&mounts),
+    )?;
 
     Ok(Plan {
         profile: loaded.name.clone(),
@@ -174,6 +196,7 @@ pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
         hostname,
         network,
         ids,
+        security,
         tty: caller.stdin_is_tty,
         verbose: args.verbose,
     })
@@ -240,7 +263,6 @@ fn resolve_mounts(profile: &Profile, args: &RunArgs, vars: &Vars) -> Result<Vec<
     // Parents before children, whatever order the options came in (as podman does); mounts
     // on the same destination keep their order, so a later one covers an earlier one.
     mounts.sort_by_key(|m| m.destination().components().count());
-    protect_profile_dirs(&mut mounts);
     Ok(mounts)
 }
 
@@ -326,53 +348,30 @@ fn bind(
     })
 }
 
-/// Profile directories must never be writable from inside (firejail #7132): a sandbox that
-/// could edit `~/.config/sbx/profiles` could loosen its own next run. Wherever a writable
-/// bind exposes one, it is bound read-only over itself, and every directory between the
-/// bind and it is bound over itself too, so it cannot be renamed away and replaced. A
-/// missing user profile directory is created first, so it can be protected at all.
-fn protect_profile_dirs(mounts: &mut Vec<Mount>) {
-    for (dir, _) in crate::profile::load::search_dirs() {
-        let mut extra = Vec::new();
-        for m in mounts.iter() {
-            let Mount::Bind {
-                source,
+/// Where the command may write, for Landlock: the writable mounts (a later read-only mount
+/// inside one of them stays read-only by itself), /tmp and /dev/shm.
+fn writable_paths(mounts: &[Mount]) -> Vec<(PathBuf, bool)> {
+    let mut paths = vec![
+        (PathBuf::from("/tmp"), true),
+        (PathBuf::from("/dev/shm"), true),
+    ];
+    for m in mounts {
+        match m {
+            Mount::Bind {
+                destination,
+                readonly: false,
+                source_is_dir,
+                ..
+            } => paths.push((destination.clone(), *source_is_dir)),
+            Mount::Tmpfs {
                 destination,
                 readonly: false,
                 ..
-            } = m
-            else {
-                continue;
-            };
-            let Ok(rel) = dir.strip_prefix(source) else {
-                continue;
-            };
-            if !dir.exists() {
-                let _ = std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(&dir);
-            }
-            if !dir.is_dir() {
-                continue;
-            }
-            let mut host = source.clone();
-            let mut inside = destination.clone();
-            let parts: Vec<_> = rel.components().collect();
-            for (i, part) in parts.iter().enumerate() {
-                host.push(part);
-                inside.push(part);
-                extra.push(Mount::Bind {
-                    source: host.clone(),
-                    destination: inside.clone(),
-                    readonly: i + 1 == parts.len(),
-                    noexec: false,
-                    source_is_dir: true,
-                });
-            }
+            } => paths.push((destination.clone(), true)),
+            _ => {}
         }
-        mounts.extend(extra);
     }
+    paths
 }
 
 fn resolve_env(profile: &Profile, cli: &[String], vars: &Vars) -> Result<BTreeMap<String, String>> {

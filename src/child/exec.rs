@@ -53,9 +53,10 @@ fn prepare_and_exec(
             e.desc()
         ))
     })?;
-    // Later hardening layers (capabilities, no_new_privs, Landlock, seccomp last) go here.
     crate::sys::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32)
         .map_err(|e| setup_error(format!("close stray file descriptors: {e}")))?;
+    // Capabilities, no_new_privs, Landlock, and seccomp last: nothing after it but execve.
+    crate::security::apply(&plan.security).map_err(|e| setup_error(format!("{e:#}")))?;
     Err(exec_search(plan))
 }
 

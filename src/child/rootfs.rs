@@ -5,12 +5,13 @@
 //! namespace (the host never sees it), everything is mounted into it through file
 //! descriptors (destinations resolved with RESOLVE_IN_ROOT, so a symlink inside the new root
 //! cannot point a mount outside it), and `pivot_root` makes it `/` with the old root
-//! detached. No directory is created on the host and nothing needs cleaning up afterwards:
-//! the mounts die with the namespace.
+//! detached. Nothing is created on the host (but the missing mount points of a `--rootfs`
+//! directory, as runc does) and nothing needs cleaning up afterwards: the mounts die with
+//! the namespace.
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path};
 
 use anyhow::{bail, Context, Result};
@@ -26,6 +27,27 @@ use crate::sys::{
 
 /// Host device nodes bound into the sandbox's minimal /dev.
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+/// Hidden behind /dev/null (files) or an empty read-only tmpfs (directories), as runc does.
+const MASKED: &[&str] = &[
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/latency_stats",
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/scsi",
+    "/sys/firmware",
+];
+/// Kernel knobs that stay visible but read-only.
+const READ_ONLY: &[&str] = &[
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+    "/proc/irq",
+    "/proc/bus",
+    "/proc/fs",
+];
 /// Where the new root is attached before the pivot (in our mount namespace only).
 const STAGING: &CStr = c"/tmp";
 
@@ -49,10 +71,14 @@ pub fn build(plan: &Plan, sources: Sources) -> Result<()> {
     let root = attach_root(plan, sources.root)?;
     mount_proc(root.as_fd())?;
     mount_dev(root.as_fd(), sources.devices)?;
+    if plan.security.mask_kernel_paths {
+        mask_kernel_paths(root.as_fd())?;
+    }
     mount_tmpfs(root.as_fd(), Path::new("/tmp"), 0o1777, None, 0)?;
     for (mount, source) in plan.mounts.iter().zip(sources.binds) {
         apply(root.as_fd(), mount, source)?;
     }
+    seal_dev(root.as_fd())?;
     pivot_into(root.as_fd())
 }
 
@@ -159,11 +185,12 @@ fn attach_root(plan: &Plan, root: OwnedFd) -> Result<OwnedFd> {
     Ok(root)
 }
 
+/// Only mount points that land directly on the directory: one nested in another mount
+/// (the working directory under the sandbox's /tmp) is made on that mount instead.
 fn create_mount_points(root: BorrowedFd, plan: &Plan) {
-    for dir in ["/proc", "/dev", "/tmp"] {
-        let _ = ensure_destination(root, Path::new(dir), true);
-    }
-    for m in &plan.mounts {
+    let mut placed: Vec<&Path> = Vec::new();
+    let base = ["/proc", "/dev", "/tmp"].map(|d| (Path::new(d), true));
+    let planned = plan.mounts.iter().map(|m| {
         let is_dir = !matches!(
             m,
             Mount::Bind {
@@ -171,9 +198,15 @@ fn create_mount_points(root: BorrowedFd, plan: &Plan) {
                 ..
             }
         );
-        // Best effort: a destination nested in another mount is created when that mount is
-        // in place; real failures are reported then.
-        let _ = ensure_destination(root, m.destination(), is_dir);
+        (m.destination(), is_dir)
+    });
+    for (dst, is_dir) in base.into_iter().chain(planned) {
+        if placed.iter().any(|p| dst.starts_with(p)) {
+            continue;
+        }
+        // Best effort: a real failure is reported when the mount itself is made.
+        let _ = ensure_destination(root, dst, is_dir);
+        placed.push(dst);
     }
 }
 
@@ -218,6 +251,76 @@ fn mount_dev(root: BorrowedFd, devices: Vec<OwnedFd>) -> Result<()> {
             .with_context(|| format!("create /dev/{link}"))?;
     }
     Ok(())
+}
+
+/// Once every mount is in place, nothing more can be created in /dev.
+fn seal_dev(root: BorrowedFd) -> Result<()> {
+    let dev = open_path(root, Path::new("/dev"))?;
+    sys::mount_setattr(dev.as_fd(), MOUNT_ATTR_RDONLY, false).context("make /dev read-only")
+}
+
+/// What the kernel exposes in /proc and /sys that a sandbox has no business reading or
+/// changing. A path this kernel does not have is skipped.
+fn mask_kernel_paths(root: BorrowedFd) -> Result<()> {
+    for path in MASKED.iter().map(Path::new) {
+        let Some(target) = existing(root, path)? else {
+            continue;
+        };
+        let is_dir = nix::sys::stat::fstat(&target)
+            .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+        let cover = if is_dir {
+            new_mount(
+                c"tmpfs",
+                &[(c"mode", Some(c"0555")), (c"size", Some(c"0"))],
+                MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+            )
+        } else {
+            let null = open_path(root, Path::new("/dev/null"))?;
+            clone_fd(&null, false)
+        }
+        .with_context(|| format!("mask {}", path.display()))?;
+        sys::move_mount_fd(cover.as_fd(), target.as_fd())
+            .with_context(|| format!("mask {}", path.display()))?;
+    }
+    for path in READ_ONLY.iter().map(Path::new) {
+        let Some(target) = existing(root, path)? else {
+            continue;
+        };
+        let tree = clone_fd(&target, true).with_context(|| format!("bind {}", path.display()))?;
+        set_attrs(&tree, MOUNT_ATTR_RDONLY, true, &path.to_string_lossy())?;
+        sys::move_mount_fd(tree.as_fd(), target.as_fd())
+            .with_context(|| format!("make {} read-only", path.display()))?;
+    }
+    Ok(())
+}
+
+fn existing(root: BorrowedFd, path: &Path) -> Result<Option<OwnedFd>> {
+    match sys::open_in_root(
+        root,
+        &sys::cstr(path_bytes(path))?,
+        libc::O_PATH | libc::O_NOFOLLOW,
+    ) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("open {}", path.display())),
+    }
+}
+
+fn open_path(root: BorrowedFd, path: &Path) -> Result<OwnedFd> {
+    existing(root, path)?.with_context(|| format!("{} is missing", path.display()))
+}
+
+/// A detached copy of the mount at `fd` (inside the new root).
+fn clone_fd(fd: &OwnedFd, recursive: bool) -> std::io::Result<OwnedFd> {
+    let flags = sys::OPEN_TREE_CLONE
+        | sys::OPEN_TREE_CLOEXEC
+        | libc::AT_EMPTY_PATH as u32
+        | if recursive {
+            sys::AT_RECURSIVE as u32
+        } else {
+            0
+        };
+    open_tree(fd.as_raw_fd(), c"", flags)
 }
 
 /// A new tmpfs on `dst`; `attrs` adds to nosuid and nodev (read-only, noexec).

@@ -7,7 +7,7 @@
 use anyhow::{bail, Result};
 
 use super::load::{self, Loaded, Origin};
-use super::{EnvSpec, ListField, Profile, UserSpec};
+use super::{CapsSpec, EnvSpec, ListField, Profile, SeccompSpec, SecuritySpec, UserSpec};
 
 /// Loads a profile by name or path and applies its whole `extends` chain.
 pub fn resolve(spec: &str) -> Result<Loaded> {
@@ -100,6 +100,30 @@ pub fn merge(parent: Profile, child: Profile) -> Profile {
             gid: child.user.gid.or(parent.user.gid),
         },
         network: child.network.or(parent.network),
+        security: merge_security(parent.security, child.security),
+    }
+}
+
+fn merge_security(parent: SecuritySpec, child: SecuritySpec) -> SecuritySpec {
+    let append = |mut a: Vec<String>, b: Vec<String>| {
+        a.extend(b);
+        a
+    };
+    SecuritySpec {
+        capabilities: CapsSpec {
+            add: append(parent.capabilities.add, child.capabilities.add),
+            drop: append(parent.capabilities.drop, child.capabilities.drop),
+        },
+        seccomp: SeccompSpec {
+            enabled: child.seccomp.enabled.or(parent.seccomp.enabled),
+            deny: append(parent.seccomp.deny, child.seccomp.deny),
+            allow: append(parent.seccomp.allow, child.seccomp.allow),
+            errno: child.seccomp.errno.or(parent.seccomp.errno),
+            allow_nested: child.seccomp.allow_nested.or(parent.seccomp.allow_nested),
+        },
+        landlock: child.landlock.or(parent.landlock),
+        mask_kernel_paths: child.mask_kernel_paths.or(parent.mask_kernel_paths),
+        protect: append(parent.protect, child.protect),
     }
 }
 

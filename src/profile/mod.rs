@@ -57,6 +57,108 @@ pub struct Profile {
     /// Network mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkMode>,
+    /// Hardening layers: capabilities, seccomp, Landlock, masked and protected paths.
+    #[serde(default, skip_serializing_if = "SecuritySpec::is_empty")]
+    pub security: SecuritySpec,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySpec {
+    /// Capabilities on top of the defaults (none for a non-root command; podman's set
+    /// for uid 0 inside).
+    #[serde(default, skip_serializing_if = "CapsSpec::is_empty")]
+    pub capabilities: CapsSpec,
+    /// The seccomp filter.
+    #[serde(default, skip_serializing_if = "SeccompSpec::is_empty")]
+    pub seccomp: SeccompSpec,
+    /// Landlock: "best-effort" (the default), "required" or "off".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub landlock: Option<LandlockMode>,
+    /// Mask /proc/kcore and friends and make /proc/sys & co read-only (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask_kernel_paths: Option<bool>,
+    /// Paths kept read-only inside every writable bind (relative), or at an absolute path
+    /// inside; `.git/hooks` and `.git/config` always are. Missing ones are created first
+    /// (a directory when the entry ends in `/`, else an empty file), so they stay protected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protect: Vec<String>,
+}
+
+impl SecuritySpec {
+    pub fn is_empty(&self) -> bool {
+        *self == SecuritySpec::default()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CapsSpec {
+    /// Names such as "NET_RAW" or "CAP_NET_RAW".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<String>,
+    /// Names, or "ALL".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drop: Vec<String>,
+}
+
+impl CapsSpec {
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.drop.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SeccompSpec {
+    /// false turns the filter off (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// More system calls to deny.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+    /// Default-denied system calls to allow again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// The error denied calls fail with, such as "EPERM" (the default) or "ENOSYS".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errno: Option<String>,
+    /// Allow nested sandboxes (unshare, setns, namespace clones, mounts): for build steps
+    /// that run bwrap or podman themselves. Also turns off the kernel path masks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_nested: Option<bool>,
+}
+
+impl SeccompSpec {
+    pub fn is_empty(&self) -> bool {
+        *self == SeccompSpec::default()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum LandlockMode {
+    /// As much as the kernel supports; `sbx run -v` and `sbx check` say how much.
+    #[default]
+    BestEffort,
+    /// Anything less than full enforcement is an error.
+    Required,
+    /// No Landlock rules.
+    Off,
+}
+
+impl std::str::FromStr for LandlockMode {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "best-effort" => Ok(LandlockMode::BestEffort),
+            "required" => Ok(LandlockMode::Required),
+            "off" => Ok(LandlockMode::Off),
+            other => anyhow::bail!(
+                "unknown Landlock mode {other:?}; use \"best-effort\", \"required\" or \"off\""
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

@@ -1,0 +1,136 @@
+//! Landlock: read and execute everywhere, write only beneath the sandbox's writable mounts;
+//! with no network, no TCP bind or connect at all; no signals or abstract unix sockets out
+//! of the sandbox. Best effort by default, and the outcome is never hidden.
+
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use landlock::{
+    Access, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
+    RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
+};
+
+use crate::profile::LandlockMode;
+
+/// The newest ABI whose rights sbx asks for (filesystem V5, network V4, scopes V6).
+pub const TARGET_ABI: u32 = 6;
+const TARGET: ABI = ABI::V6;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LandlockPlan {
+    pub mode: LandlockMode,
+    /// Directories (or files) the command may write beneath, as seen inside.
+    pub writable: Vec<(PathBuf, bool)>,
+    /// Deny TCP bind and connect (the sandbox has no network).
+    pub deny_tcp: bool,
+    /// The kernel's ABI, from the probe, for the report.
+    pub kernel_abi: Option<u32>,
+}
+
+impl LandlockPlan {
+    /// "fully enforced (ABI 6 of kernel ABI 7)", for `-v` and `sbx check`.
+    pub fn outcome(&self) -> String {
+        match (self.mode, self.kernel_abi) {
+            (LandlockMode::Off, _) => "off (disabled by the profile or --landlock off)".into(),
+            (_, None) | (_, Some(0)) => "not enforced: this kernel has no Landlock".into(),
+            (_, Some(k)) if k >= TARGET_ABI => {
+                format!("fully enforced (ABI {TARGET_ABI}; kernel ABI {k})")
+            }
+            (_, Some(k)) => format!(
+                "partially enforced (kernel ABI {k} of the {TARGET_ABI} sbx uses: rights newer than ABI {k} are not enforced)"
+            ),
+        }
+    }
+
+    pub fn fully_enforced(&self) -> bool {
+        self.kernel_abi.is_some_and(|k| k >= TARGET_ABI)
+    }
+}
+
+/// Decides the mode; `required` on a kernel that cannot fully enforce it is an error now,
+/// before any namespace exists.
+pub fn plan(
+    mode: LandlockMode,
+    writable: Vec<(PathBuf, bool)>,
+    deny_tcp: bool,
+    kernel_abi: Option<u32>,
+) -> Result<LandlockPlan> {
+    let plan = LandlockPlan {
+        mode,
+        writable,
+        deny_tcp,
+        kernel_abi,
+    };
+    if mode == LandlockMode::Required && !plan.fully_enforced() {
+        bail!(
+            "Landlock is required by the profile but {}; use a kernel with Landlock ABI {TARGET_ABI} \
+             or newer (`sbx check` shows this one), or set \"landlock\": \"best-effort\"",
+            plan.outcome()
+        );
+    }
+    Ok(plan)
+}
+
+/// In the command's process, after its working directory is set and before seccomp.
+pub fn apply(plan: &LandlockPlan) -> Result<()> {
+    if plan.mode == LandlockMode::Off {
+        return Ok(());
+    }
+    let level = match plan.mode {
+        LandlockMode::Required => CompatLevel::HardRequirement,
+        _ => CompatLevel::BestEffort,
+    };
+    let mut ruleset = Ruleset::default()
+        .set_compatibility(level)
+        .handle_access(AccessFs::from_all(TARGET))?
+        .scope(Scope::from_all(TARGET))?;
+    if plan.deny_tcp {
+        ruleset = ruleset.handle_access(AccessNet::from_all(TARGET))?;
+    }
+    let mut created = ruleset.create()?.add_rule(PathBeneath::new(
+        PathFd::new("/")?,
+        AccessFs::from_read(TARGET),
+    ))?;
+    // Devices: read, write and ioctl on what /dev holds; nothing can be created there.
+    created = created.add_rule(PathBeneath::new(
+        PathFd::new("/dev")?,
+        AccessFs::from_read(TARGET) | AccessFs::WriteFile | AccessFs::Truncate | AccessFs::IoctlDev,
+    ))?;
+    // /proc/self/* writes (oom_score_adj, attr, comm); /proc/sys & co are read-only mounts.
+    created = created.add_rule(PathBeneath::new(
+        PathFd::new("/proc")?,
+        AccessFs::from_read(TARGET) | AccessFs::WriteFile | AccessFs::Truncate,
+    ))?;
+    // The caller's stdin, stdout and stderr may be files or terminals outside the sandbox;
+    // reopening them (`> /dev/stderr`) must keep working.
+    for fd in 0..3 {
+        let Ok(file) = PathFd::new(format!("/proc/self/fd/{fd}")) else {
+            continue;
+        };
+        let kind = nix::sys::stat::fstat(file.as_fd()).map(|st| st.st_mode & libc::S_IFMT);
+        if matches!(kind, Ok(libc::S_IFREG) | Ok(libc::S_IFCHR)) {
+            let access =
+                AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::Truncate | AccessFs::IoctlDev;
+            created = created.add_rule(PathBeneath::new(file, access))?;
+        }
+    }
+    for (path, is_dir) in &plan.writable {
+        let access = if *is_dir {
+            AccessFs::from_all(TARGET)
+        } else {
+            AccessFs::from_file(TARGET)
+        };
+        let fd =
+            PathFd::new(path).with_context(|| format!("open {} for Landlock", path.display()))?;
+        created = created.add_rule(PathBeneath::new(fd, access))?;
+    }
+    let status = created.restrict_self().context("Landlock restrict_self")?;
+    if plan.mode == LandlockMode::Required && status.ruleset != RulesetStatus::FullyEnforced {
+        bail!(
+            "Landlock is required but the kernel enforced it only {:?}",
+            status.ruleset
+        );
+    }
+    Ok(())
+}
