@@ -173,3 +173,55 @@ fn rootfs_dir_with_the_working_directory_bound() {
     out.assert_success();
     assert_eq!(out.lines(), [cwd.str(), "host file"]);
 }
+
+/// Every path under `root`, relative to it.
+fn tree(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            out.push(path.strip_prefix(root).unwrap().to_path_buf());
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn rootfs_dir_is_not_modified_by_a_run() {
+    if !require_sandbox() {
+        return;
+    }
+    let Some(rootfs) = busybox_root() else {
+        return;
+    };
+    // A real root filesystem has its mount points for /proc, /dev and /tmp already, and
+    // here the home directory the default profile hides. sbx creates only mount points
+    // that land directly on the rootfs (as runc does); the working directory under /tmp
+    // is mounted on the sandbox's tmpfs, so nothing may appear in the rootfs for it.
+    for dir in ["proc", "dev", "tmp"] {
+        fs::create_dir(rootfs.root.join(dir)).unwrap();
+    }
+    let home = home();
+    fs::create_dir_all(rootfs.root.join(home.strip_prefix("/").unwrap())).unwrap();
+    let before = tree(&rootfs.root);
+    // Run the default profile (the working directory and the home directory are mounted
+    // inside) from a working directory under /tmp.
+    let cwd = TempDir::new();
+    let root = rootfs.root.to_str().unwrap();
+    let mut cmd = sbx_run(
+        cwd.path(),
+        &["--rootfs", root, "--", "/bin/sh", "-c", "pwd"],
+    );
+    run(&mut cmd).assert_success();
+    let after = tree(&rootfs.root);
+    let created: Vec<&PathBuf> = after.iter().filter(|p| !before.contains(p)).collect();
+    assert!(
+        created.is_empty(),
+        "the run left these in the rootfs directory on the host: {created:?}"
+    );
+}

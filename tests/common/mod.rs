@@ -96,10 +96,10 @@ pub fn skip(reason: &str) -> bool {
 // Host features, as sbx's own probe reports them
 // ---------------------------------------------------------------------------------------
 
-/// Features assumed present when `sbx check --json` gives no usable report. `sbx run`
-/// itself cannot work without them, so a host lacking them fails every sandbox test
-/// loudly anyway. Every other feature must be confirmed by the probe.
-/// TODO: drop this fallback once `sbx check --json` is implemented everywhere.
+/// Features assumed present when `sbx check --json` gives no usable report (as while the
+/// probe was being written): `sbx run` itself cannot work without them, so on a host that
+/// lacks them every sandbox test fails loudly anyway rather than passing by accident.
+/// Every other feature must be confirmed by the probe. `check.rs` tests the report itself.
 const ASSUMED_WITHOUT_REPORT: &[&str] = &["userns", "mount_api"];
 
 fn check_report() -> &'static Result<Value, String> {
@@ -140,8 +140,8 @@ pub fn require(feature: &str) -> bool {
     let report = match check_report() {
         Ok(report) => report,
         Err(why) if ASSUMED_WITHOUT_REPORT.contains(&feature) => {
-            // Without a report, sbx run is the probe for these: see ASSUMED_WITHOUT_REPORT.
-            let _ = why;
+            // Not a skip, but not silent either: see ASSUMED_WITHOUT_REPORT.
+            eprintln!("note {}: assuming {feature}: {why}", test_name());
             return true;
         }
         Err(why) => {
@@ -848,18 +848,4 @@ pub fn is_static_elf(path: &Path) -> bool {
         data.get(off..off + 4)
             .is_some_and(|t| u32::from_le_bytes(t.try_into().unwrap()) != 3)
     })
-}
-
-/// Polls `cond` every 20 ms until it holds or `timeout` passes; returns whether it held.
-pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
 }
