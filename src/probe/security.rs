@@ -9,7 +9,13 @@ pub(super) fn landlock() -> Check {
     let fix = "a kernel with CONFIG_SECURITY_LANDLOCK=y, booted with landlock in its LSM list \
                (`lsm=landlock,...`)";
     if let Some(abi) = landlock_abi() {
-        return Check::pass("landlock", format!("ABI {abi}"));
+        let target = crate::security::landlock::TARGET_ABI;
+        let how = if abi >= target {
+            format!("sbx's rules are fully enforced (sbx uses ABI {target})")
+        } else {
+            format!("sbx's rules are partially enforced (sbx uses ABI {target}; newer rights are not enforced here)")
+        };
+        return Check::pass("landlock", format!("ABI {abi}: {how}"));
     }
     let detail = match crate::sys::landlock_version() {
         Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
