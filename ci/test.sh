@@ -80,11 +80,14 @@ filter=()
 [ -n "${SBX_TEST_FILTER:-}" ] && filter=("$SBX_TEST_FILTER")
 
 
+# Every binary runs even when an earlier one failed; the script fails at the end.
+failed=()
 echo "== integration tests as $TEST_USER"
 for entry in "${test_bins[@]}"; do
   read -r kind name exe <<<"$entry"
   [ "$kind" = "test" ] || continue
-  run_as "$TEST_USER" "$stage/tests/$name" --skip nosubuid_ "${filter[@]}" 2>&1 | count
+  run_as "$TEST_USER" "$stage/tests/$name" --skip nosubuid_ "${filter[@]}" 2>&1 | count ||
+    failed+=("$name as $TEST_USER")
 done
 
 if [ "$(id -u)" -eq 0 ]; then
@@ -92,7 +95,8 @@ if [ "$(id -u)" -eq 0 ]; then
   for entry in "${test_bins[@]}"; do
     read -r kind name exe <<<"$entry"
     [ "$kind" = "test" ] || continue
-    run_as "$NOSUB_USER" "$stage/tests/$name" nosubuid_ "${filter[@]}" 2>&1 | count
+    run_as "$NOSUB_USER" "$stage/tests/$name" nosubuid_ "${filter[@]}" 2>&1 | count ||
+      failed+=("$name as $NOSUB_USER")
   done
 fi
 # pipefail has stopped the script at any failing binary; this is the sum of what ran.
@@ -107,3 +111,7 @@ for line in open(sys.argv[1], errors="replace"):
         skipped += 1
 print(f"total: {passed} passed, {failed} failed, {skipped} skipped")
 PY
+if [ ${#failed[@]} -gt 0 ]; then
+  printf 'ci/test.sh: failed: %s\n' "${failed[@]}" >&2
+  exit 1
+fi
