@@ -23,7 +23,8 @@ pub const ROOT_DEFAULT: &[Capability] = &[
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CapsPlan {
-    /// The command's capabilities (effective, permitted, inheritable and bounding).
+    /// The command's capabilities (effective, permitted and bounding; inheritable only for
+    /// the ambient ones).
     pub set: CapsHashSet,
     /// A non-root command keeps `set` across execve only as ambient capabilities.
     pub ambient: bool,
@@ -82,7 +83,11 @@ pub fn apply(plan: &CapsPlan) -> Result<()> {
                 .with_context(|| format!("drop {cap} from the bounding set"))?;
         }
     }
-    caps::set(None, CapSet::Inheritable, set).context("set inheritable capabilities")?;
+    // Inheritable stays empty unless ambient capabilities need it (CVE-2022-27651): an
+    // executed file's inheritable capabilities must not add anything.
+    let empty = CapsHashSet::new();
+    let inheritable = if plan.ambient { set } else { &empty };
+    caps::set(None, CapSet::Inheritable, inheritable).context("set inheritable capabilities")?;
     caps::clear(None, CapSet::Ambient).context("clear ambient capabilities")?;
     if plan.ambient {
         for cap in set {

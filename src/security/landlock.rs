@@ -32,7 +32,9 @@ impl LandlockPlan {
     /// "fully enforced (ABI 6 of kernel ABI 7)", for `-v` and `sbx check`.
     pub fn outcome(&self) -> String {
         match (self.mode, self.kernel_abi) {
-            (LandlockMode::Off, _) => "off (disabled by the profile or --landlock off)".into(),
+            (LandlockMode::Off, _) => {
+                "off (--landlock off, the profile, or --allow-nested: Landlock forbids mounts)".into()
+            }
             (_, None) | (_, Some(0)) => "not enforced: this kernel has no Landlock".into(),
             (_, Some(k)) if k >= TARGET_ABI => {
                 format!("fully enforced (ABI {TARGET_ABI}; kernel ABI {k})")

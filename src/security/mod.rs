@@ -8,10 +8,10 @@ pub mod seccomp;
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::cli::RunArgs;
-use crate::profile::{NetworkMode, SecuritySpec};
+use crate::profile::{LandlockMode, NetworkMode, SecuritySpec};
 
 #[derive(Debug, Clone)]
 pub struct SecurityPlan {
@@ -38,10 +38,20 @@ pub fn plan(
         spec.capabilities.drop.iter().chain(&args.cap_drop),
     )?;
     let seccomp = seccomp::plan(&spec.seccomp, args.seccomp.as_deref(), allow_nested)?;
-    let mode = match &args.landlock {
+    let mut mode = match &args.landlock {
         Some(m) => m.parse().context("--landlock")?,
         None => spec.landlock.unwrap_or_default(),
     };
+    if allow_nested {
+        // A Landlock domain forbids every mount, which a nested sandbox needs.
+        if mode == LandlockMode::Required {
+            bail!(
+                "nested sandboxes (--allow-nested or security.seccomp.allow_nested) cannot run \
+                 under Landlock, which forbids mounts; drop one of the two"
+            );
+        }
+        mode = LandlockMode::Off;
+    }
     let landlock = landlock::plan(
         mode,
         writable,
