@@ -104,10 +104,20 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub gid: Option<u32>,
 
-    /// Network: "none" is a namespace with loopback only (the default); "host" shares the
-    /// host's network namespace, which gives no network isolation at all.
-    #[arg(long, value_name = "none|host")]
+    /// Network: "none" is a namespace with loopback only (the default); "slirp4netns" adds
+    /// outbound TCP/UDP through user-mode NAT; "host" shares the host's network namespace,
+    /// which gives no network isolation at all.
+    #[arg(long, value_name = "none|slirp4netns|host")]
     pub net: Option<String>,
+
+    /// Forward a host port into the sandbox (slirp4netns); IP defaults to 127.0.0.1.
+    /// Repeatable.
+    #[arg(long, value_name = "[IP:]HPORT:PORT[/tcp|/udp]")]
+    pub publish: Vec<String>,
+
+    /// Let the sandbox reach the host's 127.0.0.1 at 10.0.2.2 (slirp4netns).
+    #[arg(long = "allow-host-loopback")]
+    pub allow_host_loopback: bool,
 
     /// Add a capability (NET_RAW or CAP_NET_RAW). Repeatable.
     #[arg(long = "cap-add", value_name = "CAP")]

@@ -7,6 +7,7 @@ mod child;
 mod cli;
 mod error;
 mod init;
+mod network;
 mod plan;
 mod probe;
 mod profile;
@@ -91,10 +92,8 @@ fn describe(plan: &plan::Plan, why: &str) {
             plan.ids.inside_uid, plan.ids.inside_gid
         ),
     }
-    eprintln!(
-        "sbx: rootfs: {:?}; network: {:?}",
-        plan.rootfs, plan.network
-    );
+    eprintln!("sbx: rootfs: {:?}", plan.rootfs);
+    eprintln!("sbx: network: {}", network::describe(&plan.network));
     for line in security::describe(&plan.security) {
         eprintln!("sbx: {line}");
     }

@@ -13,9 +13,10 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::cli::RunArgs;
+use crate::network::NetPlan;
 use crate::profile::load::Loaded;
 use crate::profile::vars::Vars;
-use crate::profile::{MountKind, MountOption, MountSpec, NetworkMode, Profile};
+use crate::profile::{MountKind, MountOption, MountSpec, Profile};
 use crate::security::{self, SecurityPlan};
 use crate::supervisor::idmap::{self, IdPlan};
 
@@ -35,7 +36,7 @@ pub struct Plan {
     pub mounts: Vec<Mount>,
     pub workdir: PathBuf,
     pub hostname: Option<String>,
-    pub network: NetworkMode,
+    pub network: NetPlan,
     pub ids: IdPlan,
     pub security: SecurityPlan,
     /// Give the command a pseudo-terminal of its own (stdin is a terminal).
@@ -165,10 +166,7 @@ pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
         validate_hostname(name)?;
     }
 
-    let network = match &args.net {
-        Some(mode) => mode.parse().context("--net")?,
-        None => profile.network.unwrap_or_default(),
-    };
+    let network = crate::network::plan(profile.network.as_ref().map(|n| n.options()), args)?;
 
     let inside_uid = args.uid.or(profile.user.uid).unwrap_or(vars.uid);
     let inside_gid = args.gid.or(profile.user.gid).unwrap_or(vars.gid);
@@ -177,7 +175,7 @@ pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
         &profile.security,
         args,
         inside_uid,
-        network,
+        &network,
         writable_paths(&mounts),
     )?;
 
@@ -584,7 +582,7 @@ mod tests {
         .unwrap();
         assert_eq!(plan.hostname.as_deref(), Some("cli"));
         assert_eq!(plan.workdir, PathBuf::from("/tmp"));
-        assert_eq!(plan.network, NetworkMode::None);
+        assert_eq!(plan.network.mode, crate::profile::NetworkMode::None);
         assert_eq!(plan.ids.inside_uid, 0);
         assert_eq!(plan.ids.inside_gid, 1000);
     }

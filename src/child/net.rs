@@ -12,8 +12,9 @@ nix::ioctl_readwrite_bad!(get_flags, libc::SIOCGIFFLAGS, libc::ifreq);
 nix::ioctl_write_ptr_bad!(set_flags, libc::SIOCSIFFLAGS, libc::ifreq);
 
 pub fn setup(plan: &Plan) -> Result<()> {
-    match plan.network {
-        NetworkMode::None => loopback_up().context("bring up loopback"),
+    match plan.network.mode {
+        // slirp4netns configured tap0 from outside before `Go`; loopback is ours.
+        NetworkMode::None | NetworkMode::Slirp4netns => loopback_up().context("bring up loopback"),
         NetworkMode::Host => Ok(()),
     }
 }

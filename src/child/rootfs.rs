@@ -19,7 +19,11 @@ use nix::fcntl::OFlag;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::Mode;
 
+use std::io::Write;
+
+use crate::network::{DNS, GUEST_ADDR};
 use crate::plan::{path_bytes, Mount, Plan, Rootfs};
+use crate::profile::NetworkMode;
 use crate::sys::{
     self, new_mount, open_tree, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID,
     MOUNT_ATTR_RDONLY,
@@ -77,6 +81,9 @@ pub fn build(plan: &Plan, sources: Sources) -> Result<()> {
     mount_tmpfs(root.as_fd(), Path::new("/tmp"), 0o1777, None, 0)?;
     for (mount, source) in plan.mounts.iter().zip(sources.binds) {
         apply(root.as_fd(), mount, source)?;
+    }
+    if plan.network.mode == NetworkMode::Slirp4netns {
+        mount_net_files(root.as_fd(), plan)?;
     }
     seal_dev(root.as_fd())?;
     pivot_into(root.as_fd())
@@ -189,7 +196,15 @@ fn attach_root(plan: &Plan, root: OwnedFd) -> Result<OwnedFd> {
 /// (the working directory under the sandbox's /tmp) is made on that mount instead.
 fn create_mount_points(root: BorrowedFd, plan: &Plan) {
     let mut placed: Vec<&Path> = Vec::new();
-    let base = ["/proc", "/dev", "/tmp"].map(|d| (Path::new(d), true));
+    let mut base = vec![
+        (Path::new("/proc"), true),
+        (Path::new("/dev"), true),
+        (Path::new("/tmp"), true),
+    ];
+    if plan.network.mode == NetworkMode::Slirp4netns {
+        base.push((Path::new("/etc/resolv.conf"), false));
+        base.push((Path::new("/etc/hosts"), false));
+    }
     let planned = plan.mounts.iter().map(|m| {
         let is_dir = !matches!(
             m,
@@ -251,6 +266,53 @@ fn mount_dev(root: BorrowedFd, devices: Vec<OwnedFd>) -> Result<()> {
             .with_context(|| format!("create /dev/{link}"))?;
     }
     Ok(())
+}
+
+/// Generated /etc/resolv.conf and /etc/hosts, bound read-only over the root's own: written
+/// on a small tmpfs staged in /dev, which is detached again once they are bound.
+fn mount_net_files(root: BorrowedFd, plan: &Plan) -> Result<()> {
+    let hostname = match &plan.hostname {
+        Some(name) => name.clone(),
+        None => nix::unistd::gethostname()?.to_string_lossy().into_owned(),
+    };
+    let files = [
+        ("resolv.conf", format!("nameserver {DNS}\n")),
+        (
+            "hosts",
+            format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{GUEST_ADDR}\t{hostname}\n"),
+        ),
+    ];
+    let staging = Path::new("/dev/.sbx-net");
+    let fs = new_mount(
+        c"tmpfs",
+        &[(c"mode", Some(c"0755")), (c"size", Some(c"64k"))],
+        MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+    )
+    .context("create a tmpfs for /etc/resolv.conf and /etc/hosts")?;
+    attach(root, &fs, staging, true)?;
+    for (name, text) in &files {
+        let file = nix::fcntl::openat(
+            fs.as_fd(),
+            *name,
+            OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )
+        .with_context(|| format!("write {name}"))?;
+        std::fs::File::from(file).write_all(text.as_bytes())?;
+        let src = open_path(root, &staging.join(name))?;
+        let copy = clone_fd(&src, false).with_context(|| format!("bind {name}"))?;
+        set_attrs(&copy, MOUNT_ATTR_RDONLY, false, name)?;
+        attach(root, &copy, &Path::new("/etc").join(name), false)?;
+    }
+    let staged = format!("/proc/self/fd/{}", fs.as_raw_fd());
+    umount2(staged.as_str(), MntFlags::MNT_DETACH).context("detach the staging tmpfs")?;
+    let dev = open_path(root, Path::new("/dev"))?;
+    nix::unistd::unlinkat(
+        dev.as_fd(),
+        ".sbx-net",
+        nix::unistd::UnlinkatFlags::RemoveDir,
+    )
+    .context("remove the staging directory")
 }
 
 /// Once every mount is in place, nothing more can be created in /dev.

@@ -7,7 +7,10 @@
 use anyhow::{bail, Result};
 
 use super::load::{self, Loaded, Origin};
-use super::{CapsSpec, EnvSpec, ListField, Profile, SeccompSpec, SecuritySpec, UserSpec};
+use super::{
+    CapsSpec, EnvSpec, ListField, NetworkOptions, NetworkSpec, Profile, SeccompSpec, SecuritySpec,
+    UserSpec,
+};
 
 /// Loads a profile by name or path and applies its whole `extends` chain.
 pub fn resolve(spec: &str) -> Result<Loaded> {
@@ -99,8 +102,28 @@ pub fn merge(parent: Profile, child: Profile) -> Profile {
             uid: child.user.uid.or(parent.user.uid),
             gid: child.user.gid.or(parent.user.gid),
         },
-        network: child.network.or(parent.network),
+        network: merge_network(parent.network, child.network),
         security: merge_security(parent.security, child.security),
+    }
+}
+
+fn merge_network(parent: Option<NetworkSpec>, child: Option<NetworkSpec>) -> Option<NetworkSpec> {
+    match (parent, child) {
+        (None, child) => child,
+        (parent, None) => parent,
+        (Some(p), Some(c)) => {
+            let (p, c) = (p.options(), c.options());
+            let mut publish = p.publish;
+            publish.extend(c.publish);
+            let mut ports = p.allow_tcp_connect;
+            ports.extend(c.allow_tcp_connect);
+            Some(NetworkSpec::Full(NetworkOptions {
+                mode: c.mode.or(p.mode),
+                publish,
+                allow_host_loopback: c.allow_host_loopback.or(p.allow_host_loopback),
+                allow_tcp_connect: ports,
+            }))
+        }
     }
 }
 
@@ -165,7 +188,7 @@ mod tests {
         assert_eq!(m.description, None, "descriptions are not inherited");
         assert!(m.commands.is_empty(), "commands are not inherited");
         assert_eq!(m.hostname.as_deref(), Some("child"));
-        assert_eq!(m.network, Some(NetworkMode::Host));
+        assert_eq!(m.network.unwrap().options().mode, Some(NetworkMode::Host));
         assert_eq!(m.workdir.as_deref(), Some("/w"));
         assert_eq!(m.user.uid, Some(0));
         let dsts: Vec<&str> = m.mounts.iter().map(|m| m.destination.as_str()).collect();
@@ -201,7 +224,10 @@ mod tests {
     #[test]
     fn extends_chain_of_builtins_resolves() {
         let l = resolve("build").unwrap();
-        assert_eq!(l.profile.network, Some(NetworkMode::None));
+        assert_eq!(
+            l.profile.network.unwrap().options().mode,
+            Some(NetworkMode::None)
+        );
         assert!(l.profile.mounts.len() >= 2, "inherits default's mounts");
     }
 }

@@ -54,9 +54,10 @@ pub struct Profile {
     /// Ids the command runs as inside the sandbox.
     #[serde(default, skip_serializing_if = "UserSpec::is_empty")]
     pub user: UserSpec,
-    /// Network mode.
+    /// Network: a mode (`"none"`, `"host"`, `"slirp4netns"`) or an object with the mode and
+    /// its options.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network: Option<NetworkMode>,
+    pub network: Option<NetworkSpec>,
     /// Hardening layers: capabilities, seccomp, Landlock, masked and protected paths.
     #[serde(default, skip_serializing_if = "SecuritySpec::is_empty")]
     pub security: SecuritySpec,
@@ -256,6 +257,9 @@ pub enum NetworkMode {
     None,
     /// The host's network namespace: no network isolation.
     Host,
+    /// A network namespace of its own, with outbound TCP/UDP through slirp4netns's
+    /// user-mode NAT; the host's loopback stays closed unless allowed.
+    Slirp4netns,
 }
 
 impl std::str::FromStr for NetworkMode {
@@ -264,7 +268,72 @@ impl std::str::FromStr for NetworkMode {
         match s {
             "none" => Ok(NetworkMode::None),
             "host" => Ok(NetworkMode::Host),
-            other => anyhow::bail!("unknown network mode {other:?}; use \"none\" or \"host\""),
+            "slirp4netns" => Ok(NetworkMode::Slirp4netns),
+            other => anyhow::bail!(
+                "unknown network mode {other:?}; use \"none\", \"host\" or \"slirp4netns\""
+            ),
         }
+    }
+}
+
+/// `"network": "none"`, or `"network": {"mode": "slirp4netns", "publish": [...], ...}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum NetworkSpec {
+    Mode(NetworkMode),
+    Full(NetworkOptions),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<NetworkMode>,
+    /// Host ports forwarded into the sandbox: `[IP:]HPORT:PORT[/tcp|/udp]`, IP defaulting
+    /// to 127.0.0.1 (slirp4netns only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<String>,
+    /// Let the sandbox reach the host's 127.0.0.1 through 10.0.2.2 (slirp4netns only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_host_loopback: Option<bool>,
+    /// With Landlock's network rules (ABI 4+), outbound TCP only to these ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_tcp_connect: Vec<u16>,
+}
+
+impl NetworkSpec {
+    /// Everything as options (a bare mode is an object with just the mode).
+    pub fn options(&self) -> NetworkOptions {
+        match self {
+            NetworkSpec::Mode(mode) => NetworkOptions {
+                mode: Some(*mode),
+                ..Default::default()
+            },
+            NetworkSpec::Full(options) => options.clone(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for NetworkSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = NetworkSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a network mode (\"none\", \"host\", \"slirp4netns\") or an object")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<NetworkSpec, E> {
+                NetworkMode::deserialize(serde::de::value::StrDeserializer::<E>::new(v))
+                    .map(NetworkSpec::Mode)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<NetworkSpec, A::Error> {
+                NetworkOptions::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(NetworkSpec::Full)
+            }
+        }
+        d.deserialize_any(Visitor)
     }
 }

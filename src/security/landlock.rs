@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use landlock::{
-    Access, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
+    Access, AccessFs, AccessNet, CompatLevel, Compatible, NetPort, PathBeneath, PathFd, Ruleset,
     RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
 };
 
@@ -17,13 +17,23 @@ use crate::profile::LandlockMode;
 pub const TARGET_ABI: u32 = 6;
 const TARGET: ABI = ABI::V6;
 
+/// What TCP may do (Landlock ABI 4+).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tcp {
+    /// No network: no TCP bind or connect at all.
+    Deny,
+    /// Unrestricted.
+    Any,
+    /// Connect only to these ports; bind unrestricted.
+    ConnectOnly(Vec<u16>),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LandlockPlan {
     pub mode: LandlockMode,
     /// Directories (or files) the command may write beneath, as seen inside.
     pub writable: Vec<(PathBuf, bool)>,
-    /// Deny TCP bind and connect (the sandbox has no network).
-    pub deny_tcp: bool,
+    pub tcp: Tcp,
     /// The kernel's ABI, from the probe, for the report.
     pub kernel_abi: Option<u32>,
 }
@@ -55,13 +65,13 @@ impl LandlockPlan {
 pub fn plan(
     mode: LandlockMode,
     writable: Vec<(PathBuf, bool)>,
-    deny_tcp: bool,
+    tcp: Tcp,
     kernel_abi: Option<u32>,
 ) -> Result<LandlockPlan> {
     let plan = LandlockPlan {
         mode,
         writable,
-        deny_tcp,
+        tcp,
         kernel_abi,
     };
     if mode == LandlockMode::Required && !plan.fully_enforced() {
@@ -87,13 +97,20 @@ pub fn apply(plan: &LandlockPlan) -> Result<()> {
         .set_compatibility(level)
         .handle_access(AccessFs::from_all(TARGET))?
         .scope(Scope::from_all(TARGET))?;
-    if plan.deny_tcp {
-        ruleset = ruleset.handle_access(AccessNet::from_all(TARGET))?;
+    match &plan.tcp {
+        Tcp::Deny => ruleset = ruleset.handle_access(AccessNet::from_all(TARGET))?,
+        Tcp::ConnectOnly(_) => ruleset = ruleset.handle_access(AccessNet::ConnectTcp)?,
+        Tcp::Any => {}
     }
     let mut created = ruleset.create()?.add_rule(PathBeneath::new(
         PathFd::new("/")?,
         AccessFs::from_read(TARGET),
     ))?;
+    if let Tcp::ConnectOnly(ports) = &plan.tcp {
+        for port in ports {
+            created = created.add_rule(NetPort::new(*port, AccessNet::ConnectTcp))?;
+        }
+    }
     // Devices: read, write and ioctl on what /dev holds; nothing can be created there.
     created = created.add_rule(PathBeneath::new(
         PathFd::new("/dev")?,

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use crate::cli::RunArgs;
+use crate::network::NetPlan;
 use crate::profile::{LandlockMode, NetworkMode, SecuritySpec};
 
 #[derive(Debug, Clone)]
@@ -28,7 +29,7 @@ pub fn plan(
     spec: &SecuritySpec,
     args: &RunArgs,
     inside_uid: u32,
-    network: NetworkMode,
+    network: &NetPlan,
     writable: Vec<(PathBuf, bool)>,
 ) -> Result<SecurityPlan> {
     let allow_nested = args.allow_nested || spec.seccomp.allow_nested.unwrap_or(false);
@@ -52,12 +53,12 @@ pub fn plan(
         }
         mode = LandlockMode::Off;
     }
-    let landlock = landlock::plan(
-        mode,
-        writable,
-        network == NetworkMode::None,
-        crate::probe::landlock_abi(),
-    )?;
+    let tcp = match network.mode {
+        NetworkMode::None => landlock::Tcp::Deny,
+        _ if network.allow_tcp_connect.is_empty() => landlock::Tcp::Any,
+        _ => landlock::Tcp::ConnectOnly(network.allow_tcp_connect.clone()),
+    };
+    let landlock = landlock::plan(mode, writable, tcp, crate::probe::landlock_abi())?;
     Ok(SecurityPlan {
         caps,
         seccomp,

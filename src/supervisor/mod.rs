@@ -4,6 +4,7 @@
 //! `Go` -> supervise (forward signals, relay the terminal, collect the outcome) -> reap.
 
 pub mod idmap;
+mod net;
 mod tty;
 mod wait;
 
@@ -53,6 +54,13 @@ pub fn run(plan: &Plan) -> Result<i32> {
     if let Err(e) = idmap::write(&plan.ids, pid.as_raw()) {
         return Err(chan.pending_failure().map_or(e, |why| anyhow::anyhow!(why)));
     }
+    // Dropped (stopped) when this function returns, before the sandbox's own guard.
+    let zero_mapped = matches!(plan.ids.mode, idmap::IdMode::Full { .. })
+        || (plan.ids.inside_uid == 0 && plan.ids.inside_gid == 0);
+    let _network = match net::start(&plan.network, pid, zero_mapped) {
+        Ok(n) => n,
+        Err(e) => return Err(chan.pending_failure().map_or(e, |why| anyhow::anyhow!(why))),
+    };
     chan.send(&Msg::Go)?;
     wait::supervise(&chan, &mask, &mut sandbox)
 }
@@ -64,7 +72,7 @@ fn namespace_flags(plan: &Plan) -> CloneFlags {
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWCGROUP;
-    if plan.network == NetworkMode::None {
+    if plan.network.mode != NetworkMode::Host {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     flags

@@ -1,0 +1,234 @@
+//! The sandbox's network, as planned before clone: mode, published ports, host loopback,
+//! and where slirp4netns is.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+use crate::cli::RunArgs;
+use crate::error::HostFeature;
+use crate::profile::{NetworkMode, NetworkOptions};
+
+/// Inside addresses slirp4netns sets up with `--configure`.
+pub const GUEST_ADDR: &str = "10.0.2.100";
+pub const GATEWAY: &str = "10.0.2.2";
+pub const DNS: &str = "10.0.2.3";
+pub const MTU: u32 = 65520;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+/// `[IP:]HPORT:PORT[/tcp|/udp]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    pub host_addr: Ipv4Addr,
+    pub host_port: u16,
+    pub guest_port: u16,
+    pub proto: Proto,
+}
+
+impl std::fmt::Display for Publish {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}->{}/{}",
+            self.host_addr,
+            self.host_port,
+            self.guest_port,
+            self.proto.name()
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetPlan {
+    pub mode: NetworkMode,
+    pub publish: Vec<Publish>,
+    pub allow_host_loopback: bool,
+    /// Outbound TCP only to these ports (Landlock ABI 4+); empty: unrestricted.
+    pub allow_tcp_connect: Vec<u16>,
+    /// Absolute path of slirp4netns (slirp4netns mode only).
+    pub slirp4netns: Option<PathBuf>,
+}
+
+pub fn plan(profile: Option<NetworkOptions>, args: &RunArgs) -> Result<NetPlan> {
+    let profile = profile.unwrap_or_default();
+    let mode = match &args.net {
+        Some(mode) => mode.parse().context("--net")?,
+        None => profile.mode.unwrap_or_default(),
+    };
+    let mut publish = Vec::new();
+    for (what, value) in profile
+        .publish
+        .iter()
+        .map(|v| ("network.publish", v))
+        .chain(args.publish.iter().map(|v| ("--publish", v)))
+    {
+        publish.push(parse_publish(value).with_context(|| format!("{what} {value}"))?);
+    }
+    let allow_host_loopback =
+        args.allow_host_loopback || profile.allow_host_loopback.unwrap_or(false);
+    if mode != NetworkMode::Slirp4netns {
+        if !publish.is_empty() {
+            bail!("--publish needs --net slirp4netns (the network here is {mode:?})");
+        }
+        if allow_host_loopback {
+            bail!("--allow-host-loopback needs --net slirp4netns (the network here is {mode:?})");
+        }
+    }
+    if let Some(udp) = publish.iter().find(|p| p.proto == Proto::Udp) {
+        if !allow_host_loopback {
+            bail!(
+                "--publish {udp}: publishing a UDP port needs --allow-host-loopback: slirp4netns \
+                 cannot tell the sandbox's replies from new traffic to the host's loopback, so \
+                 with the loopback closed the replies are dropped (podman issue #4586)"
+            );
+        }
+    }
+    let slirp4netns = match mode {
+        NetworkMode::Slirp4netns => Some(find_slirp4netns()?),
+        _ => None,
+    };
+    if mode == NetworkMode::Slirp4netns {
+        check_tun()?;
+    }
+    Ok(NetPlan {
+        mode,
+        publish,
+        allow_host_loopback,
+        allow_tcp_connect: profile.allow_tcp_connect,
+        slirp4netns,
+    })
+}
+
+pub fn parse_publish(value: &str) -> Result<Publish> {
+    let (spec, proto) = match value.rsplit_once('/') {
+        Some((spec, "tcp")) => (spec, Proto::Tcp),
+        Some((spec, "udp")) => (spec, Proto::Udp),
+        Some((_, other)) => bail!("unknown protocol {other:?}; use tcp or udp"),
+        None => (value, Proto::Tcp),
+    };
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (addr, host, guest) = match parts.as_slice() {
+        [host, guest] => ("127.0.0.1", *host, *guest),
+        [addr, host, guest] => (*addr, *host, *guest),
+        _ => bail!("use [IP:]HOSTPORT:PORT[/tcp|/udp], such as 8080:80 or 127.0.0.1:5353:53/udp"),
+    };
+    let port = |p: &str| -> Result<u16> {
+        match p.parse::<u16>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => bail!("invalid port {p:?}"),
+        }
+    };
+    Ok(Publish {
+        host_addr: addr
+            .parse()
+            .map_err(|_| anyhow::anyhow!("invalid IPv4 address {addr:?}"))?,
+        host_port: port(host)?,
+        guest_port: port(guest)?,
+        proto,
+    })
+}
+
+/// `SBX_SLIRP4NETNS` replaces the search (the tests use it to simulate a missing helper).
+fn find_slirp4netns() -> Result<PathBuf> {
+    let candidates: Vec<PathBuf> = match std::env::var_os("SBX_SLIRP4NETNS") {
+        Some(path) => vec![PathBuf::from(path)],
+        None => [
+            "/usr/bin/slirp4netns",
+            "/usr/local/bin/slirp4netns",
+            "/bin/slirp4netns",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect(),
+    };
+    candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
+        HostFeature::new(
+            "slirp4netns",
+            "--net slirp4netns needs slirp4netns, which is not installed; install it \
+             (Debian/Ubuntu: `sudo apt-get install slirp4netns`; Fedora: `sudo dnf install \
+             slirp4netns`)",
+        )
+        .into()
+    })
+}
+
+fn check_tun() -> Result<()> {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+    {
+        Ok(_) => Ok(()),
+        Err(e) => Err(HostFeature::new(
+            "a usable /dev/net/tun",
+            format!(
+                "--net slirp4netns needs /dev/net/tun, which you cannot open ({e}); \
+                 distributions ship it mode 0666: `sudo chmod 666 /dev/net/tun`"
+            ),
+        )
+        .into()),
+    }
+}
+
+/// For `sbx run -v`.
+pub fn describe(plan: &NetPlan) -> String {
+    match plan.mode {
+        NetworkMode::None => "none: loopback only".into(),
+        NetworkMode::Host => "host: the host's network namespace, NO network isolation".into(),
+        NetworkMode::Slirp4netns => {
+            let published: Vec<String> = plan.publish.iter().map(|p| p.to_string()).collect();
+            format!(
+                "slirp4netns: {GUEST_ADDR}/24 on tap0 via {GATEWAY}, DNS {DNS}; host loopback {}; published: {}{}",
+                if plan.allow_host_loopback { "reachable at 10.0.2.2" } else { "closed" },
+                if published.is_empty() { "none".to_string() } else { published.join(", ") },
+                if plan.allow_tcp_connect.is_empty() {
+                    String::new()
+                } else {
+                    format!("; outbound TCP only to ports {:?}", plan.allow_tcp_connect)
+                }
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_forms() {
+        let p = parse_publish("8080:80").unwrap();
+        assert_eq!(
+            (p.host_addr, p.host_port, p.guest_port, p.proto),
+            (Ipv4Addr::LOCALHOST, 8080, 80, Proto::Tcp)
+        );
+        let p = parse_publish("0.0.0.0:5353:53/udp").unwrap();
+        assert_eq!((p.host_addr, p.proto), (Ipv4Addr::UNSPECIFIED, Proto::Udp));
+        for bad in [
+            "80",
+            "a:b",
+            "1:2:3:4",
+            "8080:80/sctp",
+            "x.y:1:2",
+            "0:80",
+            "70000:80",
+        ] {
+            assert!(parse_publish(bad).is_err(), "{bad}");
+        }
+    }
+}
