@@ -2,7 +2,9 @@
 # Start-up benchmark: `sbx run -- /bin/true` against bubblewrap doing the same work
 # (all namespaces, read-only host root, fresh /proc, minimal /dev, private /tmp), in the
 # same run, alternating the two so machine noise hits both alike. Prints medians and the
-# ratio. As root it runs the measurement as the unprivileged test user (ci/setup-host.sh).
+# ratio; then the extra start-up time of --net slirp4netns and, with iperf3 installed, TCP
+# throughput from the sandbox to the host's loopback through slirp4netns against the host.
+# As root it runs the measurement as the unprivileged test user (ci/setup-host.sh).
 #
 #   sudo ci/bench.sh [ROUNDS]          # default 300 rounds of each
 set -euo pipefail
@@ -24,4 +26,6 @@ if [ "$(id -u)" -eq 0 ]; then
   cd "$home"
   as_user=(runuser -u "$TEST_USER" -- env -i PATH=/usr/bin:/bin HOME="$home" USER="$TEST_USER")
 fi
-"${as_user[@]}" python3 "$stage/bench.py" --rounds "$rounds" --sbx "$stage/sbx"
+iperf=()
+command -v iperf3 >/dev/null && iperf=(--iperf)
+"${as_user[@]}" python3 "$stage/bench.py" --rounds "$rounds" --sbx "$stage/sbx" "${iperf[@]}"
