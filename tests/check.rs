@@ -17,7 +17,15 @@ const USED_BY_TESTS: &[&str] = &[
     "subgid",
 ];
 
+/// `sbx check` makes (and removes) a scratch directory in /tmp while it runs: runs of it in
+/// this binary's parallel tests take turns, so one test's snapshot never sees another's.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn report() -> serde_json::Map<String, Value> {
+    let _turn = one_at_a_time();
     let out = run(sbx().args(["check", "--json"]));
     out.assert_no_panic();
     let value: Value = serde_json::from_str(&out.stdout())
@@ -86,6 +94,7 @@ fn nosubuid_check_says_how_to_add_a_range() {
 
 #[test]
 fn check_leaves_nothing_behind() {
+    let _turn = one_at_a_time();
     let state = HostState::capture();
     run(sbx().arg("check")).assert_no_panic();
     run(sbx().args(["check", "--json"])).assert_no_panic();

@@ -117,12 +117,25 @@ fn merge_network(parent: Option<NetworkSpec>, child: Option<NetworkSpec>) -> Opt
             publish.extend(c.publish);
             let mut ports = p.allow_tcp_connect;
             ports.extend(c.allow_tcp_connect);
-            Some(NetworkSpec::Full(NetworkOptions {
+            let merged = NetworkOptions {
                 mode: c.mode.or(p.mode),
                 publish,
                 allow_host_loopback: c.allow_host_loopback.or(p.allow_host_loopback),
                 allow_tcp_connect: ports,
-            }))
+            };
+            // Keep the short form when that is all there is.
+            Some(match merged.mode {
+                Some(mode)
+                    if merged
+                        == NetworkOptions {
+                            mode: Some(mode),
+                            ..Default::default()
+                        } =>
+                {
+                    NetworkSpec::Mode(mode)
+                }
+                _ => NetworkSpec::Full(merged),
+            })
         }
     }
 }
