@@ -145,6 +145,34 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub protect: Vec<String>,
 
+    /// memory.max (K/M/G suffixes).
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+
+    /// memory.swap.max (K/M/G suffixes).
+    #[arg(long = "memory-swap", value_name = "SIZE")]
+    pub memory_swap: Option<String>,
+
+    /// cpu.max as a number of CPUs (1.5 = 150 ms per 100 ms).
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<String>,
+
+    /// pids.max: how many processes and threads the sandbox may have.
+    #[arg(long, value_name = "N")]
+    pub pids: Option<u64>,
+
+    /// io.weight (1-10000).
+    #[arg(long = "io-weight", value_name = "N")]
+    pub io_weight: Option<u32>,
+
+    /// An rlimit: nofile, nproc, core, fsize, as, cpu, stack or memlock. Repeatable.
+    #[arg(long, value_name = "NAME=SOFT[:HARD]")]
+    pub rlimit: Vec<String>,
+
+    /// Wall-clock limit (30s, 10m, 1h): SIGTERM, then SIGKILL 5 s later; exit code 124.
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+
     /// Say which profile was chosen and why, and what the sandbox gets.
     #[arg(short = 'v', long)]
     pub verbose: bool,

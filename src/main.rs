@@ -7,6 +7,7 @@ mod child;
 mod cli;
 mod error;
 mod init;
+mod limits;
 mod network;
 mod plan;
 mod probe;
@@ -94,6 +95,7 @@ fn describe(plan: &plan::Plan, why: &str) {
     }
     eprintln!("sbx: rootfs: {:?}", plan.rootfs);
     eprintln!("sbx: network: {}", network::describe(&plan.network));
+    eprintln!("sbx: limits: {}", limits::describe(&plan.limits));
     for line in security::describe(&plan.security) {
         eprintln!("sbx: {line}");
     }

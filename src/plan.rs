@@ -13,6 +13,7 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::cli::RunArgs;
+use crate::limits::LimitsPlan;
 use crate::network::NetPlan;
 use crate::profile::load::Loaded;
 use crate::profile::vars::Vars;
@@ -39,6 +40,7 @@ pub struct Plan {
     pub network: NetPlan,
     pub ids: IdPlan,
     pub security: SecurityPlan,
+    pub limits: LimitsPlan,
     /// Give the command a pseudo-terminal of its own (stdin is a terminal).
     pub tty: bool,
     pub verbose: bool,
@@ -171,6 +173,7 @@ pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
     let inside_uid = args.uid.or(profile.user.uid).unwrap_or(vars.uid);
     let inside_gid = args.gid.or(profile.user.gid).unwrap_or(vars.gid);
     let ids = idmap::plan(&vars.user, vars.uid, vars.gid, inside_uid, inside_gid);
+    let limits = crate::limits::plan(&profile.limits, args)?;
     let security = security::plan(
         &profile.security,
         args,
@@ -195,6 +198,7 @@ pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
         network,
         ids,
         security,
+        limits,
         tty: caller.stdin_is_tty,
         verbose: args.verbose,
     })

@@ -55,6 +55,8 @@ fn prepare_and_exec(
     })?;
     crate::sys::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32)
         .map_err(|e| setup_error(format!("close stray file descriptors: {e}")))?;
+    crate::limits::apply_rlimits(&plan.limits.rlimits)
+        .map_err(|e| setup_error(format!("{e:#}")))?;
     // Capabilities, no_new_privs, Landlock, and seccomp last: nothing after it but execve.
     crate::security::apply(&plan.security).map_err(|e| setup_error(format!("{e:#}")))?;
     Err(exec_search(plan))

@@ -43,6 +43,9 @@ fn setup(plan: &Plan, chan: &Channel) -> Result<Infallible> {
     chan.expect_msg(&Msg::Go)
         .context("waiting for the supervisor")?;
     drop_supplementary_groups(plan)?;
+    // Now in its cgroup leaf (when it has one), which the namespace makes its `/`.
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+        .context("unshare the cgroup namespace")?;
     rootfs::build(plan, sources)?;
     if let Some(name) = &plan.hostname {
         nix::unistd::sethostname(name).with_context(|| format!("set hostname {name}"))?;

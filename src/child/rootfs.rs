@@ -85,6 +85,9 @@ pub fn build(plan: &Plan, sources: Sources) -> Result<()> {
     if plan.network.mode == NetworkMode::Slirp4netns {
         mount_net_files(root.as_fd(), plan)?;
     }
+    if plan.limits.site.is_some() {
+        mount_cgroup(root.as_fd())?;
+    }
     seal_dev(root.as_fd())?;
     pivot_into(root.as_fd())
 }
@@ -201,6 +204,9 @@ fn create_mount_points(root: BorrowedFd, plan: &Plan) {
         (Path::new("/dev"), true),
         (Path::new("/tmp"), true),
     ];
+    if plan.limits.site.is_some() {
+        base.push((Path::new("/sys/fs/cgroup"), true));
+    }
     if plan.network.mode == NetworkMode::Slirp4netns {
         base.push((Path::new("/etc/resolv.conf"), false));
         base.push((Path::new("/etc/hosts"), false));
@@ -313,6 +319,17 @@ fn mount_net_files(root: BorrowedFd, plan: &Plan) -> Result<()> {
         nix::unistd::UnlinkatFlags::RemoveDir,
     )
     .context("remove the staging directory")
+}
+
+/// The sandbox's own cgroup tree, its leaf as the root, read-only, on /sys/fs/cgroup.
+fn mount_cgroup(root: BorrowedFd) -> Result<()> {
+    let fs = new_mount(
+        c"cgroup2",
+        &[],
+        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+    )
+    .context("mount the sandbox's cgroup2")?;
+    attach(root, &fs, Path::new("/sys/fs/cgroup"), true)
 }
 
 /// Once every mount is in place, nothing more can be created in /dev.

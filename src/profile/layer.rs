@@ -8,8 +8,8 @@ use anyhow::{bail, Result};
 
 use super::load::{self, Loaded, Origin};
 use super::{
-    CapsSpec, EnvSpec, ListField, NetworkOptions, NetworkSpec, Profile, SeccompSpec, SecuritySpec,
-    UserSpec,
+    CapsSpec, EnvSpec, LimitsSpec, ListField, NetworkOptions, NetworkSpec, Profile, SeccompSpec,
+    SecuritySpec, UserSpec,
 };
 
 /// Loads a profile by name or path and applies its whole `extends` chain.
@@ -104,6 +104,7 @@ pub fn merge(parent: Profile, child: Profile) -> Profile {
         },
         network: merge_network(parent.network, child.network),
         security: merge_security(parent.security, child.security),
+        limits: merge_limits(parent.limits, child.limits),
     }
 }
 
@@ -137,6 +138,21 @@ fn merge_network(parent: Option<NetworkSpec>, child: Option<NetworkSpec>) -> Opt
                 _ => NetworkSpec::Full(merged),
             })
         }
+    }
+}
+
+fn merge_limits(parent: LimitsSpec, child: LimitsSpec) -> LimitsSpec {
+    let mut rlimits = parent.rlimits;
+    rlimits.extend(child.rlimits);
+    LimitsSpec {
+        memory: child.memory.or(parent.memory),
+        memory_swap: child.memory_swap.or(parent.memory_swap),
+        cpus: child.cpus.or(parent.cpus),
+        pids: child.pids.or(parent.pids),
+        io_weight: child.io_weight.or(parent.io_weight),
+        rlimits,
+        timeout: child.timeout.or(parent.timeout),
+        limits_required: child.limits_required.or(parent.limits_required),
     }
 }
 

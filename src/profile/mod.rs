@@ -61,6 +61,45 @@ pub struct Profile {
     /// Hardening layers: capabilities, seccomp, Landlock, masked and protected paths.
     #[serde(default, skip_serializing_if = "SecuritySpec::is_empty")]
     pub security: SecuritySpec,
+    /// Resource limits: cgroup v2 (memory, CPU, pids, io), rlimits and a wall-clock timeout.
+    #[serde(default, skip_serializing_if = "LimitsSpec::is_empty")]
+    pub limits: LimitsSpec,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    /// memory.max, such as "512M".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    /// memory.swap.max, such as "0" or "1G".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_swap: Option<String>,
+    /// cpu.max as a number of CPUs, such as "1.5".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<String>,
+    /// pids.max.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u64>,
+    /// io.weight, 1 to 10000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io_weight: Option<u32>,
+    /// rlimits by name (nofile, nproc, core, fsize, as, cpu, stack, memlock): "SOFT[:HARD]".
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rlimits: BTreeMap<String, String>,
+    /// Wall-clock limit, such as "30s" or "10m": SIGTERM, then SIGKILL; exit code 124.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// false: when cgroup limits cannot be enforced here, warn and run with the rlimits
+    /// only (default true: fail).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits_required: Option<bool>,
+}
+
+impl LimitsSpec {
+    pub fn is_empty(&self) -> bool {
+        *self == LimitsSpec::default()
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]

@@ -3,6 +3,7 @@
 //! Sequence: block forwarded signals -> channel -> clone all namespaces -> id maps ->
 //! `Go` -> supervise (forward signals, relay the terminal, collect the outcome) -> reap.
 
+pub mod cgroup;
 pub mod idmap;
 mod net;
 mod tty;
@@ -36,6 +37,11 @@ pub fn run(plan: &Plan) -> Result<i32> {
     let mask = supervisor_signals();
     mask.thread_block().context("blocking signals")?;
 
+    // Before clone: the leaf and its limits exist before the sandbox does.
+    let leaf = match &plan.limits.site {
+        Some(site) => Some(cgroup::Leaf::create(site, &plan.limits.cgroup)?),
+        None => None,
+    };
     let (chan, child_chan) = Channel::pair()?;
     // SAFETY: sbx is single-threaded here (no thread is ever started before a run), so the
     // child may do anything after the clone.
@@ -50,6 +56,9 @@ pub fn run(plan: &Plan) -> Result<i32> {
     drop(child_chan);
     let mut sandbox = Sandbox { pid, reaped: false };
 
+    if let Some(leaf) = &leaf {
+        leaf.add(pid)?;
+    }
     // The child prepares its mounts meanwhile; if it failed, its reason beats ours.
     if let Err(e) = idmap::write(&plan.ids, pid.as_raw()) {
         return Err(chan.pending_failure().map_or(e, |why| anyhow::anyhow!(why)));
@@ -62,7 +71,13 @@ pub fn run(plan: &Plan) -> Result<i32> {
         Err(e) => return Err(chan.pending_failure().map_or(e, |why| anyhow::anyhow!(why))),
     };
     chan.send(&Msg::Go)?;
-    wait::supervise(&chan, &mask, &mut sandbox)
+    let code = wait::supervise(&chan, &mask, &mut sandbox, plan.limits.timeout)?;
+    if let Some(leaf) = &leaf {
+        for line in leaf.report() {
+            eprintln!("sbx: {line}");
+        }
+    }
+    Ok(code)
 }
 
 fn namespace_flags(plan: &Plan) -> CloneFlags {
@@ -70,8 +85,9 @@ fn namespace_flags(plan: &Plan) -> CloneFlags {
         | CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWCGROUP;
+        | CloneFlags::CLONE_NEWIPC;
+    // The cgroup namespace comes later: the child unshares it once it is in its leaf, so
+    // the leaf is what it sees as `/`.
     if plan.network.mode != NetworkMode::Host {
         flags |= CloneFlags::CLONE_NEWNET;
     }

@@ -3,6 +3,8 @@
 
 use std::os::fd::AsFd;
 
+use std::time::{Duration, Instant};
+
 use anyhow::{anyhow, bail, Context, Result};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -34,7 +36,17 @@ impl Report {
     }
 }
 
-pub fn supervise(chan: &Channel, mask: &SigSet, sandbox: &mut Sandbox) -> Result<i32> {
+/// Runs until init exits; with a timeout, SIGTERM when it expires and SIGKILL after the
+/// grace period, and then exit code 124.
+pub fn supervise(
+    chan: &Channel,
+    mask: &SigSet,
+    sandbox: &mut Sandbox,
+    timeout: Option<Duration>,
+) -> Result<i32> {
+    let started = Instant::now();
+    let mut deadline = timeout.map(|t| (started + t, Signal::SIGTERM));
+    let mut timed_out = false;
     let signals = SignalFd::with_flags(mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .context("signalfd")?;
     let mut report = Report::default();
@@ -57,7 +69,14 @@ pub fn supervise(chan: &Channel, mask: &SigSet, sandbox: &mut Sandbox) -> Result
                 fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
             }
         }
-        match poll(&mut fds, PollTimeout::NONE) {
+        let wait = match deadline {
+            Some((at, _)) => {
+                let left = at.saturating_duration_since(Instant::now()).as_millis();
+                PollTimeout::try_from(left.min(60_000) as i32).unwrap_or(PollTimeout::NONE)
+            }
+            None => PollTimeout::NONE,
+        };
+        match poll(&mut fds, wait) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => return Err(e).context("poll"),
         }
@@ -67,6 +86,18 @@ pub fn supervise(chan: &Channel, mask: &SigSet, sandbox: &mut Sandbox) -> Result
             .collect();
         drop(fds);
 
+        if let Some((at, sig)) = deadline {
+            if Instant::now() >= at {
+                timed_out = true;
+                let _ = kill(sandbox.pid, sig);
+                deadline = (sig == Signal::SIGTERM).then(|| {
+                    (
+                        Instant::now() + crate::limits::TIMEOUT_GRACE,
+                        Signal::SIGKILL,
+                    )
+                });
+            }
+        }
         let mut i = 0;
         if ready[i] {
             while let Some(info) = signals.read_signal().context("reading signalfd")? {
@@ -131,8 +162,16 @@ pub fn supervise(chan: &Channel, mask: &SigSet, sandbox: &mut Sandbox) -> Result
             None => chan_open = false,
         }
     }
+    if timed_out {
+        // What the command did once signalled is not the story: the timeout is.
+        eprintln!("sbx: timed out after {:?}", timeout.unwrap_or_default());
+        return Ok(TIMED_OUT);
+    }
     outcome(report, status.unwrap_or(WaitStatus::StillAlive))
 }
+
+/// Exit code of a run stopped by its timeout (as timeout(1)).
+pub const TIMED_OUT: i32 = 124;
 
 fn try_reap(sandbox: &mut Sandbox) -> Result<Option<WaitStatus>> {
     match waitpid(sandbox.pid, Some(WaitPidFlag::WNOHANG)) {
