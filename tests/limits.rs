@@ -1,0 +1,366 @@
+//! Resource limits: rlimits and timeouts everywhere; cgroup v2 limits where the caller has
+//! a delegated subtree.
+//!
+//! The host machines here have no cgroup v2 controllers, so the tests named `cgroup_` run in
+//! the VM tier (`ci/vm-test.sh`, which boots a kernel with full cgroup v2 and delegates a
+//! subtree to the test user). The tests named `nodelegation_` are their counterpart on a
+//! host without delegation.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn profile_file(dir: &TempDir, json: &str) -> PathBuf {
+    let path = dir.join("limits-profile.json");
+    fs::write(&path, json).unwrap();
+    path
+}
+
+#[test]
+fn rlimits_apply_inside() {
+    if !require_sandbox() {
+        return;
+    }
+    let dir = TempDir::new();
+    let out = sandbox_sh(
+        dir.path(),
+        &["--rlimit", "nofile=64:128", "--rlimit", "fsize=1M"],
+        "ulimit -Sn; ulimit -Hn; ulimit -f",
+    );
+    out.assert_success();
+    // sh reports fsize in 512-byte blocks.
+    assert_eq!(out.lines(), ["64", "128", "2048"], "{out}");
+}
+
+#[test]
+fn rlimit_fsize_stops_a_large_write() {
+    if !require_sandbox() {
+        return;
+    }
+    let dir = TempDir::new();
+    let out = sandbox_sh(
+        dir.path(),
+        &["--rlimit", "fsize=64K"],
+        "head -c 1048576 /dev/zero > /tmp/big; echo status=$?; wc -c < /tmp/big",
+    );
+    out.assert_success();
+    let lines = out.lines();
+    assert_ne!(lines[0], "status=0", "the write must fail\n{out}");
+    assert_eq!(lines[1], "65536", "{out}");
+}
+
+#[test]
+fn profile_rlimits_apply_and_cli_overrides_them() {
+    if !require_sandbox() {
+        return;
+    }
+    let dir = TempDir::new();
+    let profile = profile_file(
+        &dir,
+        r#"{"extends": "default", "limits": {"rlimits": {"nofile": "100"}}}"#,
+    );
+    let p = profile.to_str().unwrap();
+    let out = sandbox_sh(dir.path(), &["-p", p], "ulimit -Sn");
+    out.assert_success();
+    assert_eq!(out.lines(), ["100"], "{out}");
+    let out = sandbox_sh(
+        dir.path(),
+        &["-p", p, "--rlimit", "nofile=50"],
+        "ulimit -Sn",
+    );
+    out.assert_success();
+    assert_eq!(out.lines(), ["50"], "{out}");
+}
+
+#[test]
+fn bad_rlimits_are_errors() {
+    let dir = TempDir::new();
+    sandbox_sh(dir.path(), &["--rlimit", "nofiles=1"], "true")
+        .assert_sbx_error(&["nofiles", "nofile"]);
+    sandbox_sh(dir.path(), &["--rlimit", "nofile=10:5"], "true")
+        .assert_sbx_error(&["above the hard limit"]);
+    sandbox_sh(dir.path(), &["--rlimit", "nofile=unlimited"], "true")
+        .assert_sbx_error(&["only root on the host can raise"]);
+}
+
+#[test]
+fn timeout_stops_the_command_with_124() {
+    if !require_sandbox() {
+        return;
+    }
+    let dir = TempDir::new();
+    let start = Instant::now();
+    let out = sandbox_sh(dir.path(), &["--timeout", "1s"], "sleep 30");
+    assert_eq!(out.code, 124, "{out}");
+    assert!(out.stderr().contains("timed out after 1s"), "{out}");
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn timeout_kills_a_command_that_ignores_sigterm() {
+    if !require_sandbox() {
+        return;
+    }
+    let dir = TempDir::new();
+    let start = Instant::now();
+    let out = sandbox_sh(
+        dir.path(),
+        &["--timeout", "500ms"],
+        "trap 'echo got-term' TERM; i=0; while [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done",
+    );
+    assert_eq!(out.code, 124, "{out}");
+    let elapsed = start.elapsed();
+    assert!(
+        out.stdout().contains("got-term"),
+        "SIGTERM came first\n{out}"
+    );
+    assert!(
+        elapsed >= Duration::from_secs(5) && elapsed < Duration::from_secs(25),
+        "SIGKILL after the 5 s grace period, took {elapsed:?}"
+    );
+}
+
+#[test]
+fn a_command_within_its_timeout_keeps_its_exit_code() {
+    if !require_sandbox() {
+        return;
+    }
+    let dir = TempDir::new();
+    let out = sandbox_sh(dir.path(), &["--timeout", "30s"], "exit 3");
+    out.assert_code(3);
+    assert!(!out.stderr().contains("timed out"), "{out}");
+}
+
+#[test]
+fn profile_timeout_applies() {
+    if !require_sandbox() {
+        return;
+    }
+    let dir = TempDir::new();
+    let profile = profile_file(
+        &dir,
+        r#"{"extends": "default", "limits": {"timeout": "1s"}}"#,
+    );
+    let out = sandbox_sh(dir.path(), &["-p", profile.to_str().unwrap()], "sleep 30");
+    assert_eq!(out.code, 124, "{out}");
+}
+
+#[test]
+fn bad_limit_values_are_errors() {
+    let dir = TempDir::new();
+    sandbox_sh(dir.path(), &["--timeout", "soon"], "true").assert_sbx_error(&["soon"]);
+    sandbox_sh(dir.path(), &["--cpus", "lots"], "true").assert_sbx_error(&["lots"]);
+    sandbox_sh(dir.path(), &["--memory", "1Q"], "true").assert_sbx_error(&["1Q"]);
+    sandbox_sh(dir.path(), &["--io-weight", "0"], "true").assert_sbx_error(&["io weight"]);
+}
+
+/// True when this host delegates a cgroup v2 subtree with controllers to the caller.
+fn delegated() -> bool {
+    std::process::Command::new(sbx_bin())
+        .args(["check", "--json"])
+        .output()
+        .ok()
+        .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+        .and_then(|v| v["cgroup_delegation"]["ok"].as_bool())
+        .unwrap_or(false)
+}
+
+#[test]
+fn nodelegation_limits_fail_clearly() {
+    if delegated() {
+        skip("this host delegates cgroup v2 to the caller; the cgroup_ tests cover it");
+        return;
+    }
+    let dir = TempDir::new();
+    let state = HostState::capture();
+    sandbox_sh(dir.path(), &["--memory", "64M", "--pids", "10"], "true").assert_sbx_error(&[
+        "cgroup",
+        "memory",
+        "limits_required",
+    ]);
+    state.assert_nothing_new();
+}
+
+#[test]
+fn nodelegation_limits_required_false_warns_and_runs_with_rlimits() {
+    if !require_sandbox() {
+        return;
+    }
+    if delegated() {
+        skip("this host delegates cgroup v2 to the caller; the cgroup_ tests cover it");
+        return;
+    }
+    let dir = TempDir::new();
+    let profile = profile_file(
+        &dir,
+        r#"{"extends": "default", "limits": {"memory": "64M", "rlimits": {"nofile": "77"}, "limits_required": false}}"#,
+    );
+    let out = sandbox_sh(dir.path(), &["-p", profile.to_str().unwrap()], "ulimit -Sn");
+    out.assert_success();
+    assert_eq!(out.lines(), ["77"], "{out}");
+    assert_eq!(
+        out.stderr().matches("NOT enforced").count(),
+        1,
+        "exactly one warning\n{out}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// cgroup v2: run in the VM tier, where a subtree is delegated to the test user
+// ---------------------------------------------------------------------------------------
+
+fn require_delegation() -> bool {
+    require_sandbox() && require("cgroup_delegation")
+}
+
+/// The sandboxes' leaves live beside the caller's own cgroup.
+fn leaves() -> Vec<PathBuf> {
+    let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let Some(path) = own.lines().find_map(|l| l.strip_prefix("0::")) else {
+        return Vec::new();
+    };
+    let mine = Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
+    let Some(parent) = mine.parent() else {
+        return Vec::new();
+    };
+    fs::read_dir(parent)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("sbx-"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn cgroup_pids_limit_stops_a_fork_bomb_and_says_so() {
+    if !require_delegation() {
+        return;
+    }
+    let dir = TempDir::new();
+    let out = sandbox_sh(
+        dir.path(),
+        &["--pids", "32", "--timeout", "60s"],
+        "for i in $(seq 100); do sleep 5 & done 2>/dev/null; echo started; cat /sys/fs/cgroup/pids.max",
+    );
+    assert!(out.stdout().contains("32"), "pids.max inside\n{out}");
+    assert!(out.stderr().contains("pids limit 32 reached"), "{out}");
+}
+
+#[test]
+fn cgroup_memory_limit_kills_a_hog_and_says_so() {
+    if !require_delegation() {
+        return;
+    }
+    let dir = TempDir::new();
+    let out = sandbox_sh(
+        dir.path(),
+        &["--memory", "32M", "--memory-swap", "0"],
+        "python3 -c 'b = bytearray(256 << 20); print(len(b))'",
+    );
+    assert_eq!(out.code, 137, "killed by the OOM killer\n{out}");
+    assert!(
+        out.stderr().contains("killed: out of memory (limit 32M)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn cgroup_cpus_throttle_the_command() {
+    if !require_delegation() {
+        return;
+    }
+    let dir = TempDir::new();
+    let out = sandbox_sh(
+        dir.path(),
+        &["--cpus", "0.2"],
+        "cat /sys/fs/cgroup/cpu.max; end=$(($(date +%s) + 2)); \
+         while [ $(date +%s) -lt $end ]; do :; done; grep nr_throttled /sys/fs/cgroup/cpu.stat",
+    );
+    out.assert_success();
+    let lines = out.lines();
+    assert_eq!(lines[0], "20000 100000", "{out}");
+    let throttled: u64 = lines[1].split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(throttled > 0, "a busy loop at 0.2 CPUs is throttled\n{out}");
+}
+
+#[test]
+fn cgroup_io_weight_is_written() {
+    if !require_delegation() {
+        return;
+    }
+    let dir = TempDir::new();
+    let out = sandbox_sh(
+        dir.path(),
+        &["--io-weight", "50"],
+        "cat /sys/fs/cgroup/io.weight",
+    );
+    out.assert_success();
+    assert!(out.stdout().contains("default 50"), "{out}");
+}
+
+#[test]
+fn cgroup_leaf_is_the_sandboxs_root_and_read_only() {
+    if !require_delegation() {
+        return;
+    }
+    let dir = TempDir::new();
+    let out = sandbox_sh(
+        dir.path(),
+        &["--pids", "100"],
+        "cat /proc/self/cgroup; echo 5 > /sys/fs/cgroup/pids.max || echo read-only",
+    );
+    out.assert_success();
+    assert_eq!(out.lines(), ["0::/", "read-only"], "{out}");
+}
+
+#[test]
+fn cgroup_leaf_is_removed_after_the_run() {
+    if !require_delegation() {
+        return;
+    }
+    let dir = TempDir::new();
+    let before = leaves();
+    sandbox_sh(dir.path(), &["--pids", "100"], "true").assert_success();
+    assert_eq!(leaves(), before);
+}
+
+#[test]
+fn cgroup_kill_9_of_sbx_leaves_no_cgroup() {
+    if !require_delegation() {
+        return;
+    }
+    let dir = TempDir::new();
+    let marker = unique("cgroup-kill");
+    let before = leaves();
+    let mut cmd = sbx_run(
+        dir.path(),
+        &["--pids", "100", "--", "sh", "-c", "sleep 1000", &marker],
+    );
+    let running = spawn(&mut cmd, None);
+    wait_for_process(
+        &marker,
+        |p| p.argv.iter().any(|a| a == "sleep 1000"),
+        Duration::from_secs(20),
+    );
+    running.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = running.finish(Duration::from_secs(20));
+    assert_no_process_with(&marker, Duration::from_secs(20));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while leaves() != before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(leaves(), before, "the janitor removes the leaf");
+}
