@@ -83,10 +83,28 @@ pub fn plan(profile: Option<NetworkOptions>, args: &RunArgs) -> Result<NetPlan> 
         args.allow_host_loopback || profile.allow_host_loopback.unwrap_or(false);
     if mode != NetworkMode::Slirp4netns {
         if !publish.is_empty() {
-            bail!("--publish needs --net slirp4netns (the network here is {mode:?})");
+            bail!("--publish needs --net slirp4netns (the network here is {mode})");
         }
         if allow_host_loopback {
-            bail!("--allow-host-loopback needs --net slirp4netns (the network here is {mode:?})");
+            bail!("--allow-host-loopback needs --net slirp4netns (the network here is {mode})");
+        }
+    }
+    if mode == NetworkMode::None && !profile.allow_tcp_connect.is_empty() {
+        bail!("network.allow_tcp_connect: with the network \"none\" there is no TCP to allow");
+    }
+    for (i, p) in publish.iter().enumerate() {
+        if publish[..i].iter().any(|q| {
+            q.proto == p.proto
+                && q.host_port == p.host_port
+                && (q.host_addr == p.host_addr
+                    || q.host_addr.is_unspecified()
+                    || p.host_addr.is_unspecified())
+        }) {
+            bail!(
+                "--publish {p}: host {} port {} is published twice",
+                p.proto.name(),
+                p.host_port
+            );
         }
     }
     if let Some(udp) = publish.iter().find(|p| p.proto == Proto::Udp) {

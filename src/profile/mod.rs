@@ -301,6 +301,16 @@ pub enum NetworkMode {
     Slirp4netns,
 }
 
+impl std::fmt::Display for NetworkMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NetworkMode::None => "none",
+            NetworkMode::Host => "host",
+            NetworkMode::Slirp4netns => "slirp4netns",
+        })
+    }
+}
+
 impl std::str::FromStr for NetworkMode {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> anyhow::Result<Self> {

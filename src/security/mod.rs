@@ -58,7 +58,20 @@ pub fn plan(
         _ if network.allow_tcp_connect.is_empty() => landlock::Tcp::Any,
         _ => landlock::Tcp::ConnectOnly(network.allow_tcp_connect.clone()),
     };
-    let landlock = landlock::plan(mode, writable, tcp, crate::probe::landlock_abi())?;
+    let kernel_abi = crate::probe::landlock_abi();
+    if let landlock::Tcp::ConnectOnly(ports) = &tcp {
+        if mode == LandlockMode::Off || kernel_abi.unwrap_or(0) < 4 {
+            bail!(
+                "network.allow_tcp_connect {ports:?} needs Landlock's network rules (ABI 4 or \
+                 newer, and Landlock not turned off); {}",
+                match mode {
+                    LandlockMode::Off => "Landlock is off here".to_string(),
+                    _ => format!("this kernel has ABI {}", kernel_abi.unwrap_or(0)),
+                }
+            );
+        }
+    }
+    let landlock = landlock::plan(mode, writable, tcp, kernel_abi)?;
     Ok(SecurityPlan {
         caps,
         seccomp,

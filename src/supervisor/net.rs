@@ -1,8 +1,9 @@
 //! slirp4netns: user-mode networking for the sandbox's network namespace, started by the
 //! supervisor after clone and before the child is released.
 //!
-//! It dies with sbx whatever happens: its exit fd is a pipe whose other end only sbx holds
-//! (closed by the kernel even on SIGKILL), and it gets SIGKILL as its parent-death signal.
+//! It dies with sbx whatever happens: its exit fd is a pipe whose other end only sbx holds,
+//! closed by the kernel even when sbx is killed with SIGKILL. (A parent-death signal would
+//! not do: the kernel clears it when slirp4netns changes its credentials for its sandbox.)
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
@@ -85,7 +86,8 @@ pub fn start(plan: &NetPlan, pid: Pid, own_sandbox: bool) -> Result<Option<Slirp
         .env_clear();
     let (ready_raw, exit_raw) = (ready_w.as_raw_fd(), exit_r.as_raw_fd());
     // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe system calls (dup2, prctl) on descriptors that are open in it.
+    // async-signal-safe system calls (fcntl, dup2, close, sigprocmask, umask) on
+    // descriptors that are open in it and a sigset on its own stack.
     unsafe {
         cmd.pre_exec(move || {
             // Out of the way first, so neither target number clobbers the other source.
@@ -100,7 +102,10 @@ pub fn start(plan: &NetPlan, pid: Pid, own_sandbox: bool) -> Result<Option<Slirp
             // a subordinate id: without this it would not let us connect. The socket's
             // directory is ours and 0700, so nobody else can reach it.
             libc::umask(0);
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+            // sbx blocks the signals it forwards; slirp4netns must get them.
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            if libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
