@@ -1,6 +1,7 @@
 //! Resource limits as planned before clone: cgroup v2 values, rlimits, a wall-clock timeout,
 //! and where the sandbox's cgroup leaf will live.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -63,7 +64,13 @@ pub struct LimitsPlan {
     pub site: Option<Site>,
     pub rlimits: Vec<Rlimit>,
     pub timeout: Option<Duration>,
+    /// No delegated subtree, but a systemd user manager can make one: sbx runs itself again
+    /// in a transient scope with `Delegate=yes` (`systemd-run --user --scope`).
+    pub via_systemd: Option<PathBuf>,
 }
+
+/// Set in the environment of sbx re-run inside a systemd scope, so it does not loop.
+pub const IN_SCOPE_ENV: &str = "SBX_IN_SYSTEMD_SCOPE";
 
 /// SIGTERM at the timeout, SIGKILL this much later.
 pub const TIMEOUT_GRACE: Duration = Duration::from_secs(5);
@@ -114,11 +121,16 @@ pub fn plan(spec: &LimitsSpec, args: &RunArgs) -> Result<LimitsPlan> {
         .or(spec.timeout.as_ref())
         .map(|t| parse_duration(t))
         .transpose()?;
+    let mut via_systemd = None;
     let site = if cgroup.is_empty() {
         None
     } else {
         match cgroup::find_site(&cgroup.controllers()) {
             Ok(site) => Some(site),
+            Err(_) if systemd_user_manager().is_some() => {
+                via_systemd = systemd_user_manager();
+                None
+            }
             Err(why) if spec.limits_required == Some(false) => {
                 eprintln!(
                     "sbx: warning: the cgroup limits are NOT enforced: {why}; running with the \
@@ -144,7 +156,52 @@ pub fn plan(spec: &LimitsSpec, args: &RunArgs) -> Result<LimitsPlan> {
         site,
         rlimits,
         timeout,
+        via_systemd,
     })
+}
+
+/// `systemd-run`, when a systemd user manager answers for this user (and we are not already
+/// running in a scope it made for us).
+fn systemd_user_manager() -> Option<PathBuf> {
+    if std::env::var_os(IN_SCOPE_ENV).is_some() {
+        return None;
+    }
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from)?;
+    if !runtime.join("systemd/private").exists() {
+        return None;
+    }
+    ["/usr/bin/systemd-run", "/bin/systemd-run"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+}
+
+/// Replaces this process with sbx itself, same arguments, inside a transient systemd scope
+/// with `Delegate=yes`; returns only on failure.
+pub fn rerun_in_scope(systemd_run: &std::path::Path) -> anyhow::Error {
+    use std::os::unix::process::CommandExt;
+    let me = match std::env::current_exe() {
+        Ok(path) => path,
+        Err(e) => return anyhow::anyhow!("cannot find the sbx binary to run it again: {e}"),
+    };
+    let err = std::process::Command::new(systemd_run)
+        .args([
+            "--user",
+            "--scope",
+            "--quiet",
+            "--collect",
+            "-p",
+            "Delegate=yes",
+            "--",
+        ])
+        .arg(me)
+        .args(std::env::args_os().skip(1))
+        .env(IN_SCOPE_ENV, "1")
+        .exec();
+    anyhow::anyhow!(
+        "cannot run {} to get a delegated cgroup from the systemd user manager: {err}",
+        systemd_run.display()
+    )
 }
 
 /// "1.5" CPUs -> 150000 us per 100000 us.

@@ -162,15 +162,14 @@ fn bad_limit_values_are_errors() {
     sandbox_sh(dir.path(), &["--io-weight", "0"], "true").assert_sbx_error(&["io weight"]);
 }
 
-/// True when this host delegates a cgroup v2 subtree with controllers to the caller.
+/// True when this host delegates a cgroup v2 subtree with controllers to the caller. The
+/// harness's one cached `sbx check` run: no other one can be under way during a test's
+/// snapshot of /tmp.
 fn delegated() -> bool {
-    std::process::Command::new(sbx_bin())
-        .args(["check", "--json"])
-        .output()
-        .ok()
-        .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
-        .and_then(|v| v["cgroup_delegation"]["ok"].as_bool())
-        .unwrap_or(false)
+    match check_report() {
+        Ok(report) => report["cgroup_delegation"]["ok"].as_bool().unwrap_or(false),
+        Err(_) => false,
+    }
 }
 
 #[test]

@@ -102,7 +102,7 @@ pub fn skip(reason: &str) -> bool {
 /// Every other feature must be confirmed by the probe. `check.rs` tests the report itself.
 const ASSUMED_WITHOUT_REPORT: &[&str] = &["userns", "mount_api"];
 
-fn check_report() -> &'static Result<Value, String> {
+pub fn check_report() -> &'static Result<Value, String> {
     static REPORT: OnceLock<Result<Value, String>> = OnceLock::new();
     REPORT.get_or_init(|| {
         let mut cmd = sbx();
