@@ -162,7 +162,7 @@ pub fn plan(spec: &LimitsSpec, args: &RunArgs) -> Result<LimitsPlan> {
 
 /// `systemd-run`, when a systemd user manager answers for this user (and we are not already
 /// running in a scope it made for us).
-fn systemd_user_manager() -> Option<PathBuf> {
+pub fn systemd_user_manager() -> Option<PathBuf> {
     if std::env::var_os(IN_SCOPE_ENV).is_some() {
         return None;
     }

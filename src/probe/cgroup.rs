@@ -97,6 +97,23 @@ pub(super) fn cgroup_delegation(mounts: &[MountInfo], caller: &Caller) -> Check 
         controllers.join(" ")
     };
     let detail = format!("cgroup {cgroup}: {access}; controllers: {listed}");
+    // The verdict is the one `sbx run` would reach, in the order it tries.
+    let wanted = ["memory", "pids", "cpu"];
+    match crate::supervisor::cgroup::probe_site(&wanted) {
+        Ok(site) => {
+            return Check::pass(
+                name,
+                format!("path 1, a delegated subtree: sbx creates its leaves in {} ({detail})", site.parent.display()),
+            )
+        }
+        Err(why) if crate::limits::systemd_user_manager().is_some() => {
+            return Check::pass(
+                name,
+                format!("path 2, the systemd user manager: sbx reruns itself in a scope with Delegate=yes ({why})"),
+            )
+        }
+        Err(_) => {}
+    }
     match (target.is_some(), useful) {
         (true, true) => Check::pass(name, detail),
         (true, false) => {

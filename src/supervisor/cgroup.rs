@@ -22,8 +22,18 @@ pub struct Site {
     pub parent: PathBuf,
 }
 
-/// Finds the delegated parent of the caller's cgroup, or says exactly what is missing.
+/// Finds the delegated parent of the caller's cgroup, or says exactly what is missing;
+/// enables the needed controllers for its children when they are not yet.
 pub fn find_site(needed: &[&str]) -> std::result::Result<Site, String> {
+    locate(needed, true)
+}
+
+/// Like `find_site` but changes nothing (for `sbx check`).
+pub fn probe_site(needed: &[&str]) -> std::result::Result<Site, String> {
+    locate(needed, false)
+}
+
+fn locate(needed: &[&str], enable: bool) -> std::result::Result<Site, String> {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
     let mount = cgroup2_mount(&read("/proc/self/mountinfo"))
         .ok_or("this host has no cgroup v2 hierarchy mounted (a cgroup v1 host)")?;
@@ -36,11 +46,11 @@ pub fn find_site(needed: &[&str]) -> std::result::Result<Site, String> {
         Some(p) if own != "/" => p.to_path_buf(),
         _ => mount,
     };
-    check_site(&parent, needed)?;
+    check_site(&parent, needed, enable)?;
     Ok(Site { parent })
 }
 
-fn check_site(parent: &Path, needed: &[&str]) -> std::result::Result<(), String> {
+fn check_site(parent: &Path, needed: &[&str], enable: bool) -> std::result::Result<(), String> {
     let fix = "run sbx in a delegated cgroup, as systemd does for a user session \
                (`systemd-run --user --scope -p Delegate=yes sbx run ...`)";
     let available = std::fs::read_to_string(parent.join("cgroup.controllers")).unwrap_or_default();
@@ -71,7 +81,7 @@ fn check_site(parent: &Path, needed: &[&str]) -> std::result::Result<(), String>
         .filter(|c| !enabled.split_whitespace().any(|e| e == **c))
         .map(|c| format!("+{c}"))
         .collect();
-    if !want.is_empty() {
+    if !want.is_empty() && enable {
         std::fs::write(&control, want.join(" ")).map_err(|e| {
             format!(
                 "cannot enable {} in {}: {e}; {fix}",
