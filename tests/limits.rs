@@ -252,15 +252,11 @@ fn cgroup_pids_limit_stops_a_fork_bomb_and_says_so() {
     let out = sandbox_sh(
         dir.path(),
         &["--pids", "32", "--timeout", "60s"],
-        // Builtins only once the limit is hit: `read`, `[`, `echo` need no fork.
+        // dash gives up when a fork fails; what matters is the limit and the report.
         "read max < /sys/fs/cgroup/pids.max; echo max=$max; i=0; \
-         while [ $i -lt 100 ]; do sleep 5 & i=$((i+1)); done 2>/dev/null; echo started",
+         while [ $i -lt 100 ]; do sleep 5 & i=$((i+1)); done 2>/dev/null",
     );
     assert!(out.stdout().contains("max=32"), "pids.max inside\n{out}");
-    assert!(
-        out.stdout().contains("started"),
-        "the shell survives\n{out}"
-    );
     assert!(out.stderr().contains("pids limit 32 reached"), "{out}");
 }
 
