@@ -85,9 +85,9 @@ pub fn start(plan: &NetPlan, pid: Pid, own_sandbox: bool) -> Result<Option<Slirp
         .stderr(log.try_clone().context("dup slirp4netns log")?)
         .env_clear();
     let (ready_raw, exit_raw) = (ready_w.as_raw_fd(), exit_r.as_raw_fd());
-    // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe system calls (fcntl, dup2, close, sigprocmask, umask) on
-    // descriptors that are open in it and a sigset on its own stack.
+    // The closure runs in the forked child before exec.
+    // SAFETY: it makes only async-signal-safe calls (fcntl, dup2, close, sigprocmask,
+    // umask) on descriptors open in the child and a sigset on its own stack.
     unsafe {
         cmd.pre_exec(move || {
             // Out of the way first, so neither target number clobbers the other source.
