@@ -106,6 +106,12 @@ if [ "$(id -u)" -eq 0 ]; then
   SBX_BIN="$stage/sbx" SBX_TEST_DATA="$stage/tests/data" SBX_TEST_STRICT="${SBX_TEST_STRICT:-}" \
     bash ci/vm-test.sh -- "$stage/tests/limits" --test-threads=1 cgroup_ 2>&1 | count ||
     failed+=("limits (cgroup_) in the VM")
+  # The same tests where nothing is delegated but a systemd user manager runs (a login
+  # session, as after ssh): sbx reruns itself in a scope with Delegate=yes.
+  echo "== cgroup v2 tests in a VM booting systemd, as $TEST_USER in a login session"
+  SBX_BIN="$stage/sbx" SBX_TEST_DATA="$stage/tests/data" SBX_TEST_STRICT="${SBX_TEST_STRICT:-}" \
+    bash ci/vm-test.sh --systemd -- "$stage/tests/limits" --test-threads=1 cgroup_ 2>&1 | count ||
+    failed+=("limits (cgroup_) in the systemd VM")
 else
   echo "SKIP cgroup v2 tests: ci/vm-test.sh needs root to boot its VM" | count
 fi
