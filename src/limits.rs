@@ -127,28 +127,30 @@ pub fn plan(spec: &LimitsSpec, args: &RunArgs) -> Result<LimitsPlan> {
     } else {
         match cgroup::find_site(&cgroup.controllers()) {
             Ok(site) => Some(site),
-            Err(_) if systemd_user_manager().is_some() => {
-                via_systemd = systemd_user_manager();
-                None
-            }
-            Err(why) if spec.limits_required == Some(false) => {
-                eprintln!(
-                    "sbx: warning: the cgroup limits are NOT enforced: {why}; running with the \
-                     rlimits only, because the profile says \"limits_required\": false"
-                );
-                None
-            }
-            Err(why) => {
-                return Err(HostFeature::new(
-                    "cgroup v2 delegation",
-                    format!(
-                        "cannot enforce {}: {why} (a profile may say \"limits_required\": false \
-                         to run without them)",
-                        cgroup.controllers().join(", ")
-                    ),
-                )
-                .into())
-            }
+            Err(why) => match systemd_user_manager() {
+                Some(systemd_run) => {
+                    via_systemd = Some(systemd_run);
+                    None
+                }
+                None if spec.limits_required == Some(false) => {
+                    eprintln!(
+                        "sbx: warning: the cgroup limits are NOT enforced: {why}; running with \
+                         the rlimits only, because the profile says \"limits_required\": false"
+                    );
+                    None
+                }
+                None => {
+                    return Err(HostFeature::new(
+                        "cgroup v2 delegation",
+                        format!(
+                            "cannot enforce {}: {why} (a profile may say \"limits_required\": \
+                             false to run without them)",
+                            cgroup.controllers().join(", ")
+                        ),
+                    )
+                    .into())
+                }
+            },
         }
     };
     Ok(LimitsPlan {

@@ -244,7 +244,7 @@ fn mount_proc(root: BorrowedFd) -> Result<()> {
 /// A minimal /dev: a few host devices, a private devpts, /dev/shm and the usual links.
 fn mount_dev(root: BorrowedFd, devices: Vec<OwnedFd>) -> Result<()> {
     mount_tmpfs(root, Path::new("/dev"), 0o755, None, MOUNT_ATTR_NOEXEC)?;
-    let dev = open_dir(root, Path::new("/dev"))?;
+    let dev = open_path(root, Path::new("/dev"))?;
     for (name, device) in DEVICES.iter().zip(devices) {
         let path = Path::new("/dev").join(name);
         attach(root, &device, &path, false)?;
@@ -465,12 +465,6 @@ fn attach(root: BorrowedFd, mnt: &OwnedFd, dst: &Path, is_dir: bool) -> Result<(
     let target = ensure_destination(root, dst, is_dir)?;
     sys::move_mount_fd(mnt.as_fd(), target.as_fd())
         .with_context(|| format!("mount on {}", dst.display()))
-}
-
-fn open_dir(root: BorrowedFd, path: &Path) -> Result<OwnedFd> {
-    let c = sys::cstr(path_bytes(path))?;
-    sys::open_in_root(root, &c, libc::O_PATH | libc::O_DIRECTORY)
-        .with_context(|| format!("open {}", path.display()))
 }
 
 /// An O_PATH fd for `dst` inside the new root; missing components are created (directories,

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::mounts::MountInfo;
 use super::{Caller, Check};
+use crate::supervisor::cgroup::own_cgroup;
 
 pub(super) fn cgroup_v2(mounts: &[MountInfo]) -> Check {
     let v1 = v1_controllers(&fs::read_to_string("/proc/cgroups").unwrap_or_default());
@@ -124,13 +125,6 @@ pub(super) fn cgroup_delegation(mounts: &[MountInfo], caller: &Caller) -> Check 
         }
         (false, _) => Check::fail(name, detail, fix),
     }
-}
-
-/// The cgroup v2 path from /proc/self/cgroup text (the `0::PATH` line).
-fn own_cgroup(text: &str) -> Option<String> {
-    text.lines()
-        .find_map(|line| line.strip_prefix("0::"))
-        .map(|path| path.trim().to_string())
 }
 
 /// The directory of cgroup `path` under the first cgroup2 mount whose root contains it.

@@ -108,7 +108,7 @@ pub fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
 pub fn own_cgroup(text: &str) -> Option<String> {
     text.lines()
         .find_map(|l| l.strip_prefix("0::"))
-        .map(str::to_string)
+        .map(|path| path.trim().to_string())
 }
 
 /// The sandbox's own cgroup.
