@@ -1,6 +1,7 @@
 //! Command-line types only: parsing lives in clap, meaning lives in `plan`.
 
 use clap::{Args, Parser, Subcommand};
+use serde::{Deserialize, Serialize};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -24,6 +25,107 @@ pub enum Command {
     /// List, show, check and pick profiles.
     #[command(subcommand)]
     Profile(ProfileCommand),
+    /// List named sandboxes: name, state, pid, profile, command, started, exit code.
+    Ps(PsArgs),
+    /// Run another command inside a running named sandbox, with the same hardening.
+    Exec(ExecArgs),
+    /// Stop named sandboxes: SIGTERM, then SIGKILL after the grace period.
+    Stop(StopArgs),
+    /// Send a signal to named sandboxes' commands.
+    Kill(KillArgs),
+    /// Start a stopped named sandbox again, with the settings it was created with.
+    Start(StartArgs),
+    /// Print a detached sandbox's output.
+    Logs(LogsArgs),
+    /// Forget named sandboxes and delete their writable layers.
+    Rm(RmArgs),
+    /// A named sandbox as JSON: resolved profile, pids, namespaces, mounts, state.
+    Inspect(InspectArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PsArgs {
+    /// Also list sandboxes that are not running.
+    #[arg(short, long)]
+    pub all: bool,
+    /// Print JSON (an array of objects).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+#[command(after_help = "Exit status: the command's own, as for `sbx run`; 125 for an sbx error.")]
+pub struct ExecArgs {
+    /// Give the command a terminal of its own (default: when stdin is a terminal).
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Set a variable (KEY=VALUE), or pass the host's value of KEY. Repeatable.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE|KEY")]
+    pub env: Vec<String>,
+    /// Read variables from a file of KEY=VALUE lines. Repeatable.
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<std::path::PathBuf>,
+    /// Working directory inside the sandbox (default: the sandbox's).
+    #[arg(short = 'w', long, value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// The sandbox's name.
+    pub name: String,
+    /// The command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StopArgs {
+    /// Seconds between SIGTERM and SIGKILL.
+    #[arg(
+        short = 't',
+        long = "time",
+        value_name = "SECONDS",
+        default_value_t = 10
+    )]
+    pub time: u64,
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct KillArgs {
+    /// The signal, by name (TERM, SIGTERM) or number.
+    #[arg(short, long, value_name = "SIGNAL", default_value = "KILL")]
+    pub signal: String,
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StartArgs {
+    /// Stay attached: run in the foreground, as `sbx run` does, instead of detached.
+    #[arg(short, long)]
+    pub attach: bool,
+    pub name: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LogsArgs {
+    /// Keep printing new output until the sandbox exits.
+    #[arg(short, long)]
+    pub follow: bool,
+    pub name: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RmArgs {
+    /// Stop running sandboxes first (SIGKILL) instead of refusing.
+    #[arg(short, long)]
+    pub force: bool,
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct InspectArgs {
+    pub name: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -56,7 +158,8 @@ pub struct CheckArgs {
     pub json: bool,
 }
 
-#[derive(Args, Debug, Default, Clone)]
+#[derive(Args, Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(default)]
 #[command(
     after_help = "Options come before `--`; everything after it is the command, even `--profile`.\n\
                   Exit status: the command's own; 128+N if it was killed by signal N; 125 for an \
@@ -106,8 +209,9 @@ pub struct RunArgs {
 
     /// Network: "none" is a namespace with loopback only (the default); "slirp4netns" adds
     /// outbound TCP/UDP through user-mode NAT; "host" shares the host's network namespace,
-    /// which gives no network isolation at all.
-    #[arg(long, value_name = "none|slirp4netns|host")]
+    /// which gives no network isolation at all; "sandbox:NAME" shares the network
+    /// namespace of the running named sandbox NAME (its loopback, its published ports).
+    #[arg(long, value_name = "none|slirp4netns|host|sandbox:NAME")]
     pub net: Option<String>,
 
     /// Forward a host port into the sandbox (slirp4netns); IP defaults to 127.0.0.1.
@@ -176,6 +280,26 @@ pub struct RunArgs {
     /// Say which profile was chosen and why, and what the sandbox gets.
     #[arg(short = 'v', long)]
     pub verbose: bool,
+
+    /// Name the sandbox, so that `sbx ps`, `exec`, `stop`, `start`, `logs`, `rm` and
+    /// `inspect` find it.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Return once the sandbox has started; its output goes to `sbx logs NAME`. Needs
+    /// --name.
+    #[arg(short = 'd', long, requires = "name")]
+    pub detach: bool,
+
+    /// Write the sandbox's status as JSON to PATH: pid and namespaces once started, then
+    /// the exit code or signal.
+    #[arg(long = "status-json", value_name = "PATH")]
+    pub status_json: Option<std::path::PathBuf>,
+
+    /// Read variables from a file of KEY=VALUE lines (`#` starts a comment). Repeatable;
+    /// -e wins over the file.
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<std::path::PathBuf>,
 
     /// The command and its arguments.
     #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]

@@ -1,14 +1,21 @@
 //! PID 1 inside the sandbox: start the command, forward signals to it, reap every orphan,
 //! report the command's outcome to the supervisor, and exit (which ends the namespace).
+//! For a named sandbox it also tells `sbx exec` how the processes it started ended: they
+//! become init's children, so only init can.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 
 use anyhow::{Context, Result};
+use nix::errno::Errno;
 use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::pty::{posix_openpt, unlockpt};
 use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{accept4, getsockopt, sockopt::PeerCredentials, SockFlag};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, pipe2, ForkResult, Pid};
 
@@ -16,7 +23,7 @@ use crate::plan::Plan;
 use crate::supervisor::FORWARDED;
 use crate::sync::{Channel, Msg};
 
-pub fn run(plan: &Plan, chan: &Channel) -> Result<Infallible> {
+pub fn run(plan: &Plan, chan: &Channel, control: Option<OwnedFd>) -> Result<Infallible> {
     // Not dumpable: the command, running as the same uid, cannot ptrace init or open
     // /proc/1/fd, /proc/1/mem or /proc/1/exe.
     nix::sys::prctl::set_dumpable(false).context("PR_SET_DUMPABLE")?;
@@ -31,6 +38,7 @@ pub fn run(plan: &Plan, chan: &Channel) -> Result<Infallible> {
     let command = match unsafe { fork() }.context("fork the command")? {
         ForkResult::Child => {
             drop(report_r);
+            drop(control);
             crate::child::exec_command(plan, pty, report_w)
         }
         ForkResult::Parent { child } => child,
@@ -41,6 +49,11 @@ pub fn run(plan: &Plan, chan: &Channel) -> Result<Infallible> {
     match read_exec_report(report_r) {
         None => chan.send(&Msg::Started {
             pid: command.as_raw(),
+            namespaces: if plan.reports_status() {
+                own_namespaces()
+            } else {
+                BTreeMap::new()
+            },
         })?,
         Some((code, message)) => {
             let _ = waitpid(command, None);
@@ -48,14 +61,28 @@ pub fn run(plan: &Plan, chan: &Channel) -> Result<Infallible> {
             exit(0);
         }
     }
-    let outcome = supervise(command);
+    let outcome = supervise(command, control)?;
     chan.send(&outcome)?;
     exit(0)
 }
 
+/// The inode numbers of init's namespaces, which are the sandbox's.
+fn own_namespaces() -> BTreeMap<String, u64> {
+    use std::os::unix::fs::MetadataExt;
+    NAMESPACES
+        .iter()
+        .filter_map(|ns| {
+            let meta = std::fs::metadata(format!("/proc/self/ns/{ns}")).ok()?;
+            Some((ns.to_string(), meta.ino()))
+        })
+        .collect()
+}
+
+const NAMESPACES: &[&str] = &["cgroup", "ipc", "mnt", "net", "pid", "user", "uts"];
+
 /// Opens the command's terminal inside the sandbox's own devpts, hands the master side to
 /// the supervisor and returns the slave side.
-fn open_pty(chan: &Channel) -> Result<OwnedFd> {
+pub fn open_pty(chan: &Channel) -> Result<OwnedFd> {
     let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
         .context("open /dev/ptmx in the sandbox")?;
     unlockpt(&master).context("unlock the pty")?;
@@ -82,41 +109,147 @@ fn read_exec_report(pipe: OwnedFd) -> Option<(i32, String)> {
     Some((code, String::from_utf8_lossy(&buf[4..]).into_owned()))
 }
 
-/// Waits for the command while forwarding signals and reaping orphans.
-fn supervise(command: Pid) -> Msg {
+/// Waits for the command while forwarding signals, reaping orphans and serving `sbx exec`.
+fn supervise(command: Pid, control: Option<OwnedFd>) -> Result<Msg> {
     let mut set = SigSet::empty();
     for sig in FORWARDED {
         set.add(*sig);
     }
     set.add(Signal::SIGCHLD);
+    // The signals are blocked since before clone; the signalfd collects them.
+    let signals = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .context("signalfd")?;
+    let mut execs = Execs::default();
     loop {
-        match set.wait() {
-            Ok(Signal::SIGCHLD) => {
-                if let Some(outcome) = reap(command) {
-                    return outcome;
+        let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+        if let Some(listener) = &control {
+            fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
+        }
+        for client in &execs.clients {
+            fds.push(PollFd::new(client.chan.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(e).context("poll"),
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+
+        if ready[0] {
+            while let Ok(Some(info)) = signals.read_signal() {
+                match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(Signal::SIGCHLD) => {
+                        if let Some(outcome) = execs.reap(command) {
+                            return Ok(outcome);
+                        }
+                    }
+                    Ok(sig) => {
+                        let _ = kill(command, sig);
+                    }
+                    Err(_) => {}
                 }
             }
-            Ok(sig) => {
-                let _ = kill(command, sig);
-            }
-            Err(_) => {}
         }
+        let mut first_client = 1;
+        if let Some(listener) = &control {
+            if ready[1] {
+                execs.accept(listener);
+            }
+            first_client = 2;
+        }
+        let readable: Vec<usize> = (0..execs.clients.len())
+            .filter(|i| ready.get(first_client + i).copied().unwrap_or(false))
+            .collect();
+        execs.serve(&readable);
     }
 }
 
-/// Reaps every exited child; returns the command's outcome once it is among them.
-fn reap(command: Pid) -> Option<Msg> {
-    let mut outcome = None;
-    loop {
-        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) if pid == command => {
-                outcome = Some(Msg::Exited(code))
+/// The processes that `sbx exec` started here: they are init's children once their
+/// starter exits, so only init learns how they end, and tells whoever asked.
+#[derive(Default)]
+struct Execs {
+    clients: Vec<ExecClient>,
+    /// Outcomes of children nobody asked about yet (an exec'd process may end before its
+    /// `sbx exec` asks): the most recent few.
+    unclaimed: VecDeque<(i32, Msg)>,
+}
+
+struct ExecClient {
+    chan: Channel,
+    pid: Option<i32>,
+}
+
+const UNCLAIMED: usize = 64;
+
+impl Execs {
+    fn accept(&mut self, listener: &OwnedFd) {
+        let Ok(fd) = accept4(listener.as_fd(), SockFlag::SOCK_CLOEXEC) else {
+            return;
+        };
+        // Only our own user: the socket's directory is private too.
+        let ours = getsockopt(&fd, PeerCredentials)
+            .is_ok_and(|c| c.uid() == nix::unistd::getuid().as_raw());
+        if ours {
+            self.clients.push(ExecClient {
+                chan: Channel::from_fd(fd),
+                pid: None,
+            });
+        }
+    }
+
+    fn serve(&mut self, readable: &[usize]) {
+        let mut gone = Vec::new();
+        for &i in readable {
+            let client = &mut self.clients[i];
+            match client.chan.recv() {
+                Ok(Some((Msg::Enter { pid }, _))) if client.pid.is_none() => {
+                    if let Some(at) = self.unclaimed.iter().position(|(p, _)| *p == pid) {
+                        let (_, outcome) = self.unclaimed.remove(at).unwrap_or((pid, Msg::Entered));
+                        let _ = client.chan.send(&Msg::Entered);
+                        let _ = client.chan.send(&outcome);
+                        gone.push(i);
+                    } else if client.chan.send(&Msg::Entered).is_ok() {
+                        client.pid = Some(pid);
+                    } else {
+                        gone.push(i);
+                    }
+                }
+                _ => gone.push(i),
             }
-            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == command => {
-                outcome = Some(Msg::Signaled(sig as i32))
+        }
+        for i in gone.into_iter().rev() {
+            self.clients.remove(i);
+        }
+    }
+
+    /// Reaps every exited child; returns the command's outcome once it is among them.
+    fn reap(&mut self, command: Pid) -> Option<Msg> {
+        let mut outcome = None;
+        loop {
+            let (pid, msg) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, Msg::Exited(code)),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, Msg::Signaled(sig as i32)),
+                Ok(WaitStatus::StillAlive) | Err(_) => return outcome,
+                Ok(_) => continue,
+            };
+            if pid == command {
+                outcome = Some(msg);
+            } else if let Some(at) = self
+                .clients
+                .iter()
+                .position(|c| c.pid == Some(pid.as_raw()))
+            {
+                let client = self.clients.remove(at);
+                let _ = client.chan.send(&msg);
+            } else if !self.clients.is_empty() {
+                if self.unclaimed.len() == UNCLAIMED {
+                    self.unclaimed.pop_front();
+                }
+                self.unclaimed.push_back((pid.as_raw(), msg));
             }
-            Ok(WaitStatus::StillAlive) | Err(_) => return outcome,
-            Ok(_) => {}
         }
     }
 }

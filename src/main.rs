@@ -5,8 +5,10 @@
 
 mod child;
 mod cli;
+mod envfile;
 mod error;
 mod init;
+mod instance;
 mod limits;
 mod network;
 mod plan;
@@ -52,13 +54,23 @@ fn dispatch() -> Result<i32> {
         Command::Run(args) => run(&args),
         Command::Check(args) => probe::check_command(args.json),
         Command::Profile(cmd) => profile::cmd::run(cmd),
+        Command::Ps(args) => instance::cmd::ps(&args),
+        Command::Exec(args) => instance::enter::exec(&args),
+        Command::Stop(args) => instance::cmd::stop(&args),
+        Command::Kill(args) => instance::cmd::kill(&args),
+        Command::Start(args) => instance::cmd::start(&args),
+        Command::Logs(args) => instance::cmd::logs(&args),
+        Command::Rm(args) => instance::cmd::rm(&args),
+        Command::Inspect(args) => instance::cmd::inspect(&args),
     }
 }
 
 fn run(args: &RunArgs) -> Result<i32> {
+    let mut args = args.clone();
+    envfile::fold(&mut args.env_file, &mut args.env)?;
     let caller = plan::Caller::from_process()?;
     let choice = profile::select::choose(args.profile.as_deref(), &args.command[0])?;
-    let plan = plan::build(&choice.loaded, args, &caller)?;
+    let plan = plan::build(&choice.loaded, &args, &caller)?;
     if let IdMode::Single { warning } = &plan.ids.mode {
         eprintln!("sbx: warning: {warning}");
     }
@@ -69,7 +81,10 @@ fn run(args: &RunArgs) -> Result<i32> {
     if plan.verbose {
         describe(&plan, &choice.why);
     }
-    supervisor::run(&plan)
+    match &args.name {
+        Some(name) => instance::cmd::create(name, &args, &choice.loaded, &caller, plan),
+        None => instance::launch::foreground(&plan, None).0,
+    }
 }
 
 fn describe(plan: &plan::Plan, why: &str) {

@@ -62,13 +62,19 @@ pub struct NetPlan {
     pub allow_tcp_connect: Vec<u16>,
     /// Absolute path of slirp4netns (slirp4netns mode only).
     pub slirp4netns: Option<PathBuf>,
+    /// `--net sandbox:NAME`: whose namespaces to join.
+    pub join: Option<crate::instance::Join>,
 }
 
 pub fn plan(profile: Option<NetworkOptions>, args: &RunArgs) -> Result<NetPlan> {
     let profile = profile.unwrap_or_default();
-    let mode = match &args.net {
-        Some(mode) => mode.parse().context("--net")?,
-        None => profile.mode.unwrap_or_default(),
+    let (mode, join) = match args.net.as_deref().map(|n| (n, n.strip_prefix("sandbox:"))) {
+        Some((_, Some(name))) => (
+            NetworkMode::Sandbox,
+            Some(crate::instance::Join::resolve(name).context("--net sandbox:NAME")?),
+        ),
+        Some((mode, None)) => (mode.parse().context("--net")?, None),
+        None => (profile.mode.unwrap_or_default(), None),
     };
     let mut publish = Vec::new();
     for (what, value) in profile
@@ -129,6 +135,7 @@ pub fn plan(profile: Option<NetworkOptions>, args: &RunArgs) -> Result<NetPlan> 
         allow_host_loopback,
         allow_tcp_connect: profile.allow_tcp_connect,
         slirp4netns,
+        join,
     })
 }
 
@@ -203,9 +210,25 @@ fn check_tun() -> Result<()> {
     }
 }
 
+impl NetPlan {
+    /// Whether the namespace has slirp4netns's NAT (its own, or the joined sandbox's), and
+    /// so wants the generated resolv.conf and hosts.
+    pub fn user_mode_nat(&self) -> bool {
+        self.mode == NetworkMode::Slirp4netns || self.join.as_ref().is_some_and(|j| j.nat)
+    }
+}
+
 /// For `sbx run -v`.
 pub fn describe(plan: &NetPlan) -> String {
     match plan.mode {
+        NetworkMode::Sandbox => match &plan.join {
+            Some(join) => format!(
+                "sandbox {}: its network namespace (its loopback{}), and its user namespace",
+                join.name,
+                if join.nat { ", slirp4netns" } else { " only" }
+            ),
+            None => "sandbox".into(),
+        },
         NetworkMode::None => "none: loopback only".into(),
         NetworkMode::Host => "host: the host's network namespace, NO network isolation".into(),
         NetworkMode::Slirp4netns => {

@@ -44,6 +44,17 @@ pub struct Plan {
     /// Give the command a pseudo-terminal of its own (stdin is a terminal).
     pub tty: bool,
     pub verbose: bool,
+    /// A named sandbox: where its state and control socket live (set by `instance`).
+    pub instance: Option<crate::instance::Paths>,
+    /// `--status-json`: where to write the sandbox's status.
+    pub status_json: Option<PathBuf>,
+}
+
+impl Plan {
+    /// Whether anyone wants pids and namespace ids reported.
+    pub fn reports_status(&self) -> bool {
+        self.instance.is_some() || self.status_json.is_some()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,7 +129,9 @@ impl Caller {
                 user,
                 uid,
                 gid,
-                env: |name| std::env::var(name).ok(),
+                env: std::env::vars_os()
+                    .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                    .collect(),
             },
             stdin_is_tty: nix::unistd::isatty(std::io::stdin()).unwrap_or(false),
         })
@@ -146,6 +159,9 @@ pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
         .collect();
     let protected = crate::protect::mounts(&mounts, &protect, &profile_dirs)?;
     mounts.extend(protected);
+    if !args.env_file.is_empty() {
+        bail!("internal: --env-file must be folded into -e before the plan is built");
+    }
     let env = resolve_env(profile, &args.env, vars)?;
     let search_path = env
         .get("PATH")
@@ -170,8 +186,23 @@ pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
 
     let network = crate::network::plan(profile.network.as_ref().map(|n| n.options()), args)?;
 
-    let inside_uid = args.uid.or(profile.user.uid).unwrap_or(vars.uid);
-    let inside_gid = args.gid.or(profile.user.gid).unwrap_or(vars.gid);
+    let mut inside_uid = args.uid.or(profile.user.uid).unwrap_or(vars.uid);
+    let mut inside_gid = args.gid.or(profile.user.gid).unwrap_or(vars.gid);
+    if let Some(join) = &network.join {
+        // Its user namespace is ours too: we are who its maps make us.
+        let asked_uid = args.uid.or(profile.user.uid).unwrap_or(join.uid);
+        let asked_gid = args.gid.or(profile.user.gid).unwrap_or(join.gid);
+        if (asked_uid, asked_gid) != (join.uid, join.gid) {
+            bail!(
+                "--net sandbox:{}: a sandbox that joins another shares its user namespace, \
+                 where you are uid {} and gid {}; drop --uid/--gid (or the profile's user)",
+                join.name,
+                join.uid,
+                join.gid
+            );
+        }
+        (inside_uid, inside_gid) = (join.uid, join.gid);
+    }
     let ids = idmap::plan(&vars.user, vars.uid, vars.gid, inside_uid, inside_gid);
     let limits = crate::limits::plan(&profile.limits, args)?;
     let security = security::plan(
@@ -201,6 +232,12 @@ pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
         limits,
         tty: caller.stdin_is_tty,
         verbose: args.verbose,
+        instance: None,
+        status_json: args
+            .status_json
+            .as_deref()
+            .map(|p| absolute(p, "--status-json"))
+            .transpose()?,
     })
 }
 
@@ -380,7 +417,7 @@ fn resolve_env(profile: &Profile, cli: &[String], vars: &Vars) -> Result<BTreeMa
     let mut env = BTreeMap::new();
     let mut pass = |key: &str, what: &str| -> Result<()> {
         validate_env_key(key, what)?;
-        if let Some(value) = (vars.env)(key) {
+        if let Some(value) = vars.env.get(key).cloned() {
             env.insert(key.to_string(), value);
         }
         Ok(())
@@ -402,6 +439,11 @@ fn resolve_env(profile: &Profile, cli: &[String], vars: &Vars) -> Result<BTreeMa
         }
     }
     Ok(env)
+}
+
+/// `path` made absolute against the current directory (the file need not exist yet).
+fn absolute(path: &Path, what: &str) -> Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("{what} {}", path.display()))
 }
 
 fn validate_env_key(key: &str, what: &str) -> Result<()> {
@@ -512,12 +554,13 @@ mod tests {
                 user: "nobody-in-particular".into(),
                 uid: 1000,
                 gid: 1000,
-                env: |n| match n {
-                    "PATH" => Some("/usr/bin:/bin".into()),
-                    "HOME" => Some("/root".into()),
-                    "SECRET" => Some("s3cret".into()),
-                    _ => None,
-                },
+                env: [
+                    ("PATH", "/usr/bin:/bin"),
+                    ("HOME", "/root"),
+                    ("SECRET", "s3cret"),
+                ]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into(),
             },
             stdin_is_tty: false,
         }

@@ -4,6 +4,7 @@
 //! (the terminal's master side) travel with SCM_RIGHTS. The child never sends configuration
 //! back: only progress and outcomes.
 
+use std::collections::BTreeMap;
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
@@ -25,8 +26,12 @@ pub enum Msg {
     PtyReady,
     /// Child to parent: setup failed; the sandbox is gone.
     Failed(String),
-    /// Child to parent: the command was executed (its pid inside the sandbox).
-    Started { pid: i32 },
+    /// Child to parent: the command was executed (its pid inside the sandbox), and the
+    /// sandbox's namespaces (inode numbers by type) when the parent asked for them.
+    Started {
+        pid: i32,
+        namespaces: BTreeMap<String, u64>,
+    },
     /// Child to parent: the command could not be executed. `code` is 126 or 127 (or 125 for
     /// setup that happens in the command's own process, such as the working directory).
     ExecFailed { code: i32, message: String },
@@ -34,6 +39,12 @@ pub enum Msg {
     Exited(i32),
     /// Child to parent: the command was killed by this signal.
     Signaled(i32),
+    /// `sbx exec`, to init over the control socket: report this process's outcome (its pid
+    /// in the sandbox) when it ends. To `sbx exec` from its process inside, with a pidfd:
+    /// this is me, waiting for `Go`.
+    Enter { pid: i32 },
+    /// Init to `sbx exec`: noted; the outcome follows as `Exited` or `Signaled`.
+    Entered,
 }
 
 impl Msg {
@@ -47,6 +58,8 @@ impl Msg {
             Msg::ExecFailed { .. } => "ExecFailed",
             Msg::Exited(_) => "Exited",
             Msg::Signaled(_) => "Signaled",
+            Msg::Enter { .. } => "Enter",
+            Msg::Entered => "Entered",
         }
     }
 }
@@ -69,6 +82,11 @@ impl Channel {
         )
         .context("socketpair for the supervisor channel")?;
         Ok((Channel { fd: a }, Channel { fd: b }))
+    }
+
+    /// A channel over an already connected `SOCK_SEQPACKET` socket.
+    pub fn from_fd(fd: OwnedFd) -> Channel {
+        Channel { fd }
     }
 
     pub fn send(&self, msg: &Msg) -> Result<()> {

@@ -262,3 +262,40 @@ pub fn exit_now(code: c_int) -> ! {
     // exit handlers only leaks, which is safe.
     unsafe { libc::_exit(code) }
 }
+
+/// `pidfd_open(pid, 0)`: a descriptor that names this process and no later one with its pid.
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes two integers and returns a new descriptor or -1.
+    let fd = check(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    // SAFETY: the kernel just created `fd` for us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `pidfd_send_signal(pidfd, sig, NULL, 0)`.
+pub fn pidfd_send_signal(pidfd: BorrowedFd, sig: c_int) -> io::Result<()> {
+    // SAFETY: a null siginfo is allowed (the kernel fills in a kill()-like one).
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    })
+    .map(drop)
+}
+
+/// Closes every descriptor from 3 up except those in `keep`.
+pub fn close_fds_except(keep: &[RawFd]) -> io::Result<()> {
+    let mut keep: Vec<c_uint> = keep.iter().map(|&fd| fd as c_uint).collect();
+    keep.sort_unstable();
+    let mut first: c_uint = 3;
+    for fd in keep {
+        if fd > first {
+            close_range(first, fd - 1, 0)?;
+        }
+        first = first.max(fd + 1);
+    }
+    close_range(first, c_uint::MAX, 0)
+}

@@ -9,7 +9,7 @@ mod net;
 mod rootfs;
 
 use std::convert::Infallible;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use anyhow::{Context, Result};
 use nix::sys::signal::Signal;
@@ -22,8 +22,8 @@ use crate::sync::{Channel, Msg};
 pub use exec::exec_command;
 
 /// Entry point after clone, in the child. Never returns.
-pub fn run(plan: &Plan, chan: Channel) -> ! {
-    let failure = match setup(plan, &chan) {
+pub fn run(plan: &Plan, chan: Channel, control: Option<OwnedFd>) -> ! {
+    let failure = match setup(plan, &chan, control) {
         Ok(never) => match never {},
         Err(e) => e,
     };
@@ -33,9 +33,9 @@ pub fn run(plan: &Plan, chan: Channel) -> ! {
     unsafe { libc::_exit(SBX_ERROR) }
 }
 
-fn setup(plan: &Plan, chan: &Channel) -> Result<Infallible> {
+fn setup(plan: &Plan, chan: &Channel, control: Option<OwnedFd>) -> Result<Infallible> {
     die_with_parent()?;
-    close_stray_fds(chan)?;
+    close_stray_fds(chan, control.as_ref())?;
     // A session of our own: the caller's terminal is not our controlling terminal, so
     // terminal signals reach only the runner, which forwards them once.
     nix::unistd::setsid().context("setsid")?;
@@ -51,7 +51,7 @@ fn setup(plan: &Plan, chan: &Channel) -> Result<Infallible> {
         nix::unistd::sethostname(name).with_context(|| format!("set hostname {name}"))?;
     }
     net::setup(plan)?;
-    crate::init::run(plan, chan)
+    crate::init::run(plan, chan, control)
 }
 
 /// If the runner dies, even by SIGKILL, the kernel kills init and with it the sandbox.
@@ -59,13 +59,11 @@ fn die_with_parent() -> Result<()> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("PR_SET_PDEATHSIG")
 }
 
-/// Only stdin, stdout, stderr and the channel survive into the sandbox.
-fn close_stray_fds(chan: &Channel) -> Result<()> {
-    let keep = chan.as_fd().as_raw_fd() as u32;
-    if keep > 3 {
-        crate::sys::close_range(3, keep - 1, 0).context("close_range")?;
-    }
-    crate::sys::close_range(keep + 1, u32::MAX, 0).context("close_range")
+/// Only stdin, stdout, stderr, the channel and the control socket survive into the sandbox.
+fn close_stray_fds(chan: &Channel, control: Option<&OwnedFd>) -> Result<()> {
+    let mut keep = vec![chan.as_fd().as_raw_fd()];
+    keep.extend(control.map(|c| c.as_raw_fd()));
+    crate::sys::close_fds_except(&keep).context("close_range")
 }
 
 /// The caller's host groups would still grant access to group-owned host files; with a

@@ -15,7 +15,8 @@ pub fn setup(plan: &Plan) -> Result<()> {
     match plan.network.mode {
         // slirp4netns configured tap0 from outside before `Go`; loopback is ours.
         NetworkMode::None | NetworkMode::Slirp4netns => loopback_up().context("bring up loopback"),
-        NetworkMode::Host => Ok(()),
+        // The joined sandbox brought its loopback up.
+        NetworkMode::Host | NetworkMode::Sandbox => Ok(()),
     }
 }
 

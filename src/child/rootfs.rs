@@ -23,7 +23,6 @@ use std::io::Write;
 
 use crate::network::{DNS, GUEST_ADDR};
 use crate::plan::{path_bytes, Mount, Plan, Rootfs};
-use crate::profile::NetworkMode;
 use crate::sys::{
     self, new_mount, open_tree, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID,
     MOUNT_ATTR_RDONLY,
@@ -82,7 +81,7 @@ pub fn build(plan: &Plan, sources: Sources) -> Result<()> {
     for (mount, source) in plan.mounts.iter().zip(sources.binds) {
         apply(root.as_fd(), mount, source)?;
     }
-    if plan.network.mode == NetworkMode::Slirp4netns {
+    if plan.network.user_mode_nat() {
         mount_net_files(root.as_fd(), plan)?;
     }
     if plan.limits.site.is_some() {
@@ -207,7 +206,7 @@ fn create_mount_points(root: BorrowedFd, plan: &Plan) {
     if plan.limits.site.is_some() {
         base.push((Path::new("/sys/fs/cgroup"), true));
     }
-    if plan.network.mode == NetworkMode::Slirp4netns {
+    if plan.network.user_mode_nat() {
         base.push((Path::new("/etc/resolv.conf"), false));
         base.push((Path::new("/etc/hosts"), false));
     }

@@ -183,7 +183,7 @@ impl Origin {
     /// 0 for the most specific source; `load_below` searches strictly larger ranks.
     pub fn rank(&self) -> u8 {
         match self {
-            Origin::File(_) => 0,
+            Origin::File(_) | Origin::Recorded(_) => 0,
             Origin::User(_) => 1,
             Origin::System(_) => 2,
             Origin::Builtin => 3,

@@ -29,6 +29,8 @@ pub enum Origin {
     Builtin,
     /// Named by path on the command line.
     File(PathBuf),
+    /// Recorded when a named sandbox was created (`sbx start`, `sbx exec`).
+    Recorded(String),
 }
 
 impl fmt::Display for Origin {
@@ -38,6 +40,7 @@ impl fmt::Display for Origin {
             Origin::System(p) => write!(f, "system profile {}", p.display()),
             Origin::Builtin => write!(f, "built-in profile"),
             Origin::File(p) => write!(f, "profile file {}", p.display()),
+            Origin::Recorded(what) => write!(f, "{what}"),
         }
     }
 }

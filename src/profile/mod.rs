@@ -299,6 +299,9 @@ pub enum NetworkMode {
     /// A network namespace of its own, with outbound TCP/UDP through slirp4netns's
     /// user-mode NAT; the host's loopback stays closed unless allowed.
     Slirp4netns,
+    /// The network namespace of a running named sandbox (`--net sandbox:NAME` only).
+    #[serde(skip)]
+    Sandbox,
 }
 
 impl std::fmt::Display for NetworkMode {
@@ -307,6 +310,7 @@ impl std::fmt::Display for NetworkMode {
             NetworkMode::None => "none",
             NetworkMode::Host => "host",
             NetworkMode::Slirp4netns => "slirp4netns",
+            NetworkMode::Sandbox => "sandbox",
         })
     }
 }
@@ -319,7 +323,8 @@ impl std::str::FromStr for NetworkMode {
             "host" => Ok(NetworkMode::Host),
             "slirp4netns" => Ok(NetworkMode::Slirp4netns),
             other => anyhow::bail!(
-                "unknown network mode {other:?}; use \"none\", \"host\" or \"slirp4netns\""
+                "unknown network mode {other:?}; use \"none\", \"host\", \"slirp4netns\" or \
+                 (on the command line) \"sandbox:NAME\""
             ),
         }
     }

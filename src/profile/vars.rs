@@ -12,8 +12,10 @@ pub struct Vars {
     pub user: String,
     pub uid: u32,
     pub gid: u32,
-    /// Looks up `${env:NAME}`; a closure so tests need not touch the real environment.
-    pub env: fn(&str) -> Option<String>,
+    /// The caller's environment, for `${env:NAME}` and passed-through variables: a
+    /// snapshot, so tests need not touch the real environment and a named sandbox can
+    /// record it.
+    pub env: std::collections::BTreeMap<String, String>,
 }
 
 impl Vars {
@@ -70,7 +72,7 @@ impl Vars {
             "UID" => self.uid.to_string(),
             "GID" => self.gid.to_string(),
             _ => match name.strip_prefix("env:") {
-                Some(var) => match (self.env)(var) {
+                Some(var) => match self.env.get(var).cloned() {
                     Some(value) => value,
                     None => bail!(
                         "{what}: ${{env:{var}}} in {input:?} but {var} is not set in your environment"
@@ -96,7 +98,7 @@ mod tests {
             user: "alice".into(),
             uid: 1000,
             gid: 1001,
-            env: |name| (name == "EDITOR").then(|| "vi".to_string()),
+            env: [("EDITOR".to_string(), "vi".to_string())].into(),
         }
     }
 

@@ -6,8 +6,11 @@
 pub mod cgroup;
 pub mod idmap;
 mod net;
-mod tty;
+pub mod tty;
 mod wait;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use nix::sched::CloneFlags;
@@ -30,8 +33,37 @@ pub const FORWARDED: &[Signal] = &[
     Signal::SIGUSR2,
 ];
 
+/// The sandbox's command is running.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub init: Pid,
+    /// The command's pid as the host sees it (for named sandboxes only: `exec` enters its
+    /// namespaces, since init's own are closed to everyone by its being non-dumpable).
+    pub command: Option<Pid>,
+    /// Inode numbers by namespace type, when the plan reports status.
+    pub namespaces: BTreeMap<String, u64>,
+    /// The cgroup leaf, as a host path.
+    pub cgroup: Option<PathBuf>,
+}
+
+/// How the sandbox ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended {
+    /// What sbx exits with.
+    pub code: i32,
+    /// The signal that killed the command, if one did.
+    pub signal: Option<i32>,
+}
+
+/// Told about the sandbox's life: named sandboxes record their state, `--status-json`
+/// writes a file. Each call happens once, in order; `finished` only after `started`.
+pub trait Observer {
+    fn started(&mut self, started: &Started) -> Result<()>;
+    fn finished(&mut self, ended: &Ended);
+}
+
 /// Runs the plan's command in a new sandbox and returns the exit code sbx should exit with.
-pub fn run(plan: &Plan) -> Result<i32> {
+pub fn run(plan: &Plan, observer: &mut dyn Observer) -> Result<i32> {
     // Blocked before clone, so the child inherits the mask: no signal can kill the sandbox
     // half-built, and init collects them with sigwait. The parent reads them from a signalfd.
     let mask = supervisor_signals();
@@ -42,26 +74,39 @@ pub fn run(plan: &Plan) -> Result<i32> {
         Some(site) => Some(cgroup::Leaf::create(site, &plan.limits.cgroup)?),
         None => None,
     };
+    // `sbx exec` connects here; init serves it.
+    let control = match &plan.instance {
+        Some(paths) => Some(crate::instance::control::listen(&paths.runtime)?),
+        None => None,
+    };
+    // `--net sandbox:NAME`: into that sandbox's user and network namespaces; ours are made
+    // inside them, and its id maps are ours. Host files stay reachable: our uid is the same.
+    if let Some(join) = &plan.network.join {
+        join_namespaces(join)?;
+    }
     let (chan, child_chan) = Channel::pair()?;
     // SAFETY: sbx is single-threaded here (no thread is ever started before a run), so the
     // child may do anything after the clone.
     let pid = match unsafe { sys::clone_process(namespace_flags(plan).bits()) } {
         Ok(Forked::Child) => {
             drop(chan);
-            crate::child::run(plan, child_chan)
+            crate::child::run(plan, child_chan, control)
         }
         Ok(Forked::Parent(pid)) => pid,
         Err(e) => return Err(clone_error(e)),
     };
     drop(child_chan);
+    drop(control);
     let mut sandbox = Sandbox { pid, reaped: false };
 
     if let Some(leaf) = &leaf {
         leaf.add(pid)?;
     }
     // The child prepares its mounts meanwhile; if it failed, its reason beats ours.
-    if let Err(e) = idmap::write(&plan.ids, pid.as_raw()) {
-        return Err(chan.pending_failure().map_or(e, |why| anyhow::anyhow!(why)));
+    if plan.network.join.is_none() {
+        if let Err(e) = idmap::write(&plan.ids, pid.as_raw()) {
+            return Err(chan.pending_failure().map_or(e, |why| anyhow::anyhow!(why)));
+        }
     }
     // Dropped (stopped) when this function returns, before the sandbox's own guard.
     let zero_mapped = matches!(plan.ids.mode, idmap::IdMode::Full { .. })
@@ -71,27 +116,48 @@ pub fn run(plan: &Plan) -> Result<i32> {
         Err(e) => return Err(chan.pending_failure().map_or(e, |why| anyhow::anyhow!(why))),
     };
     chan.send(&Msg::Go)?;
-    let code = wait::supervise(&chan, &mask, &mut sandbox, plan.limits.timeout)?;
+    let watch = wait::Watch {
+        timeout: plan.limits.timeout,
+        find_command: plan.instance.is_some(),
+        cgroup: leaf.as_ref().map(|l| l.path.clone()),
+    };
+    let ended = wait::supervise(&chan, &mask, &mut sandbox, &watch, observer)?;
     if let Some(leaf) = &leaf {
         for line in leaf.report() {
             eprintln!("sbx: {line}");
         }
     }
-    Ok(code)
+    observer.finished(&ended);
+    Ok(ended.code)
 }
 
 fn namespace_flags(plan: &Plan) -> CloneFlags {
-    let mut flags = CloneFlags::CLONE_NEWUSER
-        | CloneFlags::CLONE_NEWNS
+    let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC;
     // The cgroup namespace comes later: the child unshares it once it is in its leaf, so
     // the leaf is what it sees as `/`.
-    if plan.network.mode != NetworkMode::Host {
-        flags |= CloneFlags::CLONE_NEWNET;
+    match plan.network.mode {
+        NetworkMode::Sandbox => {}
+        NetworkMode::Host => flags |= CloneFlags::CLONE_NEWUSER,
+        NetworkMode::None | NetworkMode::Slirp4netns => {
+            flags |= CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNET
+        }
     }
     flags
+}
+
+/// Enters the user and network namespaces of a running sandbox, through a pidfd of its
+/// command (checked to be the recorded process).
+fn join_namespaces(join: &crate::instance::Join) -> Result<()> {
+    let gone = || anyhow::anyhow!("--net sandbox:{}: the sandbox has just ended", join.name);
+    let fd = sys::pidfd_open(join.target.pid).map_err(|_| gone())?;
+    if !join.target.alive() {
+        return Err(gone());
+    }
+    nix::sched::setns(&fd, CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNET)
+        .with_context(|| format!("--net sandbox:{}: enter its namespaces", join.name))
 }
 
 fn supervisor_signals() -> SigSet {

@@ -1,7 +1,9 @@
 //! The runner's loop while the sandbox runs: forward signals, relay the terminal, read the
 //! outcome from init, reap. One `poll` over a signalfd, the channel and the terminal.
 
+use std::collections::BTreeMap;
 use std::os::fd::AsFd;
+use std::path::PathBuf;
 
 use std::time::{Duration, Instant};
 
@@ -11,9 +13,10 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
 
 use super::tty::Relay;
-use super::Sandbox;
+use super::{Ended, Observer, Sandbox, Started};
 use crate::sync::{Channel, Msg};
 
 /// What init told us about the command.
@@ -22,18 +25,33 @@ struct Report {
     setup_failed: Option<String>,
     exec_failed: Option<(i32, String)>,
     exit_code: Option<i32>,
+    signal: Option<i32>,
 }
 
 impl Report {
-    fn absorb(&mut self, msg: Msg) {
+    /// Notes a message; `Started` is handed back for the observer.
+    fn absorb(&mut self, msg: Msg) -> Option<(i32, BTreeMap<String, u64>)> {
         match msg {
             Msg::Failed(why) => self.setup_failed = Some(why),
             Msg::ExecFailed { code, message } => self.exec_failed = Some((code, message)),
             Msg::Exited(code) => self.exit_code = Some(code),
-            Msg::Signaled(sig) => self.exit_code = Some(128 + sig),
-            Msg::Started { .. } | Msg::Go | Msg::Pty | Msg::PtyReady => {}
+            Msg::Signaled(sig) => {
+                self.exit_code = Some(128 + sig);
+                self.signal = Some(sig);
+            }
+            Msg::Started { pid, namespaces } => return Some((pid, namespaces)),
+            Msg::Go | Msg::Pty | Msg::PtyReady | Msg::Enter { .. } | Msg::Entered => {}
         }
+        None
     }
+}
+
+/// What the loop watches besides init.
+pub struct Watch {
+    pub timeout: Option<Duration>,
+    /// Find the command's host pid for the observer (named sandboxes).
+    pub find_command: bool,
+    pub cgroup: Option<PathBuf>,
 }
 
 /// Runs until init exits; with a timeout, SIGTERM when it expires and SIGKILL after the
@@ -42,8 +60,10 @@ pub fn supervise(
     chan: &Channel,
     mask: &SigSet,
     sandbox: &mut Sandbox,
-    timeout: Option<Duration>,
-) -> Result<i32> {
+    watch: &Watch,
+    observer: &mut dyn Observer,
+) -> Result<Ended> {
+    let timeout = watch.timeout;
     let started = Instant::now();
     let mut deadline = timeout.map(|t| (started + t, Signal::SIGTERM));
     let mut timed_out = false;
@@ -128,7 +148,11 @@ pub fn supervise(
                         relay = Some(Relay::start(master).context("setting up the terminal")?);
                         chan.send(&Msg::PtyReady)?;
                     }
-                    Some((msg, _)) => report.absorb(msg),
+                    Some((msg, _)) => {
+                        if let Some((pid, namespaces)) = report.absorb(msg) {
+                            observer.started(&started_event(sandbox, pid, namespaces, watch))?;
+                        }
+                    }
                     None => chan_open = false,
                 }
             }
@@ -158,16 +182,67 @@ pub fn supervise(
     drop(relay);
     while chan_open {
         match chan.recv()? {
-            Some((msg, _)) => report.absorb(msg),
+            Some((msg, _)) => {
+                // Started this late: the command has ended already; nothing to record.
+                let _ = report.absorb(msg);
+            }
             None => chan_open = false,
         }
     }
     if timed_out {
         // What the command did once signalled is not the story: the timeout is.
         eprintln!("sbx: timed out after {:?}", timeout.unwrap_or_default());
-        return Ok(TIMED_OUT);
+        return Ok(Ended {
+            code: TIMED_OUT,
+            signal: report.signal,
+        });
     }
-    outcome(report, status.unwrap_or(WaitStatus::StillAlive))
+    let status = status.unwrap_or(WaitStatus::StillAlive);
+    let signal = match (report.signal, report.exit_code, status) {
+        (Some(sig), _, _) => Some(sig),
+        (None, None, WaitStatus::Signaled(_, sig, _)) => Some(sig as i32),
+        _ => None,
+    };
+    let code = outcome(report, status)?;
+    Ok(Ended { code, signal })
+}
+
+fn started_event(
+    sandbox: &Sandbox,
+    command: i32,
+    namespaces: BTreeMap<String, u64>,
+    watch: &Watch,
+) -> Started {
+    Started {
+        init: sandbox.pid,
+        command: if watch.find_command {
+            command_on_host(sandbox.pid, command)
+        } else {
+            None
+        },
+        namespaces,
+        cgroup: watch.cgroup.clone(),
+    }
+}
+
+/// The host pid of init's child whose pid inside the sandbox is `inside`: the last field
+/// of its `NSpid` line.
+fn command_on_host(init: Pid, inside: i32) -> Option<Pid> {
+    let children = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children")).ok()?;
+    children
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("NSpid:"))
+                    .and_then(|ids| ids.split_whitespace().last())
+                    .and_then(|id| id.parse::<i32>().ok())
+                    == Some(inside)
+            })
+        })
+        .map(Pid::from_raw)
 }
 
 /// Exit code of a run stopped by its timeout (as timeout(1)).

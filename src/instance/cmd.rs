@@ -1,0 +1,575 @@
+//! The commands on named sandboxes: `run --name`, `ps`, `stop`, `kill`, `start`, `logs`,
+//! `rm`, `inspect`.
+
+use std::io::{Read, Seek, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
+use serde_json::json;
+
+use super::state::{Liveness, ProcId, Record, State};
+use super::{
+    launch, make_private_dir, read_json, validate_name, write_json, Dirs, Paths, LOG, RECORD, STATE,
+};
+use crate::cli::{InspectArgs, KillArgs, LogsArgs, PsArgs, RmArgs, RunArgs, StartArgs, StopArgs};
+use crate::plan::{self, Caller, Plan};
+use crate::profile::load::Loaded;
+
+/// How long `stop`, `kill` and `rm -f` wait for the supervisor to record the end.
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// `sbx run --name NAME [-d]`: record the sandbox, then run it. `args` has its env files
+/// folded in already, so `start` gets the same variables even if a file changes.
+pub fn create(
+    name: &str,
+    args: &RunArgs,
+    loaded: &Loaded,
+    caller: &Caller,
+    mut plan: Plan,
+) -> Result<i32> {
+    validate_name(name)?;
+    let dirs = Dirs::from_env()?;
+    let lock = dirs.lock()?;
+    let paths = dirs.paths(name);
+    if paths.data.join(RECORD).exists() {
+        let now = describe_state(&load_state(&paths));
+        bail!(
+            "a sandbox named {name} already exists ({now}); remove it with `sbx rm {name}` or \
+             start it again with `sbx start {name}`"
+        );
+    }
+    make_private_dir(&dirs.runtime)?;
+    make_private_dir(&paths.data)?;
+    make_private_dir(&paths.runtime)?;
+    let record = Record::new(name, args, loaded, caller);
+    if let Err(e) = write_json(&paths.data.join(RECORD), &record) {
+        remove_dirs(&paths);
+        return Err(e);
+    }
+    plan.instance = Some(paths.clone());
+    launch_recorded(&plan, &paths, lock, args.detach, true)
+}
+
+/// Runs a recorded sandbox, detached or not. A sandbox that never got as far as running
+/// its command on its first start is forgotten again: nothing is left half-created.
+fn launch_recorded(
+    plan: &Plan,
+    paths: &Paths,
+    lock: nix::fcntl::Flock<std::fs::File>,
+    detach: bool,
+    first: bool,
+) -> Result<i32> {
+    if detach {
+        match launch::detached(plan, paths, lock) {
+            Ok(()) => {
+                println!("{}", paths.name);
+                Ok(0)
+            }
+            Err(e) => {
+                if first {
+                    remove_dirs(paths);
+                }
+                Err(e)
+            }
+        }
+    } else {
+        let (result, started) = launch::foreground(plan, Some(lock));
+        if first && !started {
+            remove_dirs(paths);
+        }
+        result
+    }
+}
+
+/// `sbx start NAME`: the same plan again (from the record, not today's profile files).
+pub fn start(args: &StartArgs) -> Result<i32> {
+    let dirs = Dirs::from_env()?;
+    let (paths, record) = find(&dirs, &args.name)?;
+    let lock = dirs.lock()?;
+    let state = load_state(&paths);
+    if state.as_ref().map(State::liveness) == Some(Liveness::Running) {
+        bail!("sandbox {} is already running", args.name);
+    }
+    let stdin_is_tty = args.attach && nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
+    let mut plan = plan::build(&record.loaded(), &record.args, &record.caller(stdin_is_tty))
+        .with_context(|| format!("sandbox {} can no longer be built as recorded", args.name))?;
+    if let Some(systemd_run) = &plan.limits.via_systemd {
+        drop(lock);
+        return Err(crate::limits::rerun_in_scope(systemd_run));
+    }
+    make_private_dir(&dirs.runtime)?;
+    make_private_dir(&paths.runtime)?;
+    plan.instance = Some(paths.clone());
+    launch_recorded(&plan, &paths, lock, !args.attach, false)
+}
+
+/// `sbx ps [-a] [--json]`.
+pub fn ps(args: &PsArgs) -> Result<i32> {
+    let dirs = Dirs::from_env()?;
+    let mut rows = Vec::new();
+    for name in dirs.names()? {
+        let paths = dirs.paths(&name);
+        let Ok(record) = read_json::<Record>(&paths.data.join(RECORD)) else {
+            continue;
+        };
+        let state = load_state(&paths);
+        let live = state.as_ref().map(State::liveness);
+        if !args.all && live != Some(Liveness::Running) {
+            continue;
+        }
+        rows.push(summary(&record, state.as_ref()));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(0);
+    }
+    let mut out = String::from("NAME\tSTATE\tPID\tPROFILE\tCOMMAND\tSTARTED\tEXIT\n");
+    for r in &rows {
+        let field = |k: &str| match &r[k] {
+            serde_json::Value::Null => "-".to_string(),
+            serde_json::Value::String(s) => s.clone(),
+            v => v.to_string(),
+        };
+        let started = r["started"].as_u64().map_or("-".into(), format_time);
+        out += &format!(
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+            field("name"),
+            field("state"),
+            field("pid"),
+            field("profile"),
+            shorten(&field("command"), 40),
+            started,
+            field("exit_code"),
+        );
+    }
+    print!("{}", align(&out));
+    Ok(0)
+}
+
+fn summary(record: &Record, state: Option<&State>) -> serde_json::Value {
+    let live = state.map(State::liveness);
+    let running = live == Some(Liveness::Running);
+    json!({
+        "name": record.name,
+        "state": match live {
+            Some(Liveness::Running) => "running",
+            Some(Liveness::Exited) | Some(Liveness::Vanished) => "exited",
+            None => "created",
+        },
+        "pid": if running { state.map(|s| s.pid) } else { None },
+        "profile": record.profile,
+        "command": record.args.command.join(" "),
+        "created": record.created,
+        "started": state.map(|s| s.started),
+        "exit_code": if running { None } else { state.and_then(|s| s.exit_code) },
+    })
+}
+
+/// `sbx inspect NAME`.
+pub fn inspect(args: &InspectArgs) -> Result<i32> {
+    let dirs = Dirs::from_env()?;
+    let (paths, record) = find(&dirs, &args.name)?;
+    let state = load_state(&paths);
+    let mut out = summary(&record, state.as_ref());
+    let running = out["state"] == "running";
+    let plan = plan::build(&record.loaded(), &record.args, &record.caller(false));
+    out["profile_origin"] = json!(record.profile_origin);
+    out["resolved_profile"] = serde_json::to_value(&record.resolved)?;
+    out["argv"] = json!(record.args.command);
+    if let Some(s) = &state {
+        out["finished"] = json!(s.finished);
+        out["signal"] = json!(s.signal);
+        out["namespaces"] = json!(s.namespaces);
+        if let Some(t) = &s.tracking {
+            out["detached"] = json!(t.detached);
+            out["cgroup"] = json!(t.cgroup);
+            if running {
+                out["supervisor_pid"] = json!(t.supervisor.pid);
+                out["command_pid"] = json!(s.command_pid);
+            }
+        }
+        if s.liveness() == Liveness::Vanished {
+            out["note"] = json!("its processes ended without sbx recording how");
+        }
+    }
+    match plan {
+        Ok(plan) => {
+            out["hostname"] = json!(plan.hostname);
+            out["workdir"] = json!(plan.workdir);
+            out["rootfs"] = json!(format!("{:?}", plan.rootfs));
+            out["mounts"] = plan.mounts.iter().map(mount_json).collect();
+            out["network"] = json!(crate::network::describe(&plan.network));
+        }
+        Err(e) => out["plan_error"] = json!(format!("{e:#}")),
+    }
+    out["data_dir"] = json!(paths.data);
+    out["runtime_dir"] = json!(paths.runtime);
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(0)
+}
+
+fn mount_json(m: &crate::plan::Mount) -> serde_json::Value {
+    match m {
+        crate::plan::Mount::Bind {
+            source,
+            destination,
+            readonly,
+            noexec,
+            ..
+        } => json!({"type": "bind", "source": source, "destination": destination,
+                    "readonly": readonly, "noexec": noexec}),
+        crate::plan::Mount::Tmpfs {
+            destination,
+            size,
+            readonly,
+            noexec,
+            ..
+        } => json!({"type": "tmpfs", "destination": destination, "size": size,
+                    "readonly": readonly, "noexec": noexec}),
+    }
+}
+
+/// `sbx stop [-t SECONDS] NAME...`.
+pub fn stop(args: &StopArgs) -> Result<i32> {
+    for_each(&args.names, |name| {
+        let target = running(name)?;
+        // Init passes SIGTERM on to the command; SIGKILL to init ends everything.
+        target.signal_init(Signal::SIGTERM)?;
+        if !target.wait_init(Duration::from_secs(args.time)) {
+            target.signal_init(Signal::SIGKILL)?;
+            target.wait_init(SETTLE);
+        }
+        target.settle();
+        println!("{name}");
+        Ok(())
+    })
+}
+
+/// `sbx kill [-s SIGNAL] NAME...`: the signal goes to the command; SIGKILL ends the whole
+/// sandbox at once.
+pub fn kill(args: &KillArgs) -> Result<i32> {
+    let sig = parse_signal(&args.signal)?;
+    for_each(&args.names, |name| {
+        let target = running(name)?;
+        if sig == Signal::SIGKILL {
+            target.signal_init(sig)?;
+            target.wait_init(SETTLE);
+            target.settle();
+        } else {
+            target.signal_command(sig)?;
+        }
+        println!("{name}");
+        Ok(())
+    })
+}
+
+/// `sbx rm [-f] NAME...`.
+pub fn rm(args: &RmArgs) -> Result<i32> {
+    let dirs = Dirs::from_env()?;
+    for_each(&args.names, |name| {
+        let (paths, _) = find(&dirs, name)?;
+        let lock = dirs.lock()?;
+        if let Ok(target) = running(name) {
+            if !args.force {
+                bail!("sandbox {name} is running; stop it first (`sbx stop {name}`) or use `sbx rm -f`");
+            }
+            target.signal_init(Signal::SIGKILL)?;
+            target.wait_init(SETTLE);
+            target.settle();
+        }
+        remove_dirs(&paths);
+        drop(lock);
+        println!("{name}");
+        Ok(())
+    })
+}
+
+/// `sbx logs [-f] NAME`.
+pub fn logs(args: &LogsArgs) -> Result<i32> {
+    let dirs = Dirs::from_env()?;
+    let (paths, record) = find(&dirs, &args.name)?;
+    let log = paths.data.join(LOG);
+    if !log.exists() {
+        if record.args.detach || load_state(&paths).is_none() {
+            return Ok(0);
+        }
+        bail!(
+            "sandbox {} ran in the foreground: its output went to the terminal that ran it \
+             (`sbx run -d` and `sbx start` keep a log)",
+            args.name
+        );
+    }
+    let mut out = std::io::stdout().lock();
+    if let Ok(old) = std::fs::read(log.with_extension("1")) {
+        out.write_all(&old)?;
+    }
+    let mut file = std::fs::File::open(&log).with_context(|| format!("open {}", log.display()))?;
+    std::io::copy(&mut file, &mut out)?;
+    out.flush()?;
+    if !args.follow {
+        return Ok(0);
+    }
+    // Follow: new bytes as they come, across a rotation, until the sandbox has ended.
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let live = load_state(&paths).map(|s| s.liveness()) == Some(Liveness::Running);
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            out.write_all(&buf[..n])?;
+        }
+        out.flush()?;
+        let rotated = std::fs::metadata(&log)
+            .map(|m| m.len() < file.stream_position().unwrap_or(0))
+            .unwrap_or(false);
+        if rotated {
+            file = std::fs::File::open(&log)?;
+            continue;
+        }
+        if !live {
+            return Ok(0);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A running sandbox, found safely: pidfds opened, then checked to be the recorded
+/// processes (a pid reused since cannot be signalled by mistake).
+struct Target {
+    init: OwnedFd,
+    command: Option<OwnedFd>,
+    supervisor: Option<OwnedFd>,
+}
+
+fn running(name: &str) -> Result<Target> {
+    let dirs = Dirs::from_env()?;
+    let (paths, _) = find(&dirs, name)?;
+    let state = load_state(&paths);
+    let tracking = match state.as_ref().map(|s| (s.liveness(), &s.tracking)) {
+        Some((Liveness::Running, Some(t))) => t.clone(),
+        _ => bail!(
+            "sandbox {name} is not running ({}); start it with `sbx start {name}`",
+            describe_state(&state)
+        ),
+    };
+    let open = |p: &ProcId| -> Option<OwnedFd> {
+        let fd = crate::sys::pidfd_open(p.pid).ok()?;
+        p.alive().then_some(fd)
+    };
+    let init = open(&tracking.init).ok_or_else(|| anyhow!("sandbox {name} has just ended"))?;
+    Ok(Target {
+        init,
+        command: tracking.command.as_ref().and_then(open),
+        supervisor: open(&tracking.supervisor),
+    })
+}
+
+impl Target {
+    fn signal_init(&self, sig: Signal) -> Result<()> {
+        match crate::sys::pidfd_send_signal(self.init.as_fd(), sig as i32) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("send {sig} to the sandbox")),
+        }
+    }
+
+    fn signal_command(&self, sig: Signal) -> Result<()> {
+        match &self.command {
+            Some(fd) => match crate::sys::pidfd_send_signal(fd.as_fd(), sig as i32) {
+                Ok(()) => Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+                Err(e) => Err(e).with_context(|| format!("send {sig} to the command")),
+            },
+            None => self.signal_init(sig),
+        }
+    }
+
+    /// True once init has exited (within `limit`).
+    fn wait_init(&self, limit: Duration) -> bool {
+        wait_exit(&self.init, limit)
+    }
+
+    /// Waits for the supervisor to record the end and exit.
+    fn settle(&self) {
+        if let Some(fd) = &self.supervisor {
+            wait_exit(fd, SETTLE);
+        }
+    }
+}
+
+fn wait_exit(pidfd: &OwnedFd, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms =
+            PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::ZERO);
+        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, ms) {
+            Ok(n) if n > 0 => return true,
+            Ok(_) if left.is_zero() => return false,
+            _ => {}
+        }
+    }
+}
+
+fn parse_signal(s: &str) -> Result<Signal> {
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| anyhow!("unknown signal number {n}"));
+    }
+    name.parse::<Signal>().map_err(|_| {
+        anyhow!("unknown signal {s:?}; use a name such as TERM, HUP or KILL, or a number")
+    })
+}
+
+/// Runs `f` for each name; every failure is reported, and any makes the exit code 125.
+fn for_each(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> Result<i32> {
+    let mut failed = 0;
+    for name in names {
+        if let Err(e) = f(name) {
+            eprintln!("sbx: error: {e:#}");
+            failed += 1;
+        }
+    }
+    Ok(if failed > 0 {
+        crate::error::exit::SBX_ERROR
+    } else {
+        0
+    })
+}
+
+/// The sandbox's directories and record, or a clear error.
+pub fn find(dirs: &Dirs, name: &str) -> Result<(Paths, Record)> {
+    validate_name(name)?;
+    let paths = dirs.paths(name);
+    let path = paths.data.join(RECORD);
+    if !path.exists() {
+        bail!("no sandbox named {name}; `sbx ps -a` lists them");
+    }
+    let record = read_json(&path)?;
+    Ok((paths, record))
+}
+
+pub fn load_state(paths: &Paths) -> Option<State> {
+    read_json(&paths.runtime.join(STATE)).ok()
+}
+
+fn describe_state(state: &Option<State>) -> String {
+    match state {
+        None => "never started".into(),
+        Some(s) => match s.liveness() {
+            Liveness::Running => "running".into(),
+            Liveness::Exited => match (s.exit_code, s.signal) {
+                (_, Some(sig)) => format!("killed by signal {sig}"),
+                (Some(code), None) => format!("exited with code {code}"),
+                (None, None) => "exited".into(),
+            },
+            Liveness::Vanished => "exited without sbx recording how".into(),
+        },
+    }
+}
+
+fn remove_dirs(paths: &Paths) {
+    for dir in [&paths.runtime, &paths.data] {
+        if let Err(e) = std::fs::remove_dir_all(dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                eprintln!("sbx: warning: cannot remove {}: {e}", dir.display());
+            }
+        }
+    }
+}
+
+/// UTC, `YYYY-MM-DD HH:MM:SS`.
+fn format_time(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut out: String = s.chars().take(max - 1).collect();
+        out.push('…');
+        out
+    }
+}
+
+/// Tab-separated rows as aligned columns.
+fn align(text: &str) -> String {
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
+    let mut widths = Vec::new();
+    for row in &rows {
+        for (i, cell) in row.iter().enumerate() {
+            let w = cell.chars().count();
+            if widths.len() <= i {
+                widths.push(w);
+            } else {
+                widths[i] = widths[i].max(w);
+            }
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let last = row.len().saturating_sub(1);
+        for (i, cell) in row.iter().enumerate() {
+            out += cell;
+            if i < last {
+                out += &" ".repeat(widths[i] - cell.chars().count() + 2);
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_utc() {
+        assert_eq!(format_time(0), "1970-01-01 00:00:00");
+        assert_eq!(format_time(1_795_671_188), "2026-11-26 05:33:08");
+        assert_eq!(format_time(951_782_400), "2000-02-29 00:00:00");
+    }
+
+    #[test]
+    fn signals_by_name_and_number() {
+        assert_eq!(parse_signal("term").unwrap(), Signal::SIGTERM);
+        assert_eq!(parse_signal("SIGHUP").unwrap(), Signal::SIGHUP);
+        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
+        assert!(parse_signal("NOPE").is_err());
+    }
+
+    #[test]
+    fn columns_align() {
+        assert_eq!(align("A\tBB\nccc\td\n"), "A    BB\nccc  d\n");
+    }
+}

@@ -1,0 +1,345 @@
+//! `sbx exec`: another process inside a running named sandbox.
+//!
+//! Who does what:
+//! - `sbx exec` (outside, stays outside): builds the same Plan the sandbox was created with,
+//!   connects to the sandbox's control socket, relays the terminal, forwards signals, and
+//!   learns the outcome from init.
+//! - an intermediate process: joins the cgroup leaf, enters the namespaces through a pidfd
+//!   of the sandbox's command (user first, then mount, pid, net, uts, ipc, cgroup, in one
+//!   `setns`), and forks once more inside the pid namespace.
+//! - a starter, inside: forks the new process and exits at once, so that the new process
+//!   is orphaned *inside* the pid namespace and becomes a child of the sandbox's init,
+//!   which reaps it and reports its end to `sbx exec`.
+//! - the new process: checks it is in the sandbox's namespaces, announces itself with a
+//!   pidfd, waits for `Go`, and then takes the very path the sandbox's command took:
+//!   session, terminal, working directory, rlimits, capabilities, no_new_privs, Landlock,
+//!   seccomp, execve.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+
+use anyhow::{anyhow, bail, Context, Result};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, pipe2, ForkResult};
+
+use super::cmd::{find, load_state};
+use super::state::{Liveness, State, Tracking};
+use super::{control, Dirs};
+use crate::cli::ExecArgs;
+use crate::error::exit::SBX_ERROR;
+use crate::plan::{self, Plan};
+use crate::profile::NetworkMode;
+use crate::supervisor::idmap::IdMode;
+use crate::supervisor::tty::Relay;
+use crate::supervisor::FORWARDED;
+use crate::sync::{Channel, Msg};
+use crate::sys::exit_now;
+
+pub fn exec(args: &ExecArgs) -> Result<i32> {
+    let dirs = Dirs::from_env()?;
+    let (paths, record) = find(&dirs, &args.name)?;
+    let state = load_state(&paths);
+    let (state, tracking) = match state {
+        Some(s) if s.liveness() == Liveness::Running && s.tracking.is_some() => {
+            let t = s.tracking.clone().context("tracking")?;
+            (s, t)
+        }
+        _ => bail!(
+            "sandbox {} is not running; start it with `sbx start {}`",
+            args.name,
+            args.name
+        ),
+    };
+
+    // The recorded plan with this command: the same hardening, never more.
+    let mut run_args = record.args.clone();
+    let mut env = args.env.clone();
+    crate::envfile::fold(&mut args.env_file.clone(), &mut env)?;
+    run_args.env.extend(env);
+    run_args.command = args.command.clone();
+    if let Some(dir) = &args.workdir {
+        run_args.workdir = Some(dir.clone());
+    }
+    let plan = plan::build(&record.loaded(), &run_args, &record.caller(args.tty))
+        .with_context(|| format!("sandbox {} can no longer be built as recorded", args.name))?;
+
+    let control = control::connect(&paths.runtime)
+        .with_context(|| format!("sandbox {} does not answer", args.name))?;
+    let target = enter_target(&tracking)
+        .ok_or_else(|| anyhow!("sandbox {} has no command process to enter", args.name))?;
+
+    let mask = exec_signals();
+    mask.thread_block().context("blocking signals")?;
+    let (mine, theirs) = Channel::pair()?;
+    let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).context("pipe")?;
+    // SAFETY: sbx is single-threaded; the child only enters and forks.
+    match unsafe { fork() }.context("fork")? {
+        ForkResult::Child => {
+            drop(mine);
+            drop(report_r);
+            drop(control);
+            let failure = match intermediate(&plan, &state, &tracking, &target, theirs, report_w) {
+                Ok(never) => match never {},
+                Err((chan, e)) => (chan, e),
+            };
+            let _ = failure.0.send(&Msg::Failed(format!("{:#}", failure.1)));
+            exit_now(SBX_ERROR)
+        }
+        ForkResult::Parent { child } => {
+            drop(theirs);
+            drop(report_w);
+            drop(target);
+            let _ = waitpid(child, None);
+        }
+    }
+    let (pid, pidfd) = match mine.recv()? {
+        Some((Msg::Enter { pid }, Some(fd))) => (pid, fd),
+        Some((Msg::Failed(why), _)) => bail!("cannot enter sandbox {}: {why}", args.name),
+        _ => bail!(
+            "cannot enter sandbox {}: the process inside is gone",
+            args.name
+        ),
+    };
+
+    // Init will report how it ends; then it may start.
+    control.send(&Msg::Enter { pid })?;
+    control
+        .expect_msg(&Msg::Entered)
+        .with_context(|| format!("sandbox {} did not take the process", args.name))?;
+    mine.send(&Msg::Go)?;
+    let relay = if plan.tty {
+        let master = mine.expect_msg(&Msg::Pty)?.context("no terminal came")?;
+        let relay = Relay::start(master).context("setting up the terminal")?;
+        mine.send(&Msg::PtyReady)?;
+        Some(relay)
+    } else {
+        None
+    };
+    if let Some((code, message)) = read_report(report_r) {
+        if code == SBX_ERROR {
+            bail!("{message}");
+        }
+        eprintln!("sbx: {message}");
+        return Ok(code);
+    }
+    wait(&control, &mask, &pidfd, relay)
+}
+
+/// The command's process: dumpable (it exec'd), unlike init, so the kernel lets our own
+/// user enter through it; checked to be the recorded one.
+fn enter_target(tracking: &Tracking) -> Option<OwnedFd> {
+    let command = tracking.command?;
+    let fd = crate::sys::pidfd_open(command.pid).ok()?;
+    command.alive().then_some(fd)
+}
+
+/// Outside still: cgroup, then namespaces, then fork into the pid namespace. On failure the
+/// channel goes back with the error, to be reported.
+fn intermediate(
+    plan: &Plan,
+    state: &State,
+    tracking: &Tracking,
+    target: &OwnedFd,
+    chan: Channel,
+    report: OwnedFd,
+) -> Result<std::convert::Infallible, (Channel, anyhow::Error)> {
+    let result = (|| -> Result<()> {
+        crate::sys::close_fds_except(&[
+            chan.as_fd().as_raw_fd(),
+            report.as_raw_fd(),
+            target.as_raw_fd(),
+        ])
+        .context("close_range")?;
+        // The cgroup first: /sys/fs/cgroup is read-only inside.
+        if let Some(leaf) = &tracking.cgroup {
+            std::fs::write(leaf.join("cgroup.procs"), "0")
+                .with_context(|| format!("join cgroup {}", leaf.display()))?;
+        }
+        nix::sched::setns(target, namespace_flags(plan))
+            .context("enter the sandbox's namespaces")?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        return Err((chan, e));
+    }
+    // SAFETY: single-threaded; the child forks again and exits.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            // SAFETY: single-threaded; the grandchild becomes the new process.
+            match unsafe { fork() } {
+                Ok(ForkResult::Child) => inside(plan, &state.namespaces, chan, report),
+                // The starter: its exit hands the new process to the sandbox's init.
+                Ok(ForkResult::Parent { .. }) => exit_now(0),
+                Err(e) => {
+                    let _ = chan.send(&Msg::Failed(format!("fork inside the sandbox: {e}")));
+                    exit_now(SBX_ERROR)
+                }
+            }
+        }
+        Ok(ForkResult::Parent { child }) => {
+            let _ = waitpid(child, None);
+            exit_now(0)
+        }
+        Err(e) => Err((chan, anyhow!("fork inside the sandbox: {e}"))),
+    }
+}
+
+fn namespace_flags(plan: &Plan) -> CloneFlags {
+    let mut flags = CloneFlags::CLONE_NEWUSER
+        | CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWCGROUP;
+    if plan.network.mode != NetworkMode::Host {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    flags
+}
+
+/// The new process, inside every namespace of the sandbox.
+fn inside(plan: &Plan, namespaces: &BTreeMap<String, u64>, chan: Channel, report: OwnedFd) -> ! {
+    let result = (|| -> Result<Option<OwnedFd>> {
+        check_namespaces(namespaces)?;
+        if matches!(plan.ids.mode, IdMode::Full { .. }) {
+            nix::unistd::setgroups(&[]).context("setgroups")?;
+        }
+        let me = nix::unistd::getpid().as_raw();
+        let pidfd = crate::sys::pidfd_open(me).context("pidfd_open")?;
+        chan.send_fd(&Msg::Enter { pid: me }, Some(pidfd.as_fd()))?;
+        drop(pidfd);
+        chan.expect_msg(&Msg::Go)?;
+        if plan.tty {
+            return Ok(Some(crate::init::open_pty(&chan)?));
+        }
+        Ok(None)
+    })();
+    match result {
+        Ok(pty) => {
+            drop(chan);
+            crate::child::exec_command(plan, pty, report)
+        }
+        Err(e) => {
+            let _ = chan.send(&Msg::Failed(format!("{e:#}")));
+            exit_now(SBX_ERROR)
+        }
+    }
+}
+
+/// The namespaces we are in must be the ones init reported: the command could have moved
+/// into nested ones (with --allow-nested), and we must not follow it there.
+fn check_namespaces(expected: &BTreeMap<String, u64>) -> Result<()> {
+    for (ns, ino) in expected {
+        let here = std::fs::metadata(format!("/proc/self/ns/{ns}"))
+            .with_context(|| format!("/proc/self/ns/{ns}"))?
+            .ino();
+        if here != *ino {
+            bail!(
+                "the sandbox's command has left the sandbox's {ns} namespace; \
+                 `sbx exec` will not enter a nested one"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn exec_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for sig in FORWARDED {
+        set.add(*sig);
+    }
+    set.add(Signal::SIGWINCH);
+    set
+}
+
+/// EOF means the command was executed; otherwise why not.
+fn read_report(pipe: OwnedFd) -> Option<(i32, String)> {
+    let mut buf = Vec::new();
+    let _ = std::fs::File::from(pipe).read_to_end(&mut buf);
+    if buf.len() < 4 {
+        return None;
+    }
+    let code = i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    Some((code, String::from_utf8_lossy(&buf[4..]).into_owned()))
+}
+
+/// Relays the terminal and signals until init reports the process's end.
+fn wait(
+    control: &Channel,
+    mask: &SigSet,
+    pidfd: &OwnedFd,
+    mut relay: Option<Relay>,
+) -> Result<i32> {
+    let signals = SignalFd::with_flags(mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .context("signalfd")?;
+    loop {
+        let stdin = std::io::stdin();
+        let mut fds = vec![
+            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+            PollFd::new(control.as_fd(), PollFlags::POLLIN),
+        ];
+        let polled_stdin = relay.as_ref().is_some_and(|r| r.stdin_open());
+        if let Some(r) = &relay {
+            fds.push(PollFd::new(r.master(), PollFlags::POLLIN));
+            if polled_stdin {
+                fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+            }
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(e).context("poll"),
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        if ready[0] {
+            while let Ok(Some(info)) = signals.read_signal() {
+                match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(Signal::SIGWINCH) => {
+                        if let Some(r) = &relay {
+                            r.resize();
+                        }
+                    }
+                    Ok(sig) => {
+                        let _ = crate::sys::pidfd_send_signal(pidfd.as_fd(), sig as i32);
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        if let Some(r) = &mut relay {
+            if ready[2] {
+                r.pump_output();
+            }
+            if polled_stdin && ready[3] {
+                r.pump_input();
+            }
+        }
+        if ready[1] {
+            let outcome = control.recv()?;
+            if let Some(r) = &mut relay {
+                r.drain();
+            }
+            return match outcome {
+                Some((Msg::Exited(code), _)) => Ok(code),
+                Some((Msg::Signaled(sig), _)) => Ok(128 + sig),
+                Some((msg, _)) => Err(anyhow!("unexpected message from the sandbox: {msg:?}")),
+                None => {
+                    // Init is gone, and the kernel killed everything in the namespace.
+                    eprintln!("sbx: the sandbox ended while the command ran");
+                    Ok(128 + Signal::SIGKILL as i32)
+                }
+            };
+        }
+    }
+}

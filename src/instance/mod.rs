@@ -1,0 +1,286 @@
+//! Named sandboxes: where they are recorded, and what state each is in.
+//!
+//! Two places per sandbox, as podman keeps them:
+//! - `$XDG_DATA_HOME/sbx/sandboxes/NAME/` (default `~/.local/share/sbx/...`): the record
+//!   of how it was created (`record.json`), its log, and its writable layer. These survive
+//!   a reboot, so `sbx start` works after one.
+//! - `$XDG_RUNTIME_DIR/sbx/NAME/` (or `.../sbx/run/NAME/` under the data dir when the
+//!   variable is unset): what it is doing now (`state.json`, the control socket). Gone at
+//!   reboot, and a state whose processes are gone reads as exited, never as running.
+//!
+//! Both directories are 0700. Every write is a write to a temporary name and a rename.
+//! Changes of state (create, start, stop, rm) happen under one lock per user.
+
+pub mod cmd;
+pub mod control;
+pub mod enter;
+pub mod launch;
+pub mod state;
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use nix::fcntl::{Flock, FlockArg};
+
+/// The longest name we accept; the control socket's path must stay short.
+const MAX_NAME: usize = 64;
+
+/// A sandbox name: `[A-Za-z0-9][A-Za-z0-9_.-]*`, at most 64 bytes.
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if !ok {
+        bail!(
+            "invalid sandbox name {name:?}: use letters, digits, `_`, `.` and `-`, starting \
+             with a letter or digit, at most {MAX_NAME} characters"
+        );
+    }
+    Ok(())
+}
+
+/// One named sandbox's two directories.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub name: String,
+    /// Record, log, writable layer.
+    pub data: PathBuf,
+    /// State and control socket.
+    pub runtime: PathBuf,
+}
+
+/// `--net sandbox:NAME`: a running named sandbox whose user and network namespaces a new
+/// sandbox joins, as the containers of one pod share a network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Join {
+    pub name: String,
+    /// Its command's process, whose namespaces are entered (init's are closed to us).
+    pub target: state::ProcId,
+    /// Its network has slirp4netns's NAT (so DNS at 10.0.2.3).
+    pub nat: bool,
+    /// The ids our own uid and gid have in its user namespace: the new sandbox's ids.
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Join {
+    pub fn resolve(name: &str) -> Result<Join> {
+        let dirs = Dirs::from_env()?;
+        let (paths, _) = cmd::find(&dirs, name)?;
+        let state = cmd::load_state(&paths);
+        let tracking = match state.as_ref().map(|s| (s.liveness(), &s.tracking)) {
+            Some((state::Liveness::Running, Some(t))) => t.clone(),
+            _ => bail!("sandbox {name} is not running; start it first with `sbx start {name}`"),
+        };
+        match tracking.network.as_str() {
+            "host" => bail!(
+                "sandbox {name} uses the host's network, which is not a namespace to share;                  use --net host"
+            ),
+            "" => bail!("sandbox {name} was started by an older sbx; restart it"),
+            _ => {}
+        }
+        let target = tracking
+            .command
+            .ok_or_else(|| anyhow::anyhow!("sandbox {name} has no command process to join"))?;
+        let inside = |file: &str, outside: u32| -> Result<u32> {
+            let path = format!("/proc/{}/{file}", target.pid);
+            let map = fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+            map_inside(&map, outside).ok_or_else(|| {
+                anyhow::anyhow!("sandbox {name} does not map your id {outside} ({path})")
+            })
+        };
+        let join = Join {
+            name: name.to_string(),
+            target,
+            nat: tracking.network == "slirp4netns",
+            uid: inside("uid_map", nix::unistd::getuid().as_raw())?,
+            gid: inside("gid_map", nix::unistd::getgid().as_raw())?,
+        };
+        if !target.alive() {
+            bail!("sandbox {name} has just ended");
+        }
+        Ok(join)
+    }
+}
+
+/// The id inside that `outside` maps to, from a uid_map or gid_map.
+fn map_inside(map: &str, outside: u32) -> Option<u32> {
+    map.lines().find_map(|line| {
+        let mut f = line.split_whitespace().map(|n| n.parse::<u64>().ok());
+        let (inside, start, count) = (f.next()??, f.next()??, f.next()??);
+        let outside = u64::from(outside);
+        (start <= outside && outside < start + count).then(|| (inside + outside - start) as u32)
+    })
+}
+
+/// The two directory trees that named sandboxes live in.
+#[derive(Debug, Clone)]
+pub struct Dirs {
+    /// Persistent: one directory per sandbox, holding its record, log and writable layer.
+    pub data: PathBuf,
+    /// Volatile: one directory per running (or lately run) sandbox.
+    pub runtime: PathBuf,
+}
+
+impl Dirs {
+    pub fn from_env() -> Result<Dirs> {
+        let var = |name: &str| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        let data_home = match var("XDG_DATA_HOME") {
+            Some(d) => d,
+            None => match var("HOME") {
+                Some(h) => h.join(".local/share"),
+                None => bail!("neither XDG_DATA_HOME nor HOME is set; set one of them"),
+            },
+        };
+        let data = data_home.join("sbx/sandboxes");
+        let runtime = match var("XDG_RUNTIME_DIR") {
+            Some(r) => r.join("sbx"),
+            None => data_home.join("sbx/run"),
+        };
+        Ok(Dirs { data, runtime })
+    }
+
+    pub fn paths(&self, name: &str) -> Paths {
+        Paths {
+            name: name.to_string(),
+            data: self.data.join(name),
+            runtime: self.runtime.join(name),
+        }
+    }
+
+    /// Every recorded sandbox name, sorted.
+    pub fn names(&self) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        let entries = match fs::read_dir(&self.data) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
+            Err(e) => return Err(e).with_context(|| format!("read {}", self.data.display())),
+        };
+        for entry in entries {
+            let entry = entry.with_context(|| format!("read {}", self.data.display()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if validate_name(&name).is_ok() && entry.path().join(RECORD).exists() {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// The per-user lock that serialises create, start, stop and rm.
+    pub fn lock(&self) -> Result<Flock<File>> {
+        make_private_dir(&self.data)?;
+        let path = self.data.join(".lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)
+            .with_context(|| format!("open {}", path.display()))?;
+        Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .with_context(|| format!("lock {}", path.display()))
+    }
+}
+
+pub const RECORD: &str = "record.json";
+pub const STATE: &str = "state.json";
+pub const LOG: &str = "log";
+pub const CONTROL: &str = "ctl.sock";
+
+/// Creates `dir` and its missing parents; `dir` itself gets mode 0700.
+pub fn make_private_dir(dir: &Path) -> Result<()> {
+    if let Some(parent) = dir.parent() {
+        fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
+    }
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("create {}", dir.display())),
+    }
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory, then rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = File::options()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_data()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("write {}", path.display()))
+}
+
+pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(value).context("encode JSON")?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes)
+}
+
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = fs::read(path).with_context(|| format!("read {}", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("parse {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for good in ["a", "db", "dev-shell.2", "X_1"] {
+            assert!(validate_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "-a", ".a", "a/b", "..", "a b", &"x".repeat(65)] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn id_maps() {
+        let map = "         0       1000          1\n         1     100000      65536\n";
+        assert_eq!(map_inside(map, 1000), Some(0));
+        assert_eq!(map_inside(map, 100_000), Some(1));
+        assert_eq!(map_inside(map, 165_535), Some(65536));
+        assert_eq!(map_inside(map, 165_536), None);
+    }
+
+    #[test]
+    fn atomic_writes_leave_no_temporary() {
+        let dir = std::env::temp_dir().join(format!("sbx-unit-{}", std::process::id()));
+        make_private_dir(&dir).unwrap();
+        let path = dir.join("f.json");
+        write_json(&path, &serde_json::json!({"a": 1})).unwrap();
+        write_json(&path, &serde_json::json!({"a": 2})).unwrap();
+        let v: serde_json::Value = read_json(&path).unwrap();
+        assert_eq!(v["a"], 2);
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,234 @@
+//! What a named sandbox was created with (`Record`) and what it is doing (`State`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::RunArgs;
+use crate::plan::Caller;
+use crate::profile::load::{Loaded, Origin};
+use crate::profile::vars::Vars;
+use crate::profile::Profile;
+
+/// How a named sandbox was created: enough to build the same Plan again for `start` and
+/// `exec`, even after the profile files changed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub name: String,
+    pub created: u64,
+    pub args: RunArgs,
+    pub profile: String,
+    pub profile_origin: String,
+    /// The profile after `extends`, before variables.
+    pub resolved: Profile,
+    pub caller: CallerRecord,
+}
+
+/// The caller's facts that a profile's variables expand to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CallerRecord {
+    pub pwd: String,
+    pub home: String,
+    pub user: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub env: BTreeMap<String, String>,
+}
+
+impl Record {
+    pub fn new(name: &str, args: &RunArgs, loaded: &Loaded, caller: &Caller) -> Record {
+        let v = &caller.vars;
+        Record {
+            name: name.to_string(),
+            created: now(),
+            args: args.clone(),
+            profile: loaded.name.clone(),
+            profile_origin: loaded.origin.to_string(),
+            resolved: loaded.profile.clone(),
+            caller: CallerRecord {
+                pwd: v.pwd.clone(),
+                home: v.home.clone(),
+                user: v.user.clone(),
+                uid: v.uid,
+                gid: v.gid,
+                env: v.env.clone(),
+            },
+        }
+    }
+
+    pub fn loaded(&self) -> Loaded {
+        Loaded {
+            name: self.profile.clone(),
+            profile: self.resolved.clone(),
+            origin: Origin::Recorded(format!(
+                "{}, as recorded for sandbox {}",
+                self.profile_origin, self.name
+            )),
+        }
+    }
+
+    pub fn caller(&self, stdin_is_tty: bool) -> Caller {
+        let c = &self.caller;
+        Caller {
+            vars: Vars {
+                pwd: c.pwd.clone(),
+                home: c.home.clone(),
+                user: c.user.clone(),
+                uid: c.uid,
+                gid: c.gid,
+                env: c.env.clone(),
+            },
+            stdin_is_tty,
+        }
+    }
+}
+
+/// A process, named so that a reused pid is not mistaken for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcId {
+    pub pid: i32,
+    /// Start time in clock ticks after boot (`/proc/PID/stat`, field 22).
+    pub start: u64,
+}
+
+impl ProcId {
+    pub fn of(pid: i32) -> Result<ProcId> {
+        let start = start_time(pid).with_context(|| format!("read /proc/{pid}/stat"))?;
+        Ok(ProcId { pid, start })
+    }
+
+    /// True while this very process runs. A zombie is dead: its parent may be an init
+    /// that is slow to reap, or one that never does.
+    pub fn alive(&self) -> bool {
+        stat(self.pid).is_ok_and(|(state, start)| start == self.start && !"ZX".contains(state))
+    }
+}
+
+fn start_time(pid: i32) -> std::io::Result<u64> {
+    stat(pid).map(|(_, start)| start)
+}
+
+/// The state letter and start time from `/proc/PID/stat`.
+fn stat(pid: i32) -> std::io::Result<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let malformed = || std::io::Error::other("malformed stat");
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = stat
+        .rfind(')')
+        .map(|i| &stat[i + 1..])
+        .ok_or_else(malformed)?;
+    let mut fields = rest.split_whitespace();
+    let state = fields
+        .next()
+        .and_then(|f| f.chars().next())
+        .ok_or_else(malformed)?;
+    let start = fields
+        .nth(18)
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(malformed)?;
+    Ok((state, start))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Running,
+    Exited,
+}
+
+/// What a sandbox is doing, as its supervisor last wrote it. Also the format of
+/// `--status-json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    pub status: Status,
+    /// The sandbox's init, as the host sees it.
+    pub pid: i32,
+    /// The command's process, as the host sees it: `exec` enters its namespaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_pid: Option<i32>,
+    /// Namespace inode numbers (`ls -i /proc/PID/ns/`), by type.
+    pub namespaces: BTreeMap<String, u64>,
+    pub started: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Set when the command was killed by a signal (exit_code is then 128 + signal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// Internal bookkeeping for named sandboxes (absent from `--status-json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking: Option<Tracking>,
+}
+
+/// What `ps`, `exec` and `stop` need to find the processes again, safely.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Tracking {
+    pub boot_id: String,
+    pub supervisor: ProcId,
+    pub init: ProcId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<ProcId>,
+    /// The network: "none", "slirp4netns" or "host" (for a sandbox that joined another's,
+    /// what that one has).
+    #[serde(default)]
+    pub network: String,
+    /// The cgroup leaf (host path) that `exec`'d processes join.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<PathBuf>,
+    pub detached: bool,
+}
+
+/// What `ps` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    Running,
+    Exited,
+    /// The state says running, but its processes are gone (sbx was killed, or the machine
+    /// rebooted): shown as exited, with no exit code.
+    Vanished,
+}
+
+impl State {
+    pub fn liveness(&self) -> Liveness {
+        match (self.status, &self.tracking) {
+            (Status::Exited, _) => Liveness::Exited,
+            (Status::Running, Some(t)) if t.boot_id == boot_id() && t.init.alive() => {
+                Liveness::Running
+            }
+            (Status::Running, _) => Liveness::Vanished,
+        }
+    }
+}
+
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_alive_and_a_wrong_start_is_not() {
+        let me = ProcId::of(std::process::id() as i32).unwrap();
+        assert!(me.alive());
+        assert!(!ProcId {
+            start: me.start + 1,
+            ..me
+        }
+        .alive());
+    }
+}
