@@ -86,7 +86,8 @@ echo "== integration tests as $TEST_USER"
 for entry in "${test_bins[@]}"; do
   read -r kind name exe <<<"$entry"
   [ "$kind" = "test" ] || continue
-  run_as "$TEST_USER" "$stage/tests/$name" --skip nosubuid_ --skip cgroup_ "${filter[@]}" 2>&1 | count ||
+  run_as "$TEST_USER" "$stage/tests/$name" --skip nosubuid_ --skip cgroup_ --skip crossuser_ \
+    "${filter[@]}" 2>&1 | count ||
     failed+=("$name as $TEST_USER")
 done
 
@@ -99,6 +100,19 @@ if [ "$(id -u)" -eq 0 ]; then
       failed+=("$name as $NOSUB_USER")
   done
 fi
+# Tests of what one user can do to another's sandboxes: run as root, which acts as both
+# users through runuser.
+if [ "$(id -u)" -eq 0 ]; then
+  echo "== cross-user tests (as root, acting as $TEST_USER and $NOSUB_USER)"
+  for entry in "${test_bins[@]}"; do
+    read -r kind name exe <<<"$entry"
+    [ "$kind" = "test" ] || continue
+    SBX_BIN="$stage/sbx" SBX_TEST_DATA="$stage/tests/data" SBX_TEST_STRICT="${SBX_TEST_STRICT:-}" \
+      SBX_TEST_USER="$TEST_USER" SBX_TEST_NOSUB_USER="$NOSUB_USER" \
+      "$stage/tests/$name" crossuser_ "${filter[@]}" 2>&1 | count || failed+=("$name (crossuser_)")
+  done
+fi
+
 # The cgroup v2 tests: these hosts have no cgroup v2 controllers, so a VM with full cgroup v2
 # boots (once) and runs them as the test user in a delegated subtree (ci/vm-test.sh).
 if [ "$(id -u)" -eq 0 ]; then

@@ -46,6 +46,8 @@ use crate::sys::exit_now;
 pub fn exec(args: &ExecArgs) -> Result<i32> {
     let dirs = Dirs::from_env()?;
     let (paths, record) = find(&dirs, &args.name)?;
+    // Held until init has taken the new process: `rm` or `stop` waits for that.
+    let lock = dirs.lock()?;
     let state = load_state(&paths);
     let (state, tracking) = match state {
         Some(s) if s.liveness() == Liveness::Running && s.tracking.is_some() => {
@@ -114,6 +116,7 @@ pub fn exec(args: &ExecArgs) -> Result<i32> {
     control
         .expect_msg(&Msg::Entered)
         .with_context(|| format!("sandbox {} did not take the process", args.name))?;
+    drop(lock);
     mine.send(&Msg::Go)?;
     let relay = if plan.tty {
         let master = mine.expect_msg(&Msg::Pty)?.context("no terminal came")?;

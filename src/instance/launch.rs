@@ -78,7 +78,11 @@ impl Observer for Reporter {
             Some(_) => Some(Tracking {
                 boot_id: state::boot_id(),
                 supervisor: ProcId::of(std::process::id() as i32)?,
-                init: ProcId::of(s.init.as_raw())?,
+                // Already reaped when the command ended at once: then it reads as gone.
+                init: ProcId::of(s.init.as_raw()).unwrap_or(ProcId {
+                    pid: s.init.as_raw(),
+                    start: 0,
+                }),
                 command: s.command.and_then(|p| ProcId::of(p.as_raw()).ok()),
                 network: self.network.clone(),
                 cgroup: s.cgroup.clone(),
@@ -221,7 +225,14 @@ fn spawn_logger(pipe: OwnedFd, log: &Path) -> Result<nix::unistd::Pid> {
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(_) => break,
                 };
+                let mut chunk = &buf[..n];
                 if written + n as u64 > LOG_CAP && written > 0 {
+                    // The old file ends with a whole line where the chunk has a line end.
+                    let split = chunk.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                    if file.write_all(&chunk[..split]).is_err() {
+                        break;
+                    }
+                    chunk = &chunk[split..];
                     let _ = std::fs::rename(log, log.with_extension("1"));
                     match open_log(log) {
                         Ok(f) => file = f,
@@ -229,10 +240,10 @@ fn spawn_logger(pipe: OwnedFd, log: &Path) -> Result<nix::unistd::Pid> {
                     }
                     written = 0;
                 }
-                if file.write_all(&buf[..n]).is_err() {
+                if file.write_all(chunk).is_err() {
                     break;
                 }
-                written += n as u64;
+                written += chunk.len() as u64;
             }
             crate::sys::exit_now(0)
         }
