@@ -5,13 +5,11 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
-use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 
 use anyhow::{Context, Result};
-use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::pty::{posix_openpt, unlockpt};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -46,7 +44,7 @@ pub fn run(plan: &Plan, chan: &Channel, control: Option<OwnedFd>) -> Result<Infa
     drop(report_w);
     drop(pty);
 
-    match read_exec_report(report_r) {
+    match crate::child::read_exec_report(report_r) {
         None => chan.send(&Msg::Started {
             pid: command.as_raw(),
             namespaces: if plan.reports_status() {
@@ -98,17 +96,6 @@ pub fn open_pty(chan: &Channel) -> Result<OwnedFd> {
     Ok(slave)
 }
 
-/// EOF means the command was executed; otherwise the command's process wrote why not.
-fn read_exec_report(pipe: OwnedFd) -> Option<(i32, String)> {
-    let mut buf = Vec::new();
-    let _ = std::fs::File::from(pipe).read_to_end(&mut buf);
-    if buf.len() < 4 {
-        return None;
-    }
-    let code = i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
-    Some((code, String::from_utf8_lossy(&buf[4..]).into_owned()))
-}
-
 /// Waits for the command while forwarding signals, reaping orphans and serving `sbx exec`.
 fn supervise(command: Pid, control: Option<OwnedFd>) -> Result<Msg> {
     let mut set = SigSet::empty();
@@ -128,14 +115,7 @@ fn supervise(command: Pid, control: Option<OwnedFd>) -> Result<Msg> {
         for client in &execs.clients {
             fds.push(PollFd::new(client.chan.as_fd(), PollFlags::POLLIN));
         }
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(e) => return Err(e).context("poll"),
-        }
-        let ready: Vec<bool> = fds
-            .iter()
-            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-            .collect();
+        let ready = crate::sys::poll_ready(&mut fds, PollTimeout::NONE).context("poll")?;
         drop(fds);
 
         if ready[0] {

@@ -370,3 +370,51 @@ fn cgroup_kill_9_of_sbx_leaves_no_cgroup() {
     }
     assert_eq!(leaves(), before, "the janitor removes the leaf");
 }
+
+#[test]
+fn cgroup_exec_joins_the_sandboxs_cgroup_and_limits() {
+    if !require_delegation() {
+        return;
+    }
+    let dir = TempDir::new();
+    let store = TempDir::new();
+    let sbx_in = |args: &[&str]| {
+        let mut cmd = sbx();
+        cmd.args(args)
+            .current_dir(dir.path())
+            .env("XDG_DATA_HOME", store.path());
+        run(cmd)
+    };
+    let before = leaves();
+    let out = sbx_in(&[
+        "run", "--name", "lim", "-d", "--pids", "20", "--", "sleep", "1000",
+    ]);
+    out.assert_success();
+    let out = sbx_in(&[
+        "exec",
+        "lim",
+        "--",
+        "sh",
+        "-c",
+        "cat /proc/self/cgroup /sys/fs/cgroup/pids.max",
+    ]);
+    out.assert_success();
+    assert_eq!(out.lines(), ["0::/", "20"], "{out}");
+    // The limit holds for exec'd processes too: forty sleeps do not fit under twenty.
+    let out = sbx_in(&[
+        "exec",
+        "lim",
+        "--",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 40 ]; do sleep 3 & i=$((i+1)); done; echo all-forked",
+    ]);
+    assert!(!out.stdout().contains("all-forked"), "{out}");
+    assert!(out.stderr().contains("fork"), "{out}");
+    sbx_in(&["rm", "-f", "lim"]).assert_success();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while leaves() != before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(leaves(), before);
+}

@@ -1197,3 +1197,25 @@ fn crossuser_sandboxes_are_private_to_their_user() {
     as_user(&owner, &[], &["exec", &name, "--", "true"]).assert_success();
     as_user(&owner, &[], &["rm", "-f", &name]).assert_success();
 }
+
+#[test]
+fn start_attached_runs_in_the_foreground_with_its_exit_code() {
+    if !require_sandbox() {
+        return;
+    }
+    let n = Named::new();
+    n.sbx(&[
+        "run",
+        "--name",
+        "fg2",
+        "--",
+        "sh",
+        "-c",
+        "echo hello; exit 5",
+    ])
+    .assert_code(5);
+    let out = n.sbx(&["start", "-a", "fg2"]);
+    out.assert_code(5);
+    assert_eq!(out.stdout().trim(), "hello", "{out}");
+    assert_eq!(n.row("fg2")["exit_code"], 5);
+}

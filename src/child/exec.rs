@@ -5,7 +5,7 @@
 //! close-on-exec: init reads EOF when the exec succeeded.
 
 use std::ffi::{CStr, CString};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::errno::Errno;
@@ -26,6 +26,17 @@ fn setup_error(message: String) -> Failure {
         code: SBX_ERROR,
         message,
     }
+}
+
+/// EOF means the command was executed; otherwise the command's process wrote why not.
+pub fn read_exec_report(pipe: OwnedFd) -> Option<(i32, String)> {
+    let mut buf = Vec::new();
+    let _ = std::fs::File::from(pipe).read_to_end(&mut buf);
+    if buf.len() < 4 {
+        return None;
+    }
+    let code = i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    Some((code, String::from_utf8_lossy(&buf[4..]).into_owned()))
 }
 
 pub fn exec_command(plan: &Plan, pty: Option<OwnedFd>, report: OwnedFd) -> ! {

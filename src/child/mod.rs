@@ -19,7 +19,7 @@ use crate::plan::Plan;
 use crate::supervisor::idmap::IdMode;
 use crate::sync::{Channel, Msg};
 
-pub use exec::exec_command;
+pub use exec::{exec_command, read_exec_report};
 
 /// Entry point after clone, in the child. Never returns.
 pub fn run(plan: &Plan, chan: Channel, control: Option<OwnedFd>) -> ! {

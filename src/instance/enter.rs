@@ -1,11 +1,11 @@
 //! `sbx exec`: another process inside a running named sandbox.
 //!
 //! Who does what:
-//! - `sbx exec` (outside, stays outside): builds the same Plan the sandbox was created with,
-//!   connects to the sandbox's control socket, relays the terminal, forwards signals, and
-//!   learns the outcome from init.
-//! - an intermediate process: joins the cgroup leaf, enters the namespaces through a pidfd
-//!   of the sandbox's command (user first, then mount, pid, net, uts, ipc, cgroup, in one
+//! - `sbx exec` (stays outside): builds the same Plan the sandbox was created with, joins
+//!   its cgroup leaf (so all it starts is in it), connects to its control socket, relays
+//!   the terminal, forwards signals, and learns the outcome from init.
+//! - an intermediate process: enters the namespaces through a pidfd of the sandbox's
+//!   command (user first, then mount, pid, net, uts, ipc, cgroup, in one
 //!   `setns`), and forks once more inside the pid namespace.
 //! - a starter, inside: forks the new process and exits at once, so that the new process
 //!   is orphaned *inside* the pid namespace and becomes a child of the sandbox's init,
@@ -16,14 +16,12 @@
 //!   seccomp, execve.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 
 use anyhow::{anyhow, bail, Context, Result};
-use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -73,6 +71,19 @@ pub fn exec(args: &ExecArgs) -> Result<i32> {
     let plan = plan::build(&record.loaded(), &run_args, &record.caller(args.tty))
         .with_context(|| format!("sandbox {} can no longer be built as recorded", args.name))?;
 
+    // The cgroup first, for this process and so for all it starts: /sys/fs/cgroup is
+    // read-only inside.
+    if let Some(leaf) = &tracking.cgroup {
+        if let Err(e) = join_cgroup(leaf) {
+            if let Some(systemd_run) = crate::limits::systemd_user_manager() {
+                // Outside any delegated subtree (a login session's scope): from a scope
+                // of our own the move is ours to make.
+                drop(lock);
+                return Err(crate::limits::rerun_in_scope(&systemd_run));
+            }
+            return Err(e);
+        }
+    }
     let control = control::connect(&paths.runtime)
         .with_context(|| format!("sandbox {} does not answer", args.name))?;
     let target = enter_target(&tracking)
@@ -88,7 +99,7 @@ pub fn exec(args: &ExecArgs) -> Result<i32> {
             drop(mine);
             drop(report_r);
             drop(control);
-            let failure = match intermediate(&plan, &state, &tracking, &target, theirs, report_w) {
+            let failure = match intermediate(&plan, &state, &target, theirs, report_w) {
                 Ok(never) => match never {},
                 Err((chan, e)) => (chan, e),
             };
@@ -126,7 +137,7 @@ pub fn exec(args: &ExecArgs) -> Result<i32> {
     } else {
         None
     };
-    if let Some((code, message)) = read_report(report_r) {
+    if let Some((code, message)) = crate::child::read_exec_report(report_r) {
         if code == SBX_ERROR {
             bail!("{message}");
         }
@@ -134,6 +145,15 @@ pub fn exec(args: &ExecArgs) -> Result<i32> {
         return Ok(code);
     }
     wait(&control, &mask, &pidfd, relay)
+}
+
+fn join_cgroup(leaf: &std::path::Path) -> Result<()> {
+    std::fs::write(leaf.join("cgroup.procs"), "0").with_context(|| {
+        format!(
+            "cannot join the sandbox's cgroup {}, so its limits would not apply",
+            leaf.display()
+        )
+    })
 }
 
 /// The command's process: dumpable (it exec'd), unlike init, so the kernel lets our own
@@ -144,12 +164,11 @@ fn enter_target(tracking: &Tracking) -> Option<OwnedFd> {
     command.alive().then_some(fd)
 }
 
-/// Outside still: cgroup, then namespaces, then fork into the pid namespace. On failure the
+/// Outside still: namespaces, then fork into the pid namespace. On failure the
 /// channel goes back with the error, to be reported.
 fn intermediate(
     plan: &Plan,
     state: &State,
-    tracking: &Tracking,
     target: &OwnedFd,
     chan: Channel,
     report: OwnedFd,
@@ -161,11 +180,6 @@ fn intermediate(
             target.as_raw_fd(),
         ])
         .context("close_range")?;
-        // The cgroup first: /sys/fs/cgroup is read-only inside.
-        if let Some(leaf) = &tracking.cgroup {
-            std::fs::write(leaf.join("cgroup.procs"), "0")
-                .with_context(|| format!("join cgroup {}", leaf.display()))?;
-        }
         nix::sched::setns(target, namespace_flags(plan))
             .context("enter the sandbox's namespaces")?;
         Ok(())
@@ -263,17 +277,6 @@ fn exec_signals() -> SigSet {
     set
 }
 
-/// EOF means the command was executed; otherwise why not.
-fn read_report(pipe: OwnedFd) -> Option<(i32, String)> {
-    let mut buf = Vec::new();
-    let _ = std::fs::File::from(pipe).read_to_end(&mut buf);
-    if buf.len() < 4 {
-        return None;
-    }
-    let code = i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
-    Some((code, String::from_utf8_lossy(&buf[4..]).into_owned()))
-}
-
 /// Relays the terminal and signals until init reports the process's end.
 fn wait(
     control: &Channel,
@@ -296,14 +299,7 @@ fn wait(
                 fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
             }
         }
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(e) => return Err(e).context("poll"),
-        }
-        let ready: Vec<bool> = fds
-            .iter()
-            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-            .collect();
+        let ready = crate::sys::poll_ready(&mut fds, PollTimeout::NONE).context("poll")?;
         drop(fds);
         if ready[0] {
             while let Ok(Some(info)) = signals.read_signal() {
