@@ -146,10 +146,13 @@ pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
 
     let rootfs = resolve_rootfs(args.rootfs.as_deref(), profile)?;
     let mut mounts = resolve_mounts(profile, args, vars)?;
-    let profile_dirs: Vec<PathBuf> = crate::profile::load::search_dirs()
+    // sbx's own directories: its profiles, and the records, state and images that `start`
+    // and `exec` trust later.
+    let mut own_dirs: Vec<PathBuf> = crate::profile::load::search_dirs()
         .into_iter()
         .map(|(dir, _)| dir)
         .collect();
+    own_dirs.extend(state_dirs(vars));
     let protect: Vec<String> = profile
         .security
         .protect
@@ -157,7 +160,7 @@ pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
         .chain(&args.protect)
         .cloned()
         .collect();
-    let protected = crate::protect::mounts(&mounts, &protect, &profile_dirs)?;
+    let protected = crate::protect::mounts(&mounts, &protect, &own_dirs)?;
     mounts.extend(protected);
     if !args.env_file.is_empty() {
         bail!("internal: --env-file must be folded into -e before the plan is built");
@@ -439,6 +442,21 @@ fn resolve_env(profile: &Profile, cli: &[String], vars: &Vars) -> Result<BTreeMa
         }
     }
     Ok(env)
+}
+
+/// Where sbx keeps state for the caller: `$XDG_DATA_HOME/sbx` (images, named sandboxes) and
+/// `$XDG_RUNTIME_DIR/sbx`, from the caller's environment as recorded.
+fn state_dirs(vars: &Vars) -> Vec<PathBuf> {
+    let var = |name: &str| {
+        vars.env
+            .get(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let data = var("XDG_DATA_HOME").unwrap_or_else(|| Path::new(&vars.home).join(".local/share"));
+    let mut dirs = vec![data.join("sbx")];
+    dirs.extend(var("XDG_RUNTIME_DIR").map(|r| r.join("sbx")));
+    dirs
 }
 
 /// `path` made absolute against the current directory (the file need not exist yet).

@@ -1,8 +1,9 @@
 //! Protected paths: what a build step must not change even inside a writable bind, because
 //! it would run or be trusted later outside the sandbox.
 //!
-//! - sbx's own profile directories (firejail #7132: a sandbox that edits its profile
-//!   loosens its next run);
+//! - sbx's own directories: profiles (firejail #7132: a sandbox that edits its profile
+//!   loosens its next run), and the records of named sandboxes and the image store (a
+//!   sandbox that edits its record loosens its next `sbx start`);
 //! - `.git/hooks` and `.git/config` of a repository at the root of a writable bind (a hook
 //!   or a `core.fsmonitor` command runs on the next `git status` outside);
 //! - whatever the profile's `security.protect` or `--protect` names.
@@ -31,11 +32,7 @@ struct Entry {
 
 /// The extra mounts that protect `entries` (profile `protect` plus `--protect`) and the
 /// built-in set inside the writable binds of `mounts`.
-pub fn mounts(
-    mounts: &[Mount],
-    entries: &[String],
-    profile_dirs: &[PathBuf],
-) -> Result<Vec<Mount>> {
+pub fn mounts(mounts: &[Mount], entries: &[String], own_dirs: &[PathBuf]) -> Result<Vec<Mount>> {
     let mut out = Vec::new();
     let mut pinned = BTreeSet::new();
     for m in mounts {
@@ -49,7 +46,7 @@ pub fn mounts(
             continue;
         };
         let mut wanted = Vec::new();
-        for dir in profile_dirs {
+        for dir in own_dirs {
             if let Ok(rel) = dir.strip_prefix(source) {
                 wanted.push(Entry {
                     rel: rel.to_path_buf(),

@@ -1219,3 +1219,35 @@ fn start_attached_runs_in_the_foreground_with_its_exit_code() {
     assert_eq!(out.stdout().trim(), "hello", "{out}");
     assert_eq!(n.row("fg2")["exit_code"], 5);
 }
+
+#[test]
+fn a_sandbox_cannot_edit_its_own_record() {
+    if !require_sandbox() {
+        return;
+    }
+    // The store lies inside the working directory, which the sandbox may write.
+    let n = Named::new();
+    let data = n.work.join("data");
+    let runtime = n.work.join("run");
+    std::fs::create_dir_all(&runtime).unwrap();
+    let sbx_here = |args: &[&str]| {
+        let mut cmd = n.cmd(args);
+        cmd.env("XDG_DATA_HOME", &data)
+            .env("XDG_RUNTIME_DIR", &runtime);
+        run(cmd)
+    };
+    let tamper = "echo '{}' > data/sbx/sandboxes/rec/record.json || echo no-record; \
+                  echo x > run/sbx/rec/state.json || echo no-state; \
+                  mv data/sbx data/sbx2 || echo no-move; \
+                  touch data/other && echo work-writable";
+    let out = sbx_here(&["run", "--name", "rec", "--", "sh", "-c", tamper]);
+    out.assert_success();
+    assert_eq!(
+        out.lines(),
+        ["no-record", "no-state", "no-move", "work-writable"],
+        "{out}"
+    );
+    let record = std::fs::read_to_string(data.join("sbx/sandboxes/rec/record.json")).unwrap();
+    assert!(record.contains("\"name\": \"rec\""), "{record}");
+    sbx_here(&["rm", "rec"]).assert_success();
+}
