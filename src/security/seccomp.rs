@@ -1,17 +1,17 @@
 //! The seccomp filter: what Docker's default profile denies a container without
 //! capabilities, compiled before clone and installed last before execve.
 //!
-//! Three BPF programs are stacked (the kernel applies the strictest answer):
-//! - the deny list, failing with EPERM (or the profile's errno);
-//! - clone3 failing with ENOSYS, so libc falls back to clone, whose flags can be inspected;
-//! - an ABI guard killing x32 calls (seccompiler's own arch check already kills foreign
-//!   architectures such as i386 `int 0x80`).
+//! One BPF program (see `bpf`): the deny list failing with EPERM (or the profile's errno);
+//! clone with a namespace flag, AF_ALG and AF_VSOCK sockets, TIOCSTI and TIOCLINUX, odd
+//! personalities likewise; clone3 failing with ENOSYS, so libc falls back to clone, whose
+//! flags can be inspected; calls of other architectures (i386 `int 0x80`, x32) killed.
 
 use std::collections::BTreeSet;
 
 use anyhow::{bail, Context, Result};
-use seccompiler::{BpfProgram, TargetArch};
-use serde_json::{json, Value};
+use seccompiler::BpfProgram;
+
+use super::bpf::{self, Cond, Policy, Rule};
 
 use crate::profile::SeccompSpec;
 
@@ -103,17 +103,18 @@ const CLONE_NEW_FLAGS: &[u64] = &[
     libc::CLONE_NEWPID as u64,
     libc::CLONE_NEWNET as u64,
 ];
-const AF_ALG: u64 = 38;
-const AF_VSOCK: u64 = 40;
-const TIOCSTI: u64 = 0x5412;
-const TIOCLINUX: u64 = 0x541C;
+const AF_ALG: u32 = 38;
+const AF_VSOCK: u32 = 40;
+const TIOCSTI: u32 = 0x5412;
+const TIOCLINUX: u32 = 0x541C;
 /// personality(2) values that change nothing dangerous (Docker's list).
-const PERSONALITY_OK: &[u64] = &[0, 0x8, 0x20000, 0x20008, 0xffff_ffff];
+const PERSONALITY_OK: &[u32] = &[0, 0x8, 0x20000, 0x20008, 0xffff_ffff];
 
 #[derive(Debug, Clone)]
 pub struct SeccompPlan {
-    pub programs: Vec<BpfProgram>,
-    /// For `-v`: how many calls the deny list names.
+    /// One program: see `bpf` for its shape.
+    pub program: BpfProgram,
+    /// For `-v`: how many rules the filter has.
     pub denied: usize,
     pub errno: i32,
 }
@@ -137,74 +138,89 @@ pub fn plan(
         Some(name) => parse_errno(name)?,
         None => libc::EPERM,
     };
+    // The profile's names must exist; the built-in lists name some calls that only some
+    // architectures have.
+    for name in spec.deny.iter().chain(&spec.allow) {
+        number(name)?;
+    }
+    let allowed = |name: &str| !spec.allow.iter().any(|a| a == name);
+    let deny = bpf::errno(errno);
+    let mut policy = Policy::default();
+    let mut add = |name: &str, when: Vec<Cond>, action: u32| {
+        if let Ok(nr) = number(name) {
+            policy
+                .rules
+                .entry(nr)
+                .or_default()
+                .push(Rule { when, action });
+        }
+    };
+
     let mut names: BTreeSet<&str> = DENY.iter().copied().collect();
     if !allow_nested {
         names.extend(NESTED);
     }
     names.extend(spec.deny.iter().map(String::as_str));
-    for name in &spec.allow {
-        names.remove(name.as_str());
+    for name in names.iter().filter(|n| allowed(n)) {
+        add(name, vec![], deny);
     }
-    let allowed = |name: &str| !spec.allow.iter().any(|a| a == name);
-
-    let mut rules: Vec<Value> = names.iter().map(|n| json!({ "syscall": n })).collect();
     if !allow_nested && allowed("clone") {
-        for flag in CLONE_NEW_FLAGS {
-            rules.push(json!({"syscall": "clone", "args": [arg(0, "qword", json!({"masked_eq": flag}), *flag)]}));
-        }
+        let mask = CLONE_NEW_FLAGS.iter().fold(0, |m, f| m | f);
+        add("clone", vec![Cond::AnyBit { arg: 0, mask }], deny);
     }
     if allowed("socket") {
         for family in [AF_ALG, AF_VSOCK] {
-            rules
-                .push(json!({"syscall": "socket", "args": [arg(0, "dword", json!("eq"), family)]}));
+            add(
+                "socket",
+                vec![Cond::Low32Eq {
+                    arg: 0,
+                    value: family,
+                }],
+                deny,
+            );
         }
     }
     if allowed("ioctl") {
-        // "dword": only the low 32 bits, as the kernel itself reads the request.
+        // Only the low 32 bits, as the kernel itself reads the request.
         for request in [TIOCSTI, TIOCLINUX] {
-            rules
-                .push(json!({"syscall": "ioctl", "args": [arg(1, "dword", json!("eq"), request)]}));
+            add(
+                "ioctl",
+                vec![Cond::Low32Eq {
+                    arg: 1,
+                    value: request,
+                }],
+                deny,
+            );
         }
     }
     if allowed("personality") {
-        let conds: Vec<Value> = PERSONALITY_OK
+        let when = PERSONALITY_OK
             .iter()
-            .map(|v| arg(0, "dword", json!("ne"), *v))
+            .map(|&value| Cond::Low32Ne { arg: 0, value })
             .collect();
-        rules.push(json!({"syscall": "personality", "args": conds}));
+        add("personality", when, deny);
     }
-    let denied = rules.len();
-    let mut filters = json!({
-        "deny": {"mismatch_action": "allow", "match_action": {"errno": errno}, "filter": rules},
-    });
     if !allow_nested && allowed("clone3") {
-        filters["enosys"] = json!({"mismatch_action": "allow", "match_action": {"errno": libc::ENOSYS},
-                                   "filter": [{"syscall": "clone3"}]});
+        // After any deny-list rule for it: a profile that denies clone3 outright wins.
+        add("clone3", vec![], bpf::errno(libc::ENOSYS));
     }
-    let text = filters.to_string();
-    let compiled = seccompiler::compile_from_json(text.as_bytes(), arch()?).map_err(|e| {
-        anyhow::anyhow!("security.seccomp: {e}; check the names in `deny` and `allow`")
-    })?;
-    let mut programs: Vec<BpfProgram> = compiled.into_values().collect();
-    programs.extend(abi_guard());
+    let denied = policy.rules.values().map(Vec::len).sum();
     Ok(Some(SeccompPlan {
-        programs,
+        program: bpf::compile(&policy)?,
         denied,
         errno,
     }))
 }
 
-fn arg(index: u8, len: &str, op: Value, val: u64) -> Value {
-    json!({"index": index, "type": len, "op": op, "val": val})
-}
-
-fn arch() -> Result<TargetArch> {
-    std::env::consts::ARCH.try_into().map_err(|_| {
-        anyhow::anyhow!(
-            "seccomp filters are not supported on {}",
+/// The number of a system call on this architecture.
+fn number(name: &str) -> Result<u32> {
+    match name.parse::<syscalls::Sysno>() {
+        Ok(sysno) => Ok(sysno.id() as u32),
+        Err(_) => bail!(
+            "security.seccomp: unknown system call {name:?} on {}; check the names in `deny` and `allow`",
             std::env::consts::ARCH
-        )
-    })
+        ),
+    }
 }
 
 /// "EPERM", "ENOSYS", "EACCES" or a number.
@@ -222,55 +238,9 @@ fn parse_errno(name: &str) -> Result<i32> {
     })
 }
 
-/// x32 system calls (x86_64 numbers with bit 30 set) share the x86_64 audit arch, so the
-/// arch check lets them through to a filter that only knows x86_64 numbers: kill them.
-#[cfg(target_arch = "x86_64")]
-fn abi_guard() -> Option<BpfProgram> {
-    use seccompiler::sock_filter;
-    // BPF_LD | BPF_W | BPF_ABS, BPF_JMP | BPF_JGE | BPF_K, BPF_RET | BPF_K.
-    const LD_W_ABS: u16 = 0x20;
-    const JGE_K: u16 = 0x35;
-    const RET_K: u16 = 0x06;
-    const X32_BIT: u32 = 0x4000_0000;
-    Some(vec![
-        sock_filter {
-            code: LD_W_ABS,
-            jt: 0,
-            jf: 0,
-            k: 0,
-        },
-        sock_filter {
-            code: JGE_K,
-            jt: 0,
-            jf: 1,
-            k: X32_BIT,
-        },
-        sock_filter {
-            code: RET_K,
-            jt: 0,
-            jf: 0,
-            k: libc::SECCOMP_RET_KILL_PROCESS,
-        },
-        sock_filter {
-            code: RET_K,
-            jt: 0,
-            jf: 0,
-            k: libc::SECCOMP_RET_ALLOW,
-        },
-    ])
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn abi_guard() -> Option<BpfProgram> {
-    None
-}
-
-/// Installs every program; the caller has set no_new_privs.
+/// Installs the program; the caller has set no_new_privs.
 pub fn apply(plan: &SeccompPlan) -> Result<()> {
-    for program in &plan.programs {
-        seccompiler::apply_filter(program).context("install the seccomp filter")?;
-    }
-    Ok(())
+    seccompiler::apply_filter(&plan.program).context("install the seccomp filter")
 }
 
 #[cfg(test)]
@@ -281,7 +251,7 @@ mod tests {
     fn default_filter_compiles() {
         let p = plan(&SeccompSpec::default(), None, false).unwrap().unwrap();
         assert_eq!(p.errno, libc::EPERM);
-        assert!(p.programs.len() >= 2);
+        assert!(p.program.len() < 400, "{} instructions", p.program.len());
     }
 
     #[test]
@@ -304,6 +274,78 @@ mod tests {
         };
         let err = plan(&spec, None, false).unwrap_err().to_string();
         assert!(err.contains("not_a_syscall"), "{err}");
+    }
+
+    /// The real default filter, run through a BPF interpreter for each class of rule.
+    #[test]
+    fn default_filter_decides_as_documented() {
+        use super::bpf::tests::{data, run};
+        use super::bpf::{ALLOW, AUDIT_ARCH};
+        let p = plan(&SeccompSpec::default(), None, false).unwrap().unwrap();
+        let decide = |name: &str, args: [u64; 6]| {
+            run(&p.program, &data(AUDIT_ARCH, number(name).unwrap(), args))
+        };
+        let eperm = bpf::errno(libc::EPERM);
+        for name in DENY.iter().chain(NESTED) {
+            if number(name).is_ok() {
+                assert_eq!(decide(name, [0; 6]), eperm, "{name}");
+            }
+        }
+        for ok in [
+            "read", "write", "openat", "execve", "getpid", "mmap", "futex",
+        ] {
+            assert_eq!(decide(ok, [0; 6]), ALLOW, "{ok}");
+        }
+        let flags = libc::CLONE_NEWUSER as u64 | libc::SIGCHLD as u64;
+        assert_eq!(decide("clone", [flags, 0, 0, 0, 0, 0]), eperm);
+        assert_eq!(
+            decide("clone", [libc::SIGCHLD as u64, 0, 0, 0, 0, 0]),
+            ALLOW
+        );
+        assert_eq!(decide("clone3", [0; 6]), bpf::errno(libc::ENOSYS));
+        assert_eq!(decide("socket", [38, 0, 0, 0, 0, 0]), eperm);
+        assert_eq!(decide("socket", [2, 0, 0, 0, 0, 0]), ALLOW);
+        assert_eq!(
+            decide("ioctl", [0, 0xdead_beef_0000_5412, 0, 0, 0, 0]),
+            eperm
+        );
+        assert_eq!(decide("ioctl", [0, 0x5413, 0, 0, 0, 0]), ALLOW);
+        assert_eq!(decide("personality", [0x0040_0000, 0, 0, 0, 0, 0]), eperm);
+        assert_eq!(decide("personality", [0xffff_ffff, 0, 0, 0, 0, 0]), ALLOW);
+
+        // Nested sandboxes: namespaces and mounts allowed, clone3 too.
+        let p = plan(&SeccompSpec::default(), None, true).unwrap().unwrap();
+        let nr = |n: &str| number(n).unwrap();
+        for name in ["unshare", "mount", "clone3"] {
+            assert_eq!(run(&p.program, &data(AUDIT_ARCH, nr(name), [0; 6])), ALLOW);
+        }
+        assert_eq!(
+            run(
+                &p.program,
+                &data(AUDIT_ARCH, nr("clone"), [flags, 0, 0, 0, 0, 0])
+            ),
+            ALLOW
+        );
+    }
+
+    #[test]
+    fn profile_lists_add_and_remove() {
+        use super::bpf::tests::{data, run};
+        use super::bpf::{ALLOW, AUDIT_ARCH};
+        let spec = SeccompSpec {
+            deny: vec!["getpid".into()],
+            allow: vec!["keyctl".into(), "ioctl".into()],
+            errno: Some("EACCES".into()),
+            ..Default::default()
+        };
+        let p = plan(&spec, None, false).unwrap().unwrap();
+        let decide = |name: &str, args: [u64; 6]| {
+            run(&p.program, &data(AUDIT_ARCH, number(name).unwrap(), args))
+        };
+        assert_eq!(decide("getpid", [0; 6]), bpf::errno(libc::EACCES));
+        assert_eq!(decide("keyctl", [0; 6]), ALLOW);
+        assert_eq!(decide("ioctl", [0, 0x5412, 0, 0, 0, 0]), ALLOW);
+        assert_eq!(decide("bpf", [0; 6]), bpf::errno(libc::EACCES));
     }
 
     #[test]
