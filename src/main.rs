@@ -6,6 +6,7 @@
 mod child;
 mod cli;
 mod error;
+mod image;
 mod init;
 mod limits;
 mod network;
@@ -13,6 +14,7 @@ mod plan;
 mod probe;
 mod profile;
 mod protect;
+mod pull;
 mod security;
 mod supervisor;
 mod sync;
@@ -52,6 +54,7 @@ fn dispatch() -> Result<i32> {
         Command::Run(args) => run(&args),
         Command::Check(args) => probe::check_command(args.json),
         Command::Profile(cmd) => profile::cmd::run(cmd),
+        Command::Pull(args) => pull::run(&args),
     }
 }
 
