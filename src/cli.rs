@@ -53,8 +53,9 @@ pub enum ProfileCommand {
 
 #[derive(Args, Debug, Default, Clone)]
 #[command(
-    after_help = "Credentials come from $XDG_RUNTIME_DIR/containers/auth.json, then \
-                  ~/.docker/config.json (or $DOCKER_CONFIG/config.json); anonymous otherwise.\n\
+    after_help = "Credentials come from $XDG_RUNTIME_DIR/containers/auth.json, \
+                  ~/.config/containers/auth.json, then ~/.docker/config.json (or \
+                  $DOCKER_CONFIG/config.json); anonymous otherwise.\n\
                   HTTPS always, except plain HTTP for loopback registries (localhost, 127.0.0.0/8, \
                   ::1) and with --plain-http. See docs/pull.md."
 )]
@@ -77,8 +78,8 @@ pub struct PullArgs {
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     pub platform: Option<String>,
 
-    /// Speak plain HTTP to the registry, unencrypted and unauthenticated: only for a
-    /// registry on a network you trust. Loopback registries get plain HTTP without it.
+    /// Speak plain HTTP to the registry: nothing encrypted, the registry's identity
+    /// unchecked; only on a network you trust. Loopback registries get it without this.
     #[arg(long = "plain-http")]
     pub plain_http: bool,
 }
