@@ -638,3 +638,29 @@ fn pull_speaks_https_to_registries_off_this_machine_unless_told() {
     out.assert_code(125);
     home.assert_no_leftovers(&[]);
 }
+
+#[test]
+fn pull_interrupted_leaves_nothing_behind() {
+    // A "registry" that accepts connections and never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let home = Home::new();
+    let mut cmd = sbx();
+    cmd.current_dir(home.dir.path())
+        .env("HOME", home.path("home"))
+        .env("XDG_DATA_HOME", home.path("data"))
+        .env("XDG_RUNTIME_DIR", home.path("run"))
+        .args(["pull", &format!("127.0.0.1:{port}/test/busybox:v1")]);
+    let running = spawn(&mut cmd, None);
+    let (_conn, _) = listener.accept().expect("sbx connects");
+    let tmp = home.path("data/sbx/tmp");
+    let entries = fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(
+        entries, 1,
+        "the download directory exists while the pull runs"
+    );
+    running.signal(nix::sys::signal::Signal::SIGINT);
+    let out = running.finish(TIMEOUT);
+    out.assert_sbx_error(&["interrupted; nothing was imported"]);
+    home.assert_no_leftovers(&[]);
+}
