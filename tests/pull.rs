@@ -1,369 +1,20 @@
-//! `sbx pull` against a real registry: Debian's docker-registry on 127.0.0.1 with a
-//! private storage directory, images built by tests/data/ocifixture.py from the host's
-//! static busybox and pushed with skopeo. Nothing leaves the machine.
+//! `sbx pull` against real registries on 127.0.0.1: Debian's docker-registry with a
+//! private storage directory (and tests/data/tokenregistry.py for bearer tokens), images
+//! built by tests/data/ocifixture.py from the host's static busybox and pushed with
+//! skopeo. Nothing leaves the machine.
 
 mod common;
+mod registry;
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpListener;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+use registry::*;
 use serde_json::Value;
-
-const BUSYBOX: &str = "/bin/busybox";
-
-/// The staged tests/data: `$SBX_TEST_DATA` (ci/test.sh), else the source tree's.
-fn data_dir() -> PathBuf {
-    match std::env::var_os("SBX_TEST_DATA").filter(|d| !d.is_empty()) {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data"),
-    }
-}
-
-/// A program on PATH.
-fn tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
-
-/// Everything a registry test needs; prints SKIP (or fails under SBX_TEST_STRICT=1).
-fn require_registry_tools(extra: &[&str]) -> bool {
-    for name in ["docker-registry", "skopeo", "python3"].iter().chain(extra) {
-        if tool(name).is_none() {
-            return skip(&format!(
-                "{name} is missing (ci/setup-host.sh installs docker-registry skopeo python3 apache2-utils)"
-            ));
-        }
-    }
-    if !is_static_elf(Path::new(BUSYBOX)) {
-        return skip(&format!(
-            "{BUSYBOX} is missing or not static (install busybox-static)"
-        ));
-    }
-    true
-}
-
-/// A port nothing listens on right now.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().unwrap().port()
-}
-
-// ---------------------------------------------------------------------------------------
-// The registry
-// ---------------------------------------------------------------------------------------
-
-/// docker-registry on 127.0.0.1:PORT with its storage in a private directory, killed on
-/// drop. With `user`, it asks for that user's password (htpasswd, bcrypt).
-struct Registry {
-    child: Child,
-    port: u16,
-    dir: TempDir,
-    creds: Option<(String, String)>,
-}
-
-impl Registry {
-    fn start(creds: Option<(&str, &str)>) -> Registry {
-        let dir = TempDir::new();
-        let storage = dir.join("storage");
-        fs::create_dir(&storage).unwrap();
-        let auth = match creds {
-            Some((user, password)) => {
-                let out = Command::new("htpasswd")
-                    .args(["-Bbn", user, password])
-                    .output()
-                    .expect("run htpasswd");
-                assert!(out.status.success(), "htpasswd failed: {out:?}");
-                fs::write(dir.join("htpasswd"), &out.stdout).unwrap();
-                format!(
-                    "auth:\n  htpasswd:\n    realm: sbx-test\n    path: {}\n",
-                    dir.join("htpasswd").display()
-                )
-            }
-            None => String::new(),
-        };
-        let port = free_port();
-        let config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-             http:\n  addr: 127.0.0.1:{port}\n  secret: sbx-test\n{auth}",
-            storage.display()
-        );
-        fs::write(dir.join("config.yml"), config).unwrap();
-        let log = fs::File::create(dir.join("registry.log")).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(dir.join("config.yml"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start docker-registry");
-        let mut registry = Registry {
-            child,
-            port,
-            dir,
-            creds: creds.map(|(u, p)| (u.to_string(), p.to_string())),
-        };
-        registry.wait_ready();
-        registry
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("docker-registry exited ({status}): {}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry did not listen: {}",
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.join("registry.log")).unwrap_or_default()
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Builds an image for `arches` with ocifixture.py and pushes it as `repo:tag`;
-    /// returns the digest the layout's index.json names.
-    fn push(&self, repo: &str, tag: &str, arches: &[&str]) -> String {
-        let work = TempDir::new();
-        let layout = work.join("layout");
-        let out = Command::new("python3")
-            .arg(data_dir().join("ocifixture.py"))
-            .arg(&layout)
-            .arg(tag)
-            .args(arches)
-            .output()
-            .expect("run ocifixture.py");
-        assert!(out.status.success(), "ocifixture.py failed: {out:?}");
-        let digest = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        let mut cmd = Command::new("skopeo");
-        cmd.env("HOME", work.path())
-            .env("XDG_RUNTIME_DIR", work.path())
-            .args([
-                "--insecure-policy",
-                "copy",
-                "--quiet",
-                "--dest-tls-verify=false",
-            ]);
-        if arches.len() > 1 {
-            cmd.arg("--all");
-        }
-        if let Some((user, password)) = &self.creds {
-            cmd.arg(format!("--dest-creds={user}:{password}"));
-        }
-        cmd.arg(format!("oci:{}:{tag}", layout.display()))
-            .arg(format!("docker://{}/{repo}:{tag}", self.host()));
-        let out = cmd.output().expect("run skopeo");
-        assert!(
-            out.status.success(),
-            "skopeo copy failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.log()
-        );
-        digest
-    }
-
-    /// The file in the registry's storage that holds blob `digest`.
-    fn blob_file(&self, digest: &str) -> PathBuf {
-        let hex = digest.strip_prefix("sha256:").unwrap();
-        self.dir.join(format!(
-            "storage/docker/registry/v2/blobs/sha256/{}/{hex}/data",
-            &hex[..2]
-        ))
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Running sbx pull in a private home
-// ---------------------------------------------------------------------------------------
-
-/// A private HOME, XDG_DATA_HOME and XDG_RUNTIME_DIR for sbx: no credentials unless a
-/// test writes some, and a store tmp that can be checked for leftovers.
-struct Home {
-    dir: TempDir,
-}
-
-impl Home {
-    fn new() -> Home {
-        let dir = TempDir::new();
-        for sub in ["home", "data", "run"] {
-            fs::create_dir(dir.join(sub)).unwrap();
-        }
-        Home { dir }
-    }
-
-    fn pull(&self, args: &[&str]) -> Outcome {
-        let mut cmd = sbx();
-        cmd.current_dir(self.dir.path())
-            .env("HOME", self.dir.join("home"))
-            .env("XDG_DATA_HOME", self.dir.join("data"))
-            .env("XDG_RUNTIME_DIR", self.dir.join("run"))
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("DOCKER_CONFIG")
-            .env_remove("REGISTRY_AUTH_FILE")
-            .arg("pull")
-            .args(args);
-        run(&mut cmd)
-    }
-
-    fn path(&self, sub: &str) -> PathBuf {
-        self.dir.join(sub)
-    }
-
-    fn write_auth(&self, file: &str, registry: &str, user: &str, password: &str) {
-        let path = self.dir.join(file);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let auth = base64(&format!("{user}:{password}"));
-        fs::write(
-            &path,
-            format!(r#"{{"auths": {{"{registry}": {{"auth": "{auth}"}}}}}}"#),
-        )
-        .unwrap();
-    }
-
-    /// Nothing may stay behind in the store's tmp or beside a `--layout` target.
-    #[track_caller]
-    fn assert_no_leftovers(&self, allowed: &[&str]) {
-        let tmp = self.path("data/sbx/tmp");
-        let left: Vec<_> = fs::read_dir(&tmp)
-            .map(|d| d.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
-        assert!(left.is_empty(), "left in {}: {left:?}", tmp.display());
-        let mut here: Vec<String> = fs::read_dir(self.dir.path())
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !["home", "data", "run"].contains(&n.as_str()))
-            .filter(|n| !allowed.contains(&n.as_str()))
-            .collect();
-        here.sort();
-        assert!(here.is_empty(), "left beside the layout: {here:?}");
-    }
-}
-
-fn base64(text: &str) -> String {
-    const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let bytes = text.as_bytes();
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-// ---------------------------------------------------------------------------------------
-// Looking at a layout
-// ---------------------------------------------------------------------------------------
-
-fn sha256_file(path: &Path) -> String {
-    let out = Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .expect("sha256sum");
-    let text = String::from_utf8(out.stdout).unwrap();
-    format!("sha256:{}", text.split_whitespace().next().unwrap())
-}
-
-fn blob(layout: &Path, digest: &str) -> PathBuf {
-    layout
-        .join("blobs/sha256")
-        .join(digest.strip_prefix("sha256:").unwrap())
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
-}
-
-/// Checks the layout as an image consumer would, and returns (manifest digest, the
-/// architecture its config names, the text of /etc/sbx-fixture in its last layer).
-#[track_caller]
-fn check_layout(layout: &Path, tag: &str) -> (String, String, String) {
-    let marker = read_json(&layout.join("oci-layout"));
-    assert_eq!(marker["imageLayoutVersion"], "1.0.0");
-    for entry in fs::read_dir(layout.join("blobs/sha256")).unwrap().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        assert_eq!(
-            sha256_file(&entry.path()),
-            format!("sha256:{name}"),
-            "blob {name}"
-        );
-    }
-    let index = read_json(&layout.join("index.json"));
-    let manifests = index["manifests"].as_array().unwrap();
-    assert_eq!(manifests.len(), 1, "{index}");
-    let top = &manifests[0];
-    assert_eq!(top["annotations"]["org.opencontainers.image.ref.name"], tag);
-    let digest = top["digest"].as_str().unwrap().to_string();
-    let manifest_path = blob(layout, &digest);
-    assert_eq!(
-        fs::metadata(&manifest_path).unwrap().len(),
-        top["size"].as_u64().unwrap()
-    );
-    let manifest = read_json(&manifest_path);
-    let config = read_json(&blob(
-        layout,
-        manifest["config"]["digest"].as_str().unwrap(),
-    ));
-    let layers = manifest["layers"].as_array().unwrap();
-    assert_eq!(layers.len(), 2, "{manifest}");
-    for layer in layers {
-        assert!(blob(layout, layer["digest"].as_str().unwrap()).is_file());
-    }
-    let last = blob(layout, layers[1]["digest"].as_str().unwrap());
-    let out = Command::new("tar")
-        .arg("-xzOf")
-        .arg(&last)
-        .arg("etc/sbx-fixture")
-        .output()
-        .expect("tar");
-    assert!(out.status.success(), "tar: {out:?}");
-    let arch = config["architecture"].as_str().unwrap().to_string();
-    (digest, arch, String::from_utf8(out.stdout).unwrap())
-}
-
-/// This host's architecture in OCI's names, as sbx should pick it.
-fn host_arch() -> Option<&'static str> {
-    match std::env::consts::ARCH {
-        "x86_64" => Some("amd64"),
-        "aarch64" => Some("arm64"),
-        _ => None,
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // Tests
@@ -663,4 +314,60 @@ fn pull_interrupted_leaves_nothing_behind() {
     let out = running.finish(TIMEOUT);
     out.assert_sbx_error(&["interrupted; nothing was imported"]);
     home.assert_no_leftovers(&[]);
+}
+
+#[test]
+fn pull_gets_an_anonymous_bearer_token() {
+    if !require_registry_tools(&[]) {
+        return;
+    }
+    let Some(arch) = host_arch() else {
+        skip("the fixture images are amd64 and arm64 only");
+        return;
+    };
+    let registry = TokenRegistry::start("test/busybox", "v3", &[arch, "s390x"], &[]);
+    let home = Home::new();
+    let reference = format!("{}/test/busybox:v3", registry.host());
+    home.pull(&[&reference, "--layout", "image"])
+        .assert_success();
+    let (_, config_arch, _) = check_layout(&home.path("image"), "v3");
+    assert_eq!(config_arch, arch);
+    let log = registry.log();
+    assert!(
+        log.contains("GET /token?scope=repository%3Atest%2Fbusybox%3Apull"),
+        "{log}"
+    );
+    home.assert_no_leftovers(&["image"]);
+}
+
+#[test]
+fn pull_trades_credentials_for_a_token_and_reports_a_refused_one() {
+    if !require_registry_tools(&[]) {
+        return;
+    }
+    let Some(arch) = host_arch() else {
+        skip("the fixture images are amd64 and arm64 only");
+        return;
+    };
+    let registry = TokenRegistry::start("private/app", "v1", &[arch], &["--user", "bob:pw1"]);
+    let host = registry.host();
+    let reference = format!("{host}/private/app:v1");
+    let home = Home::new();
+    home.pull(&[&reference, "--layout", "anon"])
+        .assert_sbx_error(&["requires credentials to pull private/app"]);
+    home.write_auth("home/.docker/config.json", &host, "bob", "nope");
+    home.pull(&[&reference, "--layout", "wrong"])
+        .assert_sbx_error(&["refused the credentials of bob", ".docker/config.json"]);
+    home.write_auth("home/.docker/config.json", &host, "bob", "pw1");
+    home.pull(&[&reference, "--layout", "image"])
+        .assert_success();
+    check_layout(&home.path("image"), "v1");
+    home.assert_no_leftovers(&["image"]);
+
+    // A token the registry then refuses: 401 after the token, one clear line.
+    let refusing = TokenRegistry::start("private/app", "v1", &[arch], &["--reject-tokens"]);
+    let out = home.pull(&[&format!("{}/private/app:v1", refusing.host())]);
+    out.assert_sbx_error(&["requires credentials to pull private/app"]);
+    assert_eq!(out.stderr().lines().count(), 1, "one line\n{out}");
+    home.assert_no_leftovers(&["image"]);
 }
