@@ -127,6 +127,15 @@ async fn resolve(client: &Client, request: &Request, auth: &RegistryAuth) -> Res
         .pull_manifest_raw(&by_digest, auth, ACCEPT)
         .await
         .map_err(|e| explain(e, request, Step::Manifest))?;
+    if u64::try_from(entry.size).ok() != Some(bytes.len() as u64) {
+        bail!(
+            "manifest {} has {} bytes where the index of {} says {}; nothing was imported",
+            entry.digest,
+            bytes.len(),
+            request.given,
+            entry.size
+        );
+    }
     let media_type = media_type_of(&bytes, &entry.digest)?;
     if media_type != OCI_IMAGE_MEDIA_TYPE && media_type != IMAGE_MANIFEST_MEDIA_TYPE {
         bail!(

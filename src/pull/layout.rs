@@ -178,9 +178,6 @@ impl BlobWriter {
                 self.digest
             );
         }
-        self.file
-            .sync_all()
-            .with_context(|| format!("write {}", self.partial.display()))?;
         fs::rename(&self.partial, &self.path)
             .with_context(|| format!("rename {}", self.partial.display()))
     }

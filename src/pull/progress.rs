@@ -11,6 +11,8 @@ pub struct Progress {
     done: u64,
     started: Instant,
     drawn: Option<Instant>,
+    /// A terminal line is drawn and not yet ended.
+    open: bool,
 }
 
 impl Progress {
@@ -22,6 +24,7 @@ impl Progress {
             done: 0,
             started: Instant::now(),
             drawn: None,
+            open: false,
         }
     }
 
@@ -52,6 +55,7 @@ impl Progress {
         if self.terminal {
             self.draw();
             eprintln!();
+            self.open = false;
         } else {
             eprintln!(
                 "sbx: fetched {}: {} in {secs:.1} s ({}/s)",
@@ -76,6 +80,17 @@ impl Progress {
         );
         let _ = err.flush();
         self.drawn = Some(Instant::now());
+        self.open = true;
+    }
+}
+
+impl Drop for Progress {
+    /// A download that failed half-way: its error goes on a line of its own.
+    fn drop(&mut self) {
+        if self.open {
+            self.draw();
+            eprintln!();
+        }
     }
 }
 
