@@ -371,3 +371,41 @@ fn pull_trades_credentials_for_a_token_and_reports_a_refused_one() {
     assert_eq!(out.stderr().lines().count(), 1, "one line\n{out}");
     home.assert_no_leftovers(&["image"]);
 }
+
+#[test]
+fn pull_over_https_checks_the_registry_certificate() {
+    if !require_registry_tools(&["openssl"]) {
+        return;
+    }
+    let Some(arch) = host_arch() else {
+        skip("the fixture images are amd64 and arm64 only");
+        return;
+    };
+    let registry = Registry::start_tls();
+    registry.push("test/busybox", "v1", &[arch]);
+    // registry.test is not loopback, so sbx speaks HTTPS to it; the proxy brings the
+    // connection to the local registry.
+    let proxy = ConnectProxy::start(registry.port());
+    let home = Home::new();
+    let reference = "registry.test:443/test/busybox:v1";
+    let system = [("HTTPS_PROXY", proxy.url.as_str())];
+    let untrusted = home.pull_with(&[reference, "--layout", "untrusted"], &system);
+    untrusted.assert_sbx_error(&["registry.test", "certificate", "trust store"]);
+    let ca = registry.ca();
+    let trusted = [
+        ("HTTPS_PROXY", proxy.url.as_str()),
+        ("SSL_CERT_FILE", ca.to_str().unwrap()),
+    ];
+    home.pull_with(&[reference, "--layout", "image"], &trusted)
+        .assert_success();
+    check_layout(&home.path("image"), "v1");
+    assert!(
+        proxy
+            .lines()
+            .iter()
+            .all(|l| l == "CONNECT registry.test:443 HTTP/1.1"),
+        "{:?}",
+        proxy.lines()
+    );
+    home.assert_no_leftovers(&["image"]);
+}

@@ -124,12 +124,16 @@ fn refused(request: &Request, detail: Option<&str>) -> anyhow::Error {
 fn unreachable(request: &Request, err: anyhow::Error) -> anyhow::Error {
     let registry = request.reference.resolve_registry();
     let scheme = request.scheme();
-    let hint = if scheme == "https" {
+    let text = format!("{err:#}");
+    let hint = if text.contains("certificate") {
+        "; its certificate is not trusted here: add the CA that signed it to the system's \
+         trust store (or point SSL_CERT_FILE at it)"
+    } else if scheme == "https" {
         "; if it serves plain HTTP on a network you trust, pass --plain-http"
     } else {
         ""
     };
-    anyhow!("cannot reach registry {registry} over {scheme}: {err:#}{hint}")
+    anyhow!("cannot reach registry {registry} over {scheme}: {text}{hint}")
 }
 
 #[cfg(test)]

@@ -72,6 +72,16 @@ pub struct Registry {
 
 impl Registry {
     pub fn start(creds: Option<(&str, &str)>) -> Registry {
+        Registry::start_with(creds, false)
+    }
+
+    /// Over HTTPS, with a certificate for `registry.test` signed by a CA made here
+    /// (`ca`), which no trust store has.
+    pub fn start_tls() -> Registry {
+        Registry::start_with(None, true)
+    }
+
+    fn start_with(creds: Option<(&str, &str)>, tls: bool) -> Registry {
         let dir = TempDir::new();
         let storage = dir.join("storage");
         fs::create_dir(&storage).unwrap();
@@ -90,10 +100,20 @@ impl Registry {
             }
             None => String::new(),
         };
+        let tls = if tls {
+            make_certificates(dir.path());
+            format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                dir.join("server.pem").display(),
+                dir.join("server.key").display()
+            )
+        } else {
+            String::new()
+        };
         let port = free_port();
         let config = format!(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-             http:\n  addr: 127.0.0.1:{port}\n  secret: sbx-test\n{auth}",
+             http:\n  addr: 127.0.0.1:{port}\n  secret: sbx-test\n{tls}{auth}",
             storage.display()
         );
         fs::write(dir.join("config.yml"), config).unwrap();
@@ -114,6 +134,11 @@ impl Registry {
         };
         registry.wait_ready();
         registry
+    }
+
+    /// The CA that signed an HTTPS registry's certificate.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
     }
 
     pub fn wait_ready(&mut self) {
@@ -137,6 +162,10 @@ impl Registry {
 
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// Builds an image for `arches` with ocifixture.py and pushes it as `repo:tag`;
@@ -186,6 +215,150 @@ impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A CA and a certificate for `registry.test` signed by it, made with openssl in `dir`.
+fn make_certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("run openssl");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"],
+            &[
+                "-subj",
+                "/CN=sbx test CA",
+                "-addext",
+                "basicConstraints=critical,CA:true",
+            ],
+            &["-addext", "keyUsage=critical,keyCertSign"],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=registry.test",
+            ],
+        ]
+        .concat(),
+    );
+    fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:registry.test\nbasicConstraints=CA:false\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+}
+
+/// An HTTP proxy on 127.0.0.1 that tunnels every CONNECT, whatever host it names, to
+/// 127.0.0.1:`target`, and records the request lines. It lets sbx talk to a local
+/// registry under a name that is not loopback (so over HTTPS) without any DNS lookup or
+/// packet leaving the machine. Stops when dropped.
+pub struct ConnectProxy {
+    pub url: String,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ConnectProxy {
+    pub fn start(target: u16) -> ConnectProxy {
+        use std::io::{BufRead, BufReader, Write};
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (seen, stopped) = (lines.clone(), stop.clone());
+        thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok((client, _)) = listener.accept() else {
+                    thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                client.set_nonblocking(false).unwrap();
+                let seen = seen.clone();
+                thread::spawn(move || {
+                    let mut reader = BufReader::new(client.try_clone().unwrap());
+                    let mut first = String::new();
+                    let _ = reader.read_line(&mut first);
+                    seen.lock().unwrap().push(first.trim_end().to_string());
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                        line.clear();
+                    }
+                    let Ok(upstream) = TcpStream::connect(("127.0.0.1", target)) else {
+                        return;
+                    };
+                    let mut client = client;
+                    if client
+                        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                        .is_err()
+                    {
+                        return;
+                    }
+                    let (mut up_read, mut client_write) =
+                        (upstream.try_clone().unwrap(), client.try_clone().unwrap());
+                    let mut up_write = upstream;
+                    thread::spawn(move || {
+                        let _ = std::io::copy(&mut reader, &mut up_write);
+                        let _ = up_write.shutdown(std::net::Shutdown::Write);
+                    });
+                    let _ = std::io::copy(&mut up_read, &mut client_write);
+                    let _ = client_write.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        ConnectProxy { url, lines, stop }
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+impl Drop for ConnectProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -282,7 +455,13 @@ impl Home {
     }
 
     pub fn pull(&self, args: &[&str]) -> Outcome {
+        self.pull_with(args, &[])
+    }
+
+    /// `sbx pull ARGS` with extra environment variables.
+    pub fn pull_with(&self, args: &[&str], env: &[(&str, &str)]) -> Outcome {
         let mut cmd = sbx();
+        cmd.envs(env.iter().copied());
         cmd.current_dir(self.dir.path())
             .env("HOME", self.dir.join("home"))
             .env("XDG_DATA_HOME", self.dir.join("data"))
