@@ -191,13 +191,15 @@ mod tests {
         format!("sha256:{}", hex(&Sha256::digest(data)))
     }
 
-    fn parent() -> PathBuf {
-        std::env::temp_dir().join(format!("sbx-layout-test-{}", std::process::id()))
+    /// A parent directory of the test's own, removed by the test.
+    fn parent(test: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("sbx-layout-test-{}-{test}", std::process::id()))
     }
 
     #[test]
     fn a_verified_blob_gets_its_name_and_the_layout_goes_on_drop() {
-        let layout = Layout::create(&parent(), "pull-").unwrap();
+        let parent = parent("verified");
+        let layout = Layout::create(&parent, "pull-").unwrap();
         let dir = layout.path().to_path_buf();
         let data = b"hello layer";
         let mut w = layout.blob(&digest_of(data), data.len() as u64).unwrap();
@@ -209,11 +211,13 @@ mod tests {
         assert!(dir.join("oci-layout").exists());
         drop(layout);
         assert!(!dir.exists());
+        fs::remove_dir(parent).unwrap();
     }
 
     #[test]
     fn wrong_content_or_size_is_refused() {
-        let layout = Layout::create(&parent(), "pull-").unwrap();
+        let parent = parent("refused");
+        let layout = Layout::create(&parent, "pull-").unwrap();
         let good = digest_of(b"abc");
         let mut w = layout.blob(&good, 3).unwrap();
         w.write(b"abd").unwrap();
@@ -229,6 +233,8 @@ mod tests {
         assert!(w.commit().unwrap_err().to_string().contains("2 bytes"));
         let hex = &good[7..];
         assert!(!layout.path().join("blobs/sha256").join(hex).exists());
+        drop(layout);
+        fs::remove_dir(parent).unwrap();
     }
 
     #[test]
