@@ -103,10 +103,15 @@ impl Layout {
 
 impl Drop for Layout {
     fn drop(&mut self) {
-        if !self.keep {
-            if let Err(e) = fs::remove_dir_all(&self.dir) {
+        if self.keep {
+            return;
+        }
+        match fs::remove_dir_all(&self.dir) {
+            // The importer may have moved it away whole.
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 eprintln!("sbx: warning: cannot remove {}: {e}", self.dir.display());
             }
+            _ => {}
         }
     }
 }
