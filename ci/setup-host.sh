@@ -14,7 +14,8 @@ fi
 TEST_USER=${SBX_TEST_USER:-sbxtest}
 NOSUB_USER=${SBX_TEST_NOSUB_USER:-sbxnosub}
 
-packages=(uidmap bubblewrap busybox-static slirp4netns fuse-overlayfs python3 util-linux procps iproute2 hyperfine iperf3 git)
+packages=(uidmap bubblewrap busybox-static slirp4netns fuse-overlayfs python3 util-linux procps iproute2 hyperfine iperf3 git
+  docker-registry skopeo apache2-utils openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -23,6 +24,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "ci/setup-host.sh: installing ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The pull tests start their own registries on 127.0.0.1; the packaged service (port 5000
+# on every interface) is not wanted.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled docker-registry >/dev/null 2>&1; then
+  systemctl disable --now docker-registry >/dev/null 2>&1 || true
 fi
 
 # The test user, with a subordinate id range; useradd adds one once /etc/subuid exists.

@@ -41,6 +41,8 @@ pub enum Command {
     Rm(RmArgs),
     /// A named sandbox as JSON: resolved profile, pids, namespaces, mounts, state.
     Inspect(InspectArgs),
+    /// Download an image from an OCI or Docker registry into the image store.
+    Pull(PullArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -149,6 +151,39 @@ pub enum ProfileCommand {
     },
     /// Print the JSON Schema of profiles (profiles/schema.json is generated from this).
     Schema,
+}
+
+#[derive(Args, Debug, Default, Clone)]
+#[command(
+    after_help = "Credentials come from $XDG_RUNTIME_DIR/containers/auth.json, \
+                  ~/.config/containers/auth.json, then ~/.docker/config.json (or \
+                  $DOCKER_CONFIG/config.json); anonymous otherwise.\n\
+                  HTTPS always, except plain HTTP for loopback registries (localhost, 127.0.0.0/8, \
+                  ::1) and with --plain-http. See docs/pull.md."
+)]
+pub struct PullArgs {
+    /// The image: [REGISTRY/]REPOSITORY[:TAG|@DIGEST], as docker and podman spell it
+    /// (`busybox` is docker.io/library/busybox:latest).
+    #[arg(value_name = "REFERENCE")]
+    pub reference: String,
+
+    /// Store the image under this name instead of REFERENCE as given.
+    #[arg(long, value_name = "NAME[:TAG]")]
+    pub name: Option<String>,
+
+    /// Write the image to DIR (which must not exist) as an OCI image layout instead of
+    /// adding it to the store, for `sbx image import` or skopeo elsewhere.
+    #[arg(long, value_name = "DIR", conflicts_with = "name")]
+    pub layout: Option<std::path::PathBuf>,
+
+    /// The platform to pick from a multi-platform image (default: this host's).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+
+    /// Speak plain HTTP to the registry: nothing encrypted, the registry's identity
+    /// unchecked; only on a network you trust. Loopback registries get it without this.
+    #[arg(long = "plain-http")]
+    pub plain_http: bool,
 }
 
 #[derive(Args, Debug, Default, Clone)]

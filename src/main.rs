@@ -7,6 +7,7 @@ mod child;
 mod cli;
 mod envfile;
 mod error;
+mod image;
 mod init;
 mod instance;
 mod limits;
@@ -15,6 +16,7 @@ mod plan;
 mod probe;
 mod profile;
 mod protect;
+mod pull;
 mod security;
 mod supervisor;
 mod sync;
@@ -62,6 +64,7 @@ fn dispatch() -> Result<i32> {
         Command::Logs(args) => instance::cmd::logs(&args),
         Command::Rm(args) => instance::cmd::rm(&args),
         Command::Inspect(args) => instance::cmd::inspect(&args),
+        Command::Pull(args) => pull::run(&args),
     }
 }
 
