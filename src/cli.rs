@@ -24,6 +24,37 @@ pub enum Command {
     /// List, show, check and pick profiles.
     #[command(subcommand)]
     Profile(ProfileCommand),
+    /// Import, list, inspect and remove images (root filesystems for `sbx run --image`).
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Import SOURCE as NAME[:TAG]: a rootfs tarball (plain, gzip, xz, zstd), a
+    /// docker-archive, an OCI layout (directory or tar) or a directory.
+    Import {
+        #[arg(value_name = "NAME[:TAG]")]
+        name: String,
+        #[arg(value_name = "SOURCE")]
+        source: std::path::PathBuf,
+    },
+    /// The images in the store.
+    Ls {
+        /// Print the records as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove images, and the layers no other image uses.
+    Rm {
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// An image's record (layers, config, where its layers are) as JSON.
+    Inspect {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

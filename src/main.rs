@@ -6,6 +6,7 @@
 mod child;
 mod cli;
 mod error;
+mod image;
 mod init;
 mod limits;
 mod network;
@@ -52,6 +53,7 @@ fn dispatch() -> Result<i32> {
         Command::Run(args) => run(&args),
         Command::Check(args) => probe::check_command(args.json),
         Command::Profile(cmd) => profile::cmd::run(cmd),
+        Command::Image(cmd) => image::command(cmd),
     }
 }
 
