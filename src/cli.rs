@@ -100,8 +100,22 @@ pub struct RunArgs {
     pub profile: Option<String>,
 
     /// Root filesystem: the host's / read-only ("host"), or a directory.
-    #[arg(long, value_name = "host|DIR")]
+    #[arg(long, value_name = "host|DIR", conflicts_with = "image")]
     pub rootfs: Option<String>,
+
+    /// Root filesystem from an imported image (`sbx image ls`), under a writable overlay.
+    #[arg(long, value_name = "NAME[:TAG]")]
+    pub image: Option<String>,
+
+    /// Keep the image overlay's upper layer (the run's changes) in DIR between runs,
+    /// instead of discarding it at exit. Created when missing.
+    #[arg(long, value_name = "DIR")]
+    pub upper: Option<String>,
+
+    /// Which overlay assembles an image root: "auto" (kernel overlayfs, else
+    /// fuse-overlayfs), "kernel" or "fuse".
+    #[arg(long, value_name = "auto|kernel|fuse")]
+    pub overlay: Option<String>,
 
     /// Read-write bind mount (DST defaults to SRC). Repeatable.
     #[arg(long, value_name = "SRC[:DST]")]

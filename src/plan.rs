@@ -13,11 +13,12 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::cli::RunArgs;
+use crate::image::run::{ImagePlan, OverlayKind};
 use crate::limits::LimitsPlan;
 use crate::network::NetPlan;
 use crate::profile::load::Loaded;
 use crate::profile::vars::Vars;
-use crate::profile::{MountKind, MountOption, MountSpec, Profile};
+use crate::profile::{ImageRootfs, MountKind, MountOption, MountSpec, Profile, RootfsSpec};
 use crate::security::{self, SecurityPlan};
 use crate::supervisor::idmap::{self, IdPlan};
 
@@ -39,6 +40,9 @@ pub struct Plan {
     pub hostname: Option<String>,
     pub network: NetPlan,
     pub ids: IdPlan,
+    /// The uid and gid the command switches to before exec, when the id map puts the
+    /// caller at 0 rather than at the command's ids (image roots: see `image::userns`).
+    pub run_as: Option<(u32, u32)>,
     pub security: SecurityPlan,
     pub limits: LimitsPlan,
     /// Give the command a pseudo-terminal of its own (stdin is a terminal).
@@ -52,6 +56,16 @@ pub enum Rootfs {
     Host,
     /// A directory (canonical host path), read-only.
     Dir(PathBuf),
+    /// An image's layers as the lower layers of a writable overlay.
+    Image {
+        name: String,
+        /// Unpacked layers in the store, bottom first.
+        layers: Vec<PathBuf>,
+        /// Host directory keeping the upper layer between runs; None: a tmpfs in the
+        /// sandbox's own mount namespace, discarded at exit.
+        upper: Option<PathBuf>,
+        overlay: OverlayKind,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,7 +145,11 @@ pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
     let expanded = vars.expand_profile(&loaded.profile)?;
     let profile = &expanded;
 
-    let rootfs = resolve_rootfs(args.rootfs.as_deref(), profile)?;
+    let (rootfs, image) = resolve_rootfs(args, profile, Path::new(&vars.pwd))?;
+    let image_config = image
+        .as_ref()
+        .map(|i| i.image.config.clone())
+        .unwrap_or_default();
     let mut mounts = resolve_mounts(profile, args, vars)?;
     let profile_dirs: Vec<PathBuf> = crate::profile::load::search_dirs()
         .into_iter()
@@ -146,7 +164,11 @@ pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
         .collect();
     let protected = crate::protect::mounts(&mounts, &protect, &profile_dirs)?;
     mounts.extend(protected);
-    let env = resolve_env(profile, &args.env, vars)?;
+    let mut env = resolve_env(profile, &image_config.env, &args.env, vars)?;
+    if image.is_some() && !env.contains_key("PATH") {
+        // An image's shell needs a PATH; rootfs tarballs carry no config to give one.
+        env.insert("PATH".to_string(), DEFAULT_PATH.to_string());
+    }
     let search_path = env
         .get("PATH")
         .cloned()
@@ -155,7 +177,7 @@ pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
     let workdir = match (&args.workdir, &profile.workdir) {
         (Some(cli), _) => PathBuf::from(cli),
         (None, Some(p)) => PathBuf::from(p),
-        (None, None) => PathBuf::from("/"),
+        (None, None) => PathBuf::from(image_config.workdir.as_deref().unwrap_or("/")),
     };
     let workdir = normalize_absolute(&workdir, "workdir")?;
 
@@ -170,16 +192,23 @@ pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
 
     let network = crate::network::plan(profile.network.as_ref().map(|n| n.options()), args)?;
 
-    let inside_uid = args.uid.or(profile.user.uid).unwrap_or(vars.uid);
-    let inside_gid = args.gid.or(profile.user.gid).unwrap_or(vars.gid);
-    let ids = idmap::plan(&vars.user, vars.uid, vars.gid, inside_uid, inside_gid);
+    let (ids, run_as) = match &image {
+        None => {
+            let inside_uid = args.uid.or(profile.user.uid).unwrap_or(vars.uid);
+            let inside_gid = args.gid.or(profile.user.gid).unwrap_or(vars.gid);
+            let ids = idmap::plan(&vars.user, vars.uid, vars.gid, inside_uid, inside_gid);
+            (ids, None)
+        }
+        Some(image) => image_ids(image, args, profile, vars)?,
+    };
+    let inside_uid = ids.inside_uid;
     let limits = crate::limits::plan(&profile.limits, args)?;
     let security = security::plan(
         &profile.security,
         args,
         inside_uid,
         &network,
-        writable_paths(&mounts),
+        writable_paths(&mounts, image.is_some()),
     )?;
 
     Ok(Plan {
@@ -197,6 +226,7 @@ pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
         hostname,
         network,
         ids,
+        run_as,
         security,
         limits,
         tty: caller.stdin_is_tty,
@@ -204,12 +234,80 @@ pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
     })
 }
 
-fn resolve_rootfs(cli: Option<&str>, profile: &Profile) -> Result<Rootfs> {
-    let spec = match (cli, &profile.rootfs) {
-        (Some(cli), _) => cli.to_string(),
-        (None, Some(p)) => p.clone(),
-        (None, None) => "host".to_string(),
+/// The root filesystem, and the image behind it if it is one.
+fn resolve_rootfs(
+    args: &RunArgs,
+    profile: &Profile,
+    cwd: &Path,
+) -> Result<(Rootfs, Option<ImagePlan>)> {
+    let spec = match (&args.image, &args.rootfs, &profile.rootfs) {
+        (Some(image), _, Some(RootfsSpec::Image(p))) if p.image == *image => {
+            Some(RootfsSpec::Image(p.clone()))
+        }
+        (Some(image), _, _) => Some(RootfsSpec::Image(ImageRootfs {
+            image: image.clone(),
+            ..Default::default()
+        })),
+        (None, Some(dir), _) => Some(RootfsSpec::Path(dir.clone())),
+        (None, None, spec) => spec.clone(),
     };
+    let Some(RootfsSpec::Image(mut image)) = spec else {
+        if args.upper.is_some() || args.overlay.is_some() {
+            bail!("--upper and --overlay apply to image roots only; add --image NAME");
+        }
+        let dir = match spec {
+            Some(RootfsSpec::Path(dir)) => dir,
+            _ => "host".to_string(),
+        };
+        return Ok((resolve_dir_rootfs(&dir)?, None));
+    };
+    if let Some(upper) = &args.upper {
+        image.upper = Some(upper.clone());
+    }
+    if let Some(overlay) = &args.overlay {
+        image.overlay = Some(overlay.parse().context("--overlay")?);
+    }
+    let plan = crate::image::run::plan(&image, cwd)?;
+    let rootfs = Rootfs::Image {
+        name: plan.image.name.clone(),
+        layers: plan.image.layers.clone(),
+        upper: plan.upper.clone(),
+        overlay: plan.overlay.clone(),
+    };
+    Ok((rootfs, Some(plan)))
+}
+
+/// Image roots map the caller to uid 0, as the store does, so the image's files show
+/// their owners; the command then switches to its own ids: the CLI's, the profile's, the
+/// image config's, else root. Without a subordinate range only the caller's id exists, and
+/// the map puts it at the command's ids as elsewhere.
+fn image_ids(
+    image: &ImagePlan,
+    args: &RunArgs,
+    profile: &Profile,
+    vars: &Vars,
+) -> Result<(IdPlan, Option<(u32, u32)>)> {
+    let chosen = args.uid.or(profile.user.uid);
+    let (uid, image_gid) = match chosen {
+        Some(uid) => (uid, crate::image::run::primary_gid(&image.image, uid)),
+        None => match crate::image::run::user_ids(&image.image)? {
+            Some((uid, gid)) => (uid, gid),
+            None => (0, Some(0)),
+        },
+    };
+    let gid = args.gid.or(profile.user.gid).or(image_gid).unwrap_or(uid);
+    let mut ids = crate::image::userns::store_ids();
+    if matches!(ids.mode, idmap::IdMode::Single { .. }) {
+        let ids = idmap::plan(&vars.user, vars.uid, vars.gid, uid, gid);
+        return Ok((ids, None));
+    }
+    ids.inside_uid = uid;
+    ids.inside_gid = gid;
+    let run_as = (uid != 0 || gid != 0).then_some((uid, gid));
+    Ok((ids, run_as))
+}
+
+fn resolve_dir_rootfs(spec: &str) -> Result<Rootfs> {
     if spec == "host" {
         return Ok(Rootfs::Host);
     }
@@ -352,11 +450,14 @@ fn bind(
 
 /// Where the command may write, for Landlock: the writable mounts (a later read-only mount
 /// inside one of them stays read-only by itself), /tmp and /dev/shm.
-fn writable_paths(mounts: &[Mount]) -> Vec<(PathBuf, bool)> {
+fn writable_paths(mounts: &[Mount], writable_root: bool) -> Vec<(PathBuf, bool)> {
     let mut paths = vec![
         (PathBuf::from("/tmp"), true),
         (PathBuf::from("/dev/shm"), true),
     ];
+    if writable_root {
+        paths.push((PathBuf::from("/"), true));
+    }
     for m in mounts {
         match m {
             Mount::Bind {
@@ -376,8 +477,19 @@ fn writable_paths(mounts: &[Mount]) -> Vec<(PathBuf, bool)> {
     paths
 }
 
-fn resolve_env(profile: &Profile, cli: &[String], vars: &Vars) -> Result<BTreeMap<String, String>> {
-    let mut env = BTreeMap::new();
+fn resolve_env(
+    profile: &Profile,
+    image: &[String],
+    cli: &[String],
+    vars: &Vars,
+) -> Result<BTreeMap<String, String>> {
+    // The image's own environment first, beneath everything the profile and CLI say.
+    let mut env: BTreeMap<String, String> = image
+        .iter()
+        .filter_map(|item| item.split_once('='))
+        .filter(|(key, _)| validate_env_key(key, "image env").is_ok())
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let mut pass = |key: &str, what: &str| -> Result<()> {
         validate_env_key(key, what)?;
         if let Some(value) = (vars.env)(key) {

@@ -4,6 +4,7 @@
 mod decompress;
 mod import;
 mod progress;
+pub mod run;
 mod source;
 pub mod store;
 mod unpack;
