@@ -10,12 +10,16 @@
 //! mount that `rootfs` attaches on top of it.
 
 use std::ffi::{CStr, CString};
+use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
+use nix::mount::MsFlags;
+use nix::sched::CloneFlags;
 use nix::sys::stat::Mode;
 
 use crate::image::run::OverlayKind;
@@ -138,6 +142,11 @@ fn make_dir(base: &Path, name: &str) -> Result<PathBuf> {
     }
 }
 
+fn set_propagation(path: &Path, flags: MsFlags) -> Result<()> {
+    nix::mount::mount(None::<&str>, path, None::<&str>, flags, None::<&str>)
+        .with_context(|| format!("set the propagation of {}", path.display()))
+}
+
 fn cstring(path: &Path) -> Result<CString> {
     CString::new(path.as_os_str().as_bytes()).context("a path with a NUL byte")
 }
@@ -195,15 +204,27 @@ fn fuse(
         work.display()
     );
     // It mounts, then forks into the background: the daemon lives in the sandbox's pid
-    // namespace, and ends with it.
-    let status = Command::new(helper)
-        .args(["-o", &options])
+    // namespace, and ends with it. It gets a mount namespace of its own, so the pivot
+    // into the new root does not become its root too (any path it opened would then go
+    // through its own mount: a deadlock); the mount reaches ours through the scratch
+    // tmpfs, shared until the mount is there.
+    set_propagation(scratch, MsFlags::MS_SHARED)?;
+    let mut cmd = Command::new(helper);
+    cmd.args(["-o", &options])
         .arg(&merged)
         .env_clear()
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::null());
+    // SAFETY: the closure runs in the forked child before exec and calls only unshare(2),
+    // an async-signal-safe system call; it touches no memory shared with the parent.
+    unsafe {
+        cmd.pre_exec(|| nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(io::Error::from));
+    }
+    let status = cmd
         .status()
-        .with_context(|| format!("run {}", helper.display()))?;
+        .with_context(|| format!("run {}", helper.display()));
+    set_propagation(scratch, MsFlags::MS_PRIVATE | MsFlags::MS_REC)?;
+    let status = status?;
     if !status.success() {
         bail!("{} exited with {status}", helper.display());
     }

@@ -3,15 +3,14 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
 use super::decompress::{self, Hashing, Tally};
 use super::progress::{size, Progress};
 use super::source::{self, Blob, Kind, LayerSource};
-use super::store::{remove_any, Record, Store};
+use super::store::{remove_any, Claim, Record, Store};
 use super::unpack::{self, Stats};
 use super::ImageName;
 
@@ -29,8 +28,8 @@ pub fn import(name: &ImageName, source: &Path) -> Result<()> {
         let archive = archive_directory(&store, source)?;
         src.layers.push(LayerSource {
             blob: Blob {
-                len: fs::metadata(&archive.0)?.len(),
-                path: archive.0.clone(),
+                len: fs::metadata(&archive.0.path)?.len(),
+                path: archive.0.path.clone(),
                 offset: 0,
             },
             blob_digest: None,
@@ -126,7 +125,7 @@ fn import_layer(
             });
         }
     }
-    let tmp = TmpDir::create(store.tmp_path("layer"))?;
+    let tmp = TmpDir(Some(store.claim_tmp("layer", true)?));
     let (blob_tally, diff_tally) = (Tally::default(), Tally::default());
     let input = Hashing::new(layer.blob.open()?, blob_tally.clone());
     let input = progress.reader(input, label.to_string(), layer.blob.len);
@@ -134,7 +133,8 @@ fn import_layer(
         decompress::decompressed(input).context("open the layer's stream")?,
         diff_tally.clone(),
     );
-    let stats = unpack::unpack(&mut stream, &tmp.0)
+    let dir = tmp.path()?.to_path_buf();
+    let stats = unpack::unpack(&mut stream, &dir)
         .with_context(|| format!("unpack layer from {}", layer.blob.path.display()))?;
     // Whatever follows the end-of-archive blocks still counts for the digests.
     io::copy(&mut stream, &mut io::sink()).context("read the rest of the layer")?;
@@ -147,7 +147,7 @@ fn import_layer(
         check_digest(expected, &digest, "uncompressed layer")?;
     }
     let lock = store.lock(true)?;
-    let new = store.commit_layer(&tmp.0, &digest, &lock)?;
+    let new = store.commit_layer(&dir, &digest, &lock)?;
     tmp.forget();
     Ok(Done {
         digest,
@@ -174,12 +174,11 @@ fn short(digest: &str) -> &str {
 
 /// The host directory `source` as a tar in the store's `tmp/`, removed when dropped.
 fn archive_directory(store: &Store, source: &Path) -> Result<TmpFile> {
-    let tmp = TmpFile(store.tmp_path("dir.tar"));
+    let tmp = TmpFile(store.claim_tmp("dir.tar", false)?);
     let file = fs::File::options()
         .write(true)
-        .create_new(true)
-        .open(&tmp.0)
-        .with_context(|| format!("create {}", tmp.0.display()))?;
+        .open(&tmp.0.path)
+        .with_context(|| format!("open {}", tmp.0.path.display()))?;
     let mut builder = tar::Builder::new(io::BufWriter::new(file));
     builder.follow_symlinks(false);
     builder
@@ -193,38 +192,36 @@ fn archive_directory(store: &Store, source: &Path) -> Result<TmpFile> {
 }
 
 /// A layer being unpacked in `tmp/`: removed unless committed.
-struct TmpDir(PathBuf);
+struct TmpDir(Option<Claim>);
 
 impl TmpDir {
-    fn create(path: PathBuf) -> Result<TmpDir> {
-        fs::DirBuilder::new()
-            .mode(0o755)
-            .create(&path)
-            .with_context(|| format!("create {}", path.display()))?;
-        Ok(TmpDir(path))
+    fn path(&self) -> Result<&Path> {
+        self.0
+            .as_ref()
+            .map(|c| c.path.as_path())
+            .context("internal error: the layer was committed already")
     }
 
     /// Committed: the directory is the store's now.
     fn forget(mut self) {
-        self.0 = PathBuf::new();
+        self.0 = None;
     }
 }
 
 impl Drop for TmpDir {
     fn drop(&mut self) {
-        if self.0.as_os_str().is_empty() {
-            return;
-        }
-        if let Err(e) = remove_any(&self.0) {
-            eprintln!("sbx: warning: {e:#}");
+        if let Some(claim) = &self.0 {
+            if let Err(e) = remove_any(&claim.path) {
+                eprintln!("sbx: warning: {e:#}");
+            }
         }
     }
 }
 
-struct TmpFile(PathBuf);
+struct TmpFile(Claim);
 
 impl Drop for TmpFile {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
+        let _ = fs::remove_file(&self.0.path);
     }
 }

@@ -9,13 +9,14 @@
 //!
 //! Nothing appears under `layers/` or `images/` but by `rename` from `tmp/` (on the same
 //! filesystem), under the exclusive lock, so an interrupted import leaves at most an entry
-//! in `tmp/`, which the next writer removes once its process is gone. Layers are owned by
+//! in `tmp/`, which the next writer removes: each live writer holds a flock on its own
+//! `tmp/` entries, which the kernel drops however the writer ends. Layers are owned by
 //! ids of the caller's subordinate range, so every writer runs inside the user namespace
 //! (see `userns`).
 
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -55,6 +56,12 @@ pub struct Record {
 
 pub struct Store {
     pub root: PathBuf,
+}
+
+/// An entry of `tmp/` a live writer holds (see `claim_tmp`).
+pub struct Claim {
+    pub path: PathBuf,
+    _flock: Flock<File>,
 }
 
 /// A held store lock; released when dropped.
@@ -137,8 +144,7 @@ impl Store {
         Ok(Lock { _flock: flock })
     }
 
-    /// A fresh private name under `tmp/`, tagged with our pid so a later writer can tell
-    /// when its creator is gone.
+    /// A fresh private name under `tmp/`.
     pub fn tmp_path(&self, what: &str) -> PathBuf {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -149,8 +155,33 @@ impl Store {
             .join(format!("{}-{n}-{nanos:x}-{what}", std::process::id()))
     }
 
-    /// Removes what interrupted writers left in `tmp/` (their process is gone). Inside the
-    /// user namespace, under the exclusive lock.
+    /// Creates a directory (or an empty file) in `tmp/` and claims it with a flock that
+    /// lasts as long as the returned `Claim`, or this process. Under the store lock, so
+    /// `clean_tmp` never sees it unclaimed.
+    pub fn claim_tmp(&self, what: &str, dir: bool) -> Result<Claim> {
+        let _lock = self.lock(true)?;
+        let path = self.tmp_path(what);
+        if dir {
+            fs::DirBuilder::new().mode(0o755).create(&path)
+        } else {
+            File::options()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map(drop)
+        }
+        .with_context(|| format!("create {}", path.display()))?;
+        let file = File::open(&path).with_context(|| format!("open {}", path.display()))?;
+        let flock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| anyhow::anyhow!("lock {}: {e}", path.display()))?;
+        Ok(Claim {
+            path,
+            _flock: flock,
+        })
+    }
+
+    /// Removes what interrupted writers left in `tmp/`: every entry no live process holds
+    /// a claim on. Inside the user namespace, under the exclusive lock.
     pub fn clean_tmp(&self, _lock: &Lock) -> Result<usize> {
         let mut removed = 0;
         let entries = match fs::read_dir(self.tmp_dir()) {
@@ -159,12 +190,15 @@ impl Store {
             Err(e) => return Err(e).context("read the store's tmp directory"),
         };
         for entry in entries {
-            let entry = entry.context("read the store's tmp directory")?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let pid = name.split('-').next().and_then(|p| p.parse::<u32>().ok());
-            let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
-            if !alive {
-                remove_any(&entry.path())?;
+            let path = entry.context("read the store's tmp directory")?.path();
+            let claimed = File::options()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+                .ok()
+                .map(|f| Flock::lock(f, FlockArg::LockExclusiveNonblock).is_err());
+            if claimed != Some(true) {
+                remove_any(&path)?;
                 removed += 1;
             }
         }

@@ -92,8 +92,7 @@ pub fn run(body: impl FnOnce() -> Result<()>) -> Result<()> {
 }
 
 fn child(mut ready: File, mut go: File, body: impl FnOnce() -> Result<()>) -> Result<()> {
-    // Killed with sbx: an interrupted import stops at once and leaves only tmp/ entries.
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("PR_SET_PDEATHSIG")?;
+    let parent = nix::unistd::getppid();
     nix::sched::unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| {
         crate::error::HostFeature::new(
             "unprivileged user namespaces",
@@ -107,6 +106,12 @@ fn child(mut ready: File, mut go: File, body: impl FnOnce() -> Result<()>) -> Re
     }
     // Our ids are root's now; setgroups drops the caller's host groups where allowed.
     let _ = nix::unistd::setgroups(&[]);
+    // Killed with sbx: an interrupted import stops at once and leaves only tmp/ entries.
+    // Set only now, since a change of credentials (the new namespace) clears it.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("PR_SET_PDEATHSIG")?;
+    if nix::unistd::getppid() != parent {
+        bail!("sbx ended before the import started");
+    }
     body()
 }
 
