@@ -48,14 +48,14 @@ pub fn import(name: &ImageName, source: &Path) -> Result<()> {
         name.full()
     ));
     let mut digests = Vec::new();
-    let mut total = 0;
+    let mut sizes = Vec::new();
     let mut stats = Stats::default();
     let count = src.layers.len();
     for (i, layer) in src.layers.iter().enumerate() {
         let label = format!("sbx: layer {}/{count}", i + 1);
         let done = import_layer(&store, layer, &label, &progress)?;
         progress.line(&format!("{label}: {} {}", short(&done.digest), done.note));
-        total += done.size;
+        sizes.push(done.size);
         stats.add(&done.stats);
         digests.push(done.digest);
     }
@@ -67,7 +67,8 @@ pub fn import(name: &ImageName, source: &Path) -> Result<()> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
         layers: digests,
-        size: total,
+        size: sizes.iter().sum(),
+        layer_sizes: sizes,
         config: src.config,
     };
     {
@@ -95,7 +96,7 @@ pub fn import(name: &ImageName, source: &Path) -> Result<()> {
     progress.line(&format!(
         "sbx: imported {} ({}, {})",
         record.name,
-        size(total),
+        size(record.size),
         store.root.display()
     ));
     Ok(())
@@ -119,7 +120,7 @@ fn import_layer(
         if path.is_dir() {
             return Ok(Done {
                 digest: diff_id.clone(),
-                size: 0,
+                size: store.known_layer_size(diff_id),
                 stats: Stats::default(),
                 note: "already in the store".to_string(),
             });

@@ -50,6 +50,9 @@ pub struct Record {
     pub layers: Vec<String>,
     /// Bytes of the unpacked layers' tars.
     pub size: u64,
+    /// Each layer's bytes, in the order of `layers`.
+    #[serde(default)]
+    pub layer_sizes: Vec<u64>,
     #[serde(default)]
     pub config: ImageConfig,
 }
@@ -203,6 +206,20 @@ impl Store {
             }
         }
         Ok(removed)
+    }
+
+    /// The size of layer `digest` as an image record gives it (0 when none does).
+    pub fn known_layer_size(&self, digest: &str) -> u64 {
+        let Ok(records) = self.records() else {
+            return 0;
+        };
+        records
+            .iter()
+            .find_map(|r| {
+                let i = r.layers.iter().position(|l| l == digest)?;
+                r.layer_sizes.get(i).copied()
+            })
+            .unwrap_or(0)
     }
 
     pub fn read_record(&self, name: &str) -> Result<Option<Record>> {
