@@ -199,7 +199,12 @@ pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
             let ids = idmap::plan(&vars.user, vars.uid, vars.gid, inside_uid, inside_gid);
             (ids, None)
         }
-        Some(image) => image_ids(image, args, profile, vars)?,
+        Some(image) => crate::image::run::ids(
+            &image.image,
+            args.uid.or(profile.user.uid),
+            args.gid.or(profile.user.gid),
+            vars,
+        )?,
     };
     let inside_uid = ids.inside_uid;
     let limits = crate::limits::plan(&profile.limits, args)?;
@@ -275,36 +280,6 @@ fn resolve_rootfs(
         overlay: plan.overlay.clone(),
     };
     Ok((rootfs, Some(plan)))
-}
-
-/// Image roots map the caller to uid 0, as the store does, so the image's files show
-/// their owners; the command then switches to its own ids: the CLI's, the profile's, the
-/// image config's, else root. Without a subordinate range only the caller's id exists, and
-/// the map puts it at the command's ids as elsewhere.
-fn image_ids(
-    image: &ImagePlan,
-    args: &RunArgs,
-    profile: &Profile,
-    vars: &Vars,
-) -> Result<(IdPlan, Option<(u32, u32)>)> {
-    let chosen = args.uid.or(profile.user.uid);
-    let (uid, image_gid) = match chosen {
-        Some(uid) => (uid, crate::image::run::primary_gid(&image.image, uid)),
-        None => match crate::image::run::user_ids(&image.image)? {
-            Some((uid, gid)) => (uid, gid),
-            None => (0, Some(0)),
-        },
-    };
-    let gid = args.gid.or(profile.user.gid).or(image_gid).unwrap_or(uid);
-    let mut ids = crate::image::userns::store_ids();
-    if matches!(ids.mode, idmap::IdMode::Single { .. }) {
-        let ids = idmap::plan(&vars.user, vars.uid, vars.gid, uid, gid);
-        return Ok((ids, None));
-    }
-    ids.inside_uid = uid;
-    ids.inside_gid = gid;
-    let run_as = (uid != 0 || gid != 0).then_some((uid, gid));
-    Ok((ids, run_as))
 }
 
 fn resolve_dir_rootfs(spec: &str) -> Result<Rootfs> {

@@ -10,7 +10,9 @@ use anyhow::{bail, Context, Result};
 
 use super::store::{ImageConfig, Store};
 use super::ImageName;
+use crate::profile::vars::Vars;
 use crate::profile::{ImageRootfs, OverlayMode};
+use crate::supervisor::idmap::{self, IdMode, IdPlan};
 
 /// An image as a sandbox uses it.
 #[derive(Debug, Clone)]
@@ -128,6 +130,35 @@ pub fn resolve(spec: &str, alias: Option<&str>) -> Result<Option<Resolved>> {
         }));
     }
     Ok(None)
+}
+
+/// Image roots map the caller to uid 0, as the store does, so the image's files show
+/// their owners; the command then switches to its own ids: `uid`/`gid` (the CLI's or the
+/// profile's), the image config's, else root. Without a subordinate range only the
+/// caller's id exists, and the map puts it at the command's ids as elsewhere.
+pub fn ids(
+    image: &Resolved,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    vars: &Vars,
+) -> Result<(IdPlan, Option<(u32, u32)>)> {
+    let (uid, image_gid) = match uid {
+        Some(uid) => (uid, primary_gid(image, uid)),
+        None => match user_ids(image)? {
+            Some((uid, gid)) => (uid, gid),
+            None => (0, Some(0)),
+        },
+    };
+    let gid = gid.or(image_gid).unwrap_or(uid);
+    let mut ids = super::userns::store_ids();
+    if matches!(ids.mode, IdMode::Single { .. }) {
+        let ids = idmap::plan(&vars.user, vars.uid, vars.gid, uid, gid);
+        return Ok((ids, None));
+    }
+    ids.inside_uid = uid;
+    ids.inside_gid = gid;
+    let run_as = (uid != 0 || gid != 0).then_some((uid, gid));
+    Ok((ids, run_as))
 }
 
 /// The image config's `User` as ids: `uid[:gid]`, or names from the image's own

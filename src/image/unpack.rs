@@ -125,7 +125,7 @@ impl Layer {
         }
         match kind {
             tar::EntryType::Directory => self.directory(parent, name, &meta),
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
                 self.file(parent, name, &meta, entry)
             }
             tar::EntryType::Symlink => {

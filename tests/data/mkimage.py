@@ -9,6 +9,8 @@
     mkimage.py hostile-KIND OUT TARGET         an archive that tries to write to TARGET:
         dotdot, absolute, symlink, hardlink, symlink-layer (OCI), digest (OCI, tampered)
     mkimage.py big OUT.tar SIZE_MB             a rootfs tarball with SIZE_MB of random data
+    mkimage.py source-tree OUT.tar FILES       a tar of FILES small files in nested directories
+                                               (a stand-in for a source tarball, for ci/bench.sh)
 
 The base tree: /bin/busybox and applet links, /etc/passwd and /etc/group, files owned by
 uids 0, 1000 and 4242 with modes 0600, 0750 and 4755, a hard link, a symlink, a FIFO and
@@ -28,7 +30,7 @@ import tarfile
 BUSYBOX = os.environ.get("BUSYBOX", "/bin/busybox")
 APPLETS = ["sh", "ls", "cat", "echo", "id", "stat", "mkdir", "touch", "rm", "chown",
            "chmod", "test", "mv", "tar", "find", "wc", "sleep", "true", "pwd", "env",
-           "readlink", "ln", "sha256sum", "gzip", "cp"]
+           "readlink", "ln", "sha256sum", "gzip", "cp", "du", "xargs"]
 MTIME = 1700000000
 
 
@@ -45,7 +47,7 @@ def add_file(tar, name, data, **kw):
 
 def base_layer(tar):
     tar.addfile(info("./", tarfile.DIRTYPE, 0o755))
-    for d in ["bin", "etc", "tmp", "home", "root", "srv", "dev", "data"]:
+    for d in ["bin", "etc", "tmp", "home", "root", "srv", "dev", "proc", "data"]:
         tar.addfile(info(d + "/", tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755))
     with open(BUSYBOX, "rb") as f:
         add_file(tar, "bin/busybox", f.read(), mode=0o755)
@@ -243,6 +245,16 @@ def big(out, megabytes):
         f.write(tar_bytes(fill))
 
 
+def source_tree(out, files):
+    def fill(tar):
+        for i in range(files):
+            d = f"src/mod{i % 40:02d}/sub{i % 7}"
+            body = (f"/* file {i} */\n" + "int x;\n" * (i % 200)).encode()
+            add_file(tar, f"{d}/file{i}.c", body)
+    with open(out, "wb") as f:
+        f.write(tar_bytes(fill))
+
+
 def main():
     kind, out = sys.argv[1], sys.argv[2]
     layers = [tar_bytes(base_layer), tar_bytes(second_layer)]
@@ -259,6 +271,8 @@ def main():
         write_tar(out, oci_members(layers))
     elif kind.startswith("hostile-"):
         hostile(kind[len("hostile-"):], out, sys.argv[3])
+    elif kind == "source-tree":
+        source_tree(out, int(sys.argv[3]))
     elif kind == "big":
         big(out, int(sys.argv[3]))
     else:
