@@ -266,13 +266,17 @@ fn resolve_rootfs(
         };
         return Ok((resolve_dir_rootfs(&dir)?, None));
     };
-    if let Some(upper) = &args.upper {
-        image.upper = Some(upper.clone());
+    match (&args.upper, &image.upper) {
+        (Some(cli), _) => image.upper = Some(cwd.join(cli).to_string_lossy().into_owned()),
+        (None, Some(profile)) if !profile.starts_with('/') => bail!(
+            "rootfs.upper: {profile:?} is not an absolute path; profiles name host paths absolutely (use ${{PWD}} or ${{HOME}})"
+        ),
+        _ => {}
     }
     if let Some(overlay) = &args.overlay {
         image.overlay = Some(overlay.parse().context("--overlay")?);
     }
-    let plan = crate::image::run::plan(&image, cwd)?;
+    let plan = crate::image::run::plan(&image)?;
     let rootfs = Rootfs::Image {
         name: plan.image.name.clone(),
         layers: plan.image.layers.clone(),
@@ -815,5 +819,41 @@ mod tests {
         assert_eq!(plan.hostname.as_deref(), Some("sbx"));
         assert!(matches!(plan.mounts[0], Mount::Tmpfs { mode: 0o700, .. }));
         assert_eq!(plan.mounts[1].destination(), Path::new("/tmp"));
+    }
+
+    #[test]
+    fn image_options_need_an_image_root() {
+        let l = loaded("{}");
+        let err = build(
+            &l,
+            &args(&["--upper", "/tmp/u", "--", "x"]),
+            &caller("/tmp"),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("apply to image roots only"),
+            "{err:#}"
+        );
+        let l = loaded(r#"{"rootfs": {"image": "img", "upper": "relative/dir"}}"#);
+        let err = build(&l, &args(&["--", "x"]), &caller("/tmp")).unwrap_err();
+        assert!(err.to_string().contains("rootfs.upper"), "{err:#}");
+        let l = loaded(r#"{"rootfs": {"image": "img", "overlay": "kernel"}}"#);
+        let err = build(&l, &args(&["--overlay", "zfs", "--", "x"]), &caller("/tmp")).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("unknown overlay \"zfs\""),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn rootfs_is_a_string_or_an_image_object() {
+        assert!(
+            crate::profile::load::parse(r#"{"rootfs": {"image": "a", "uper": "/x"}}"#, "t")
+                .is_err()
+        );
+        let l = loaded(r#"{"rootfs": "/tmp"}"#);
+        let plan = build(&l, &args(&["--", "x"]), &caller("/tmp")).unwrap();
+        assert_eq!(plan.rootfs, Rootfs::Dir("/tmp".into()));
+        assert!(plan.run_as.is_none());
     }
 }

@@ -32,6 +32,14 @@ fn images() -> Option<Images> {
     if !require_subids() {
         return None;
     }
+    images_with_any_ids()
+}
+
+/// Also for the `nosubuid_` tests, which run as a user without a subordinate range.
+fn images_with_any_ids() -> Option<Images> {
+    if !require_sandbox() {
+        return None;
+    }
     if !is_static_elf(Path::new("/bin/busybox")) {
         skip("/bin/busybox is missing or not static (install busybox-static)");
         return None;
@@ -555,4 +563,31 @@ fn image_ls_and_inspect_describe_the_store() {
         );
     }
     run(im.sbx(&["image", "inspect", "nope"])).assert_sbx_error(&["no image named nope:latest"]);
+}
+
+#[test]
+fn nosubuid_images_work_with_your_id_alone() {
+    let Some(im) = images_with_any_ids() else {
+        return;
+    };
+    let src = im.mk(&["docker-archive", "d.tar"]);
+    let out = im.import("single", &src);
+    out.assert_success();
+    assert!(out.stderr().contains("no subordinate id range"), "{out}");
+    assert!(
+        out.stderr()
+            .contains("owned by ids outside your subordinate range kept root"),
+        "{out}"
+    );
+    let out = im.sh(
+        &["--image", "single", "--uid", "0"],
+        "id -u; stat -c %u /home/alice; ls /data",
+    );
+    assert_eq!(
+        out.lines(),
+        ["0", "0", "fifo", "layer2", "link", "opaque"],
+        "{out}"
+    );
+    run(im.sbx(&["image", "rm", "single"])).assert_success();
+    assert!(im.entries("layers/sha256").is_empty());
 }

@@ -209,12 +209,18 @@ fn fuse(
     // through its own mount: a deadlock); the mount reaches ours through the scratch
     // tmpfs, shared until the mount is there.
     set_propagation(scratch, MsFlags::MS_SHARED)?;
+    // Its messages go to a file on the scratch tmpfs, shown only when it fails: a pipe
+    // would stay open in the daemon, and the daemon's chatter is no business of the run.
+    let log_path = scratch.join("fuse-overlayfs.log");
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("create {}", log_path.display()))?;
     let mut cmd = Command::new(helper);
     cmd.args(["-o", &options])
         .arg(&merged)
         .env_clear()
         .stdin(Stdio::null())
-        .stdout(Stdio::null());
+        .stdout(Stdio::null())
+        .stderr(log);
     // SAFETY: the closure runs in the forked child before exec and calls only unshare(2),
     // an async-signal-safe system call; it touches no memory shared with the parent.
     unsafe {
@@ -226,7 +232,12 @@ fn fuse(
     set_propagation(scratch, MsFlags::MS_PRIVATE | MsFlags::MS_REC)?;
     let status = status?;
     if !status.success() {
-        bail!("{} exited with {status}", helper.display());
+        let said = std::fs::read_to_string(&log_path).unwrap_or_default();
+        bail!(
+            "{} exited with {status}: {}",
+            helper.display(),
+            said.trim().replace('\n', "; ")
+        );
     }
     let fs = nix::sys::statfs::statfs(&merged).context("statfs the fuse-overlayfs mount")?;
     if fs.filesystem_type().0 as i64 != FUSE_SUPER_MAGIC {

@@ -41,9 +41,9 @@ pub struct ImagePlan {
     pub overlay: OverlayKind,
 }
 
-/// Resolves an image root: the image must be in the store, the upper directory is created
-/// when missing (mode 0700), the overlay helper must exist when it is required.
-pub fn plan(spec: &ImageRootfs, cwd: &Path) -> Result<ImagePlan> {
+/// Resolves an image root: the image must be in the store, the upper directory (absolute)
+/// is created when missing (mode 0700), the overlay helper must exist when it is required.
+pub fn plan(spec: &ImageRootfs) -> Result<ImagePlan> {
     let Some(image) = resolve(&spec.image, spec.pull.as_deref())? else {
         let store = Store::location()?;
         let full = ImageName::parse(&spec.image)?.full();
@@ -57,7 +57,7 @@ pub fn plan(spec: &ImageRootfs, cwd: &Path) -> Result<ImagePlan> {
         );
     };
     let upper = match &spec.upper {
-        Some(dir) => Some(upper_dir(&cwd.join(dir))?),
+        Some(dir) => Some(upper_dir(Path::new(dir))?),
         None => None,
     };
     let fuse = crate::supervisor::idmap::find_helper("fuse-overlayfs");

@@ -43,7 +43,7 @@ pub fn single_threaded() -> bool {
 pub fn run(body: impl FnOnce() -> Result<()>) -> Result<()> {
     let ids = store_ids();
     if let IdMode::Single { warning } = &ids.mode {
-        eprintln!("sbx: warning: {warning}; files owned by other users in images keep root as their owner");
+        eprintln!("sbx: warning: {warning}");
     }
     let (ready_r, ready_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
     let (go_r, go_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
