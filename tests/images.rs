@@ -193,7 +193,7 @@ fn each_source_kind_imports_and_runs() {
 }
 
 #[test]
-fn whiteouts_and_opaque_directories_apply() {
+fn whiteouts_opaque_directories_and_cross_layer_hard_links_apply() {
     let Some(im) = images() else { return };
     with_image(&im, "layered");
     for overlay in ["kernel", "fuse"] {

@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
@@ -47,13 +47,17 @@ pub fn import(name: &ImageName, source: &Path) -> Result<()> {
         if src.layers.len() == 1 { "" } else { "s" },
         name.full()
     ));
-    let mut digests = Vec::new();
+    let mut digests: Vec<String> = Vec::new();
     let mut sizes = Vec::new();
     let mut stats = Stats::default();
     let count = src.layers.len();
     for (i, layer) in src.layers.iter().enumerate() {
         let label = format!("sbx: layer {}/{count}", i + 1);
-        let done = import_layer(&store, layer, &label, &progress)?;
+        let lowers = digests
+            .iter()
+            .map(|d| store.layer_path(d))
+            .collect::<Result<Vec<_>>>()?;
+        let done = import_layer(&store, layer, &lowers, &label, &progress)?;
         progress.line(&format!("{label}: {} {}", short(&done.digest), done.note));
         sizes.push(done.size);
         stats.add(&done.stats);
@@ -112,6 +116,7 @@ struct Done {
 fn import_layer(
     store: &Store,
     layer: &LayerSource,
+    lowers: &[PathBuf],
     label: &str,
     progress: &Progress,
 ) -> Result<Done> {
@@ -135,7 +140,7 @@ fn import_layer(
         diff_tally.clone(),
     );
     let dir = tmp.path()?.to_path_buf();
-    let stats = unpack::unpack(&mut stream, &dir)
+    let stats = unpack::unpack(&mut stream, &dir, lowers)
         .with_context(|| format!("unpack layer from {}", layer.blob.path.display()))?;
     // Whatever follows the end-of-archive blocks still counts for the digests.
     io::copy(&mut stream, &mut io::sink()).context("read the rest of the layer")?;

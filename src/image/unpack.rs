@@ -14,7 +14,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use nix::errno::Errno;
@@ -50,16 +50,24 @@ impl Stats {
     }
 }
 
-/// Unpacks the tar stream `input` into the existing, empty directory `dest`.
-pub fn unpack(input: impl Read, dest: &Path) -> Result<Stats> {
-    let root = nix::fcntl::open(
-        dest,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .with_context(|| format!("open {}", dest.display()))?;
+/// Unpacks the tar stream `input` into the existing, empty directory `dest`. `lowers` are
+/// the image's layers below it, bottom first: a hard link may name a file of theirs.
+pub fn unpack(input: impl Read, dest: &Path, lowers: &[PathBuf]) -> Result<Stats> {
+    let open = |dir: &Path| {
+        nix::fcntl::open(
+            dir,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .with_context(|| format!("open {}", dir.display()))
+    };
     let mut layer = Layer {
-        root,
+        root: open(dest)?,
+        lowers: lowers
+            .iter()
+            .rev()
+            .map(|l| open(l))
+            .collect::<Result<_>>()?,
         stats: Stats::default(),
     };
     let mut archive = tar::Archive::new(input);
@@ -75,6 +83,8 @@ pub fn unpack(input: impl Read, dest: &Path) -> Result<Stats> {
 
 struct Layer {
     root: OwnedFd,
+    /// The layers below, top first.
+    lowers: Vec<OwnedFd>,
     stats: Stats,
 }
 
@@ -246,14 +256,73 @@ impl Layer {
         };
         let target_parent = self.parent(target_parents)?;
         remove_existing(parent, name)?;
-        nix::unistd::linkat(
+        match nix::unistd::linkat(
             target_parent.as_fd(),
             target_name.as_os_str(),
             parent,
             name,
             AtFlags::empty(),
+        ) {
+            Err(Errno::ENOENT) => self.copy_from_lower(&parts, parent, name),
+            other => other.with_context(|| format!("hard link to {}", target.display())),
+        }
+    }
+
+    /// A hard link to a file of a lower layer cannot cross layers: the file is copied up,
+    /// as overlayfs would on the first write, with its owner, mode and time.
+    fn copy_from_lower(
+        &mut self,
+        parts: &[OsString],
+        parent: BorrowedFd,
+        name: &OsStr,
+    ) -> Result<()> {
+        let target: PathBuf = parts.iter().collect();
+        let Some((target_name, dirs)) = parts.split_last() else {
+            bail!("a hard link to the layer's root directory");
+        };
+        for lower in &self.lowers {
+            let mut dir = lower.try_clone().context("dup a layer's fd")?;
+            let mut found = true;
+            for part in dirs {
+                match open_dir(dir.as_fd(), part) {
+                    Ok(fd) => dir = fd,
+                    Err(_) => {
+                        found = false;
+                        break;
+                    }
+                }
+            }
+            let opened = found
+                .then(|| {
+                    nix::fcntl::openat(
+                        dir.as_fd(),
+                        target_name.as_os_str(),
+                        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .ok()
+                })
+                .flatten();
+            let Some(source) = opened else { continue };
+            let st = nix::sys::stat::fstat(&source).context("stat a lower layer's file")?;
+            if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+                bail!(
+                    "hard link to {}, which is not a regular file",
+                    target.display()
+                );
+            }
+            let meta = Meta {
+                uid: st.st_uid,
+                gid: st.st_gid,
+                mode: st.st_mode & 0o7777,
+                mtime: st.st_mtime,
+            };
+            return self.file(parent, name, &meta, &mut File::from(source));
+        }
+        bail!(
+            "hard link to {}, which is in neither this layer nor one below",
+            target.display()
         )
-        .with_context(|| format!("hard link to {}", target.display()))
     }
 
     /// Owner, then mode (chown clears set-id bits), then modification time. `name` None:

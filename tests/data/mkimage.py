@@ -79,6 +79,8 @@ def second_layer(tar):
     add_file(tar, "data/opaque/.wh..wh..opq", b"")
     add_file(tar, "data/opaque/new", b"from layer 2\n")
     add_file(tar, "data/layer2", b"layer 2 was here\n")
+    # A hard link to a file of the layer below (copied up by the import).
+    tar.addfile(info("etc/passwd.hl", tarfile.LNKTYPE, 0o644, link="etc/passwd"))
 
 
 def tar_bytes(fill):
