@@ -99,7 +99,24 @@ fn describe(plan: &plan::Plan, why: &str) {
             plan.ids.inside_uid, plan.ids.inside_gid
         ),
     }
-    eprintln!("sbx: rootfs: {:?}", plan.rootfs);
+    match &plan.rootfs {
+        plan::Rootfs::Image {
+            name,
+            layers,
+            upper,
+            overlay,
+        } => eprintln!(
+            "sbx: rootfs: image {name} ({} layers) under {}; upper layer {}",
+            layers.len(),
+            image::run::describe_overlay(overlay),
+            upper
+                .as_ref()
+                .map_or("on a tmpfs, discarded at exit".to_string(), |u| {
+                    format!("kept in {}", u.display())
+                })
+        ),
+        other => eprintln!("sbx: rootfs: {other:?}"),
+    }
     eprintln!("sbx: network: {}", network::describe(&plan.network));
     eprintln!("sbx: limits: {}", limits::describe(&plan.limits));
     for line in security::describe(&plan.security) {

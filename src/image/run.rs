@@ -33,6 +33,20 @@ pub enum OverlayKind {
     KernelElseFuse(Option<PathBuf>),
 }
 
+/// For `sbx run -v`.
+pub fn describe_overlay(overlay: &OverlayKind) -> String {
+    match overlay {
+        OverlayKind::Kernel => "kernel overlayfs".to_string(),
+        OverlayKind::Fuse(path) => format!("fuse-overlayfs ({})", path.display()),
+        OverlayKind::KernelElseFuse(Some(path)) => {
+            format!("kernel overlayfs, else fuse-overlayfs ({})", path.display())
+        }
+        OverlayKind::KernelElseFuse(None) => {
+            "kernel overlayfs (no fuse-overlayfs to fall back on)".to_string()
+        }
+    }
+}
+
 /// The image root of a Plan, resolved.
 #[derive(Debug, Clone)]
 pub struct ImagePlan {
