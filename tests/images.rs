@@ -161,6 +161,8 @@ fn each_source_kind_imports_and_runs() {
         ("docker", vec!["docker-archive", "d.tar"]),
         ("ocidir", vec!["oci-dir", "oci"]),
         ("ocitar", vec!["oci-tar", "o.tar"]),
+        ("dockergz", vec!["docker-archive", "d.tar.gz"]),
+        ("ocizst", vec!["oci-tar", "o.tar.zst"]),
     ];
     for (name, args) in &sources {
         let src = im.mk(args);

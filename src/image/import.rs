@@ -23,6 +23,15 @@ pub fn import(name: &ImageName, source: &Path) -> Result<()> {
     }
     let progress = Progress::new();
     let mut src = source::inspect(source, &name.tag)?;
+    // A compressed docker-archive or OCI tar is decompressed into tmp/ and looked at again.
+    let _decompressed = match src.layers.first() {
+        Some(compressed) if src.kind == Kind::CompressedArchive => {
+            let plain = decompress_to_tmp(&store, &compressed.blob)?;
+            src = source::inspect(&plain.0.path, &name.tag)?;
+            Some(plain)
+        }
+        _ => None,
+    };
     // A directory is archived first, so it goes through exactly the checks a tarball does.
     let _archive = if src.kind == Kind::Directory {
         let archive = archive_directory(&store, source)?;
@@ -194,6 +203,18 @@ fn archive_directory(store: &Store, source: &Path) -> Result<TmpFile> {
         .into_inner()?
         .into_inner()
         .map_err(|e| e.into_error())?;
+    Ok(tmp)
+}
+
+fn decompress_to_tmp(store: &Store, blob: &Blob) -> Result<TmpFile> {
+    let tmp = TmpFile(store.claim_tmp("archive.tar", false)?);
+    let mut file = fs::File::options()
+        .write(true)
+        .open(&tmp.0.path)
+        .with_context(|| format!("open {}", tmp.0.path.display()))?;
+    let mut stream = decompress::decompressed(blob.open()?)?;
+    io::copy(&mut stream, &mut file)
+        .with_context(|| format!("decompress {}", blob.path.display()))?;
     Ok(tmp)
 }
 

@@ -23,6 +23,8 @@ pub enum Kind {
     DockerArchive,
     OciDir,
     OciTar,
+    /// A docker-archive or OCI layout tar, compressed: decompressed first.
+    CompressedArchive,
 }
 
 impl Kind {
@@ -33,6 +35,7 @@ impl Kind {
             Kind::DockerArchive => "docker-archive",
             Kind::OciDir => "OCI layout directory",
             Kind::OciTar => "OCI layout tar",
+            Kind::CompressedArchive => "compressed image archive",
         }
     }
 }
@@ -107,6 +110,18 @@ pub fn inspect(path: &Path, tag: &str) -> Result<Source> {
     let mut magic = [0u8; 6];
     let n = whole.open()?.read(&mut magic)?;
     if super::decompress::is_compressed(&magic[..n]) {
+        if first_entry(&whole).is_some_and(|first| looks_like_image_archive(&first)) {
+            // `docker save | gzip`: the caller decompresses it and looks again.
+            return Ok(Source {
+                kind: Kind::CompressedArchive,
+                layers: vec![LayerSource {
+                    blob: whole,
+                    blob_digest: None,
+                    diff_id: None,
+                }],
+                config: ImageConfig::default(),
+            });
+        }
         return Ok(rootfs(whole));
     }
     let members = match index_tar(path) {
@@ -123,6 +138,28 @@ pub fn inspect(path: &Path, tag: &str) -> Result<Source> {
         return oci(&members, tag, Kind::OciTar);
     }
     Ok(rootfs(whole))
+}
+
+/// The name of the first entry of a (compressed) tar, reading only its header.
+fn first_entry(blob: &Blob) -> Option<String> {
+    let stream = super::decompress::decompressed(blob.open().ok()?).ok()?;
+    let mut archive = tar::Archive::new(stream);
+    let mut entries = archive.entries().ok()?;
+    let entry = entries.next()?.ok()?;
+    let name = entry.path().ok()?.to_string_lossy().into_owned();
+    Some(name)
+}
+
+/// A docker-archive's or OCI layout's first entry, never a root filesystem's.
+fn looks_like_image_archive(name: &str) -> bool {
+    let name = name.trim_start_matches("./");
+    let digest_named = name.len() >= 64
+        && name[..64].bytes().all(|b| b.is_ascii_hexdigit())
+        && matches!(&name[64..], "" | "/" | ".json");
+    digest_named
+        || name.starts_with("blobs/")
+        || name == "blobs"
+        || ["oci-layout", "index.json", "manifest.json", "repositories"].contains(&name)
 }
 
 fn rootfs(whole: Blob) -> Source {
@@ -434,4 +471,26 @@ fn verify(bytes: &[u8], digest: &str, what: &str) -> Result<()> {
 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_archives_are_told_from_root_filesystems() {
+        let hex = "ab".repeat(32);
+        for image in [
+            "blobs/",
+            "./manifest.json",
+            "oci-layout",
+            &format!("{hex}/"),
+            &format!("{hex}.json"),
+        ] {
+            assert!(looks_like_image_archive(image), "{image}");
+        }
+        for rootfs in ["./", "bin/", "etc/passwd", "usr", "manifest.json.bak"] {
+            assert!(!looks_like_image_archive(rootfs), "{rootfs}");
+        }
+    }
 }

@@ -3,7 +3,7 @@
 
     mkimage.py rootfs OUT.tar[.gz|.xz|.zst]    one-layer root filesystem tarball
     mkimage.py dir OUT                         the same tree as a plain directory (no chown)
-    mkimage.py docker-archive OUT.tar          two layers, the second with whiteouts
+    mkimage.py docker-archive OUT.tar[.gz|..]  two layers, the second with whiteouts
     mkimage.py oci-dir OUT                     the same as an OCI layout (gzip layers)
     mkimage.py oci-tar OUT.tar                 the same as an OCI layout in a tar
     mkimage.py hostile-KIND OUT TARGET         an archive that tries to write to TARGET:
@@ -257,6 +257,14 @@ def source_tree(out, files):
         f.write(tar_bytes(fill))
 
 
+def recompress(path):
+    """`docker save | gzip`: OUT.tar.gz and friends are compressed after the fact."""
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(compress(data, path))
+
+
 def main():
     kind, out = sys.argv[1], sys.argv[2]
     layers = [tar_bytes(base_layer), tar_bytes(second_layer)]
@@ -267,10 +275,12 @@ def main():
         plain_dir(out)
     elif kind == "docker-archive":
         docker_archive(out, layers)
+        recompress(out)
     elif kind == "oci-dir":
         oci_dir(out, layers)
     elif kind == "oci-tar":
         write_tar(out, oci_members(layers))
+        recompress(out)
     elif kind.startswith("hostile-"):
         hostile(kind[len("hostile-"):], out, sys.argv[3])
     elif kind == "source-tree":
