@@ -593,3 +593,31 @@ fn nosubuid_images_work_with_your_id_alone() {
     run(im.sbx(&["image", "rm", "single"])).assert_success();
     assert!(im.entries("layers/sha256").is_empty());
 }
+
+#[test]
+fn progress_is_a_redrawn_line_on_a_terminal_and_plain_lines_otherwise() {
+    let Some(im) = images() else { return };
+    if !Path::new("/usr/bin/script").exists() {
+        skip("/usr/bin/script is missing (install util-linux)");
+        return;
+    }
+    let src = im.mk(&["rootfs", "r.tar.xz"]);
+    let out = im.import("plain", &src);
+    out.assert_success();
+    let err = out.stderr();
+    assert!(!err.contains('\x1b') && !err.contains('\r'), "{out}");
+    assert!(
+        err.contains("sbx: layer 1/1: 8"),
+        "the layer's size when it starts\n{out}"
+    );
+    let line = format!("{} image import tty {}", sbx_bin().display(), src.display());
+    let out = run(Command::new("/usr/bin/script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("XDG_DATA_HOME", im.data.path())
+        .current_dir(im.work.path()));
+    out.assert_success();
+    let text = out.stdout();
+    assert!(text.contains("\r\x1b[Ksbx: layer 1/1: "), "{text:?}");
+    assert!(text.contains("/s)"), "a rate\n{text:?}");
+    assert!(text.contains("imported tty:latest"), "{text:?}");
+}
