@@ -539,6 +539,10 @@ fn image_rm_leaves_nothing() {
         assert!(im.entries(sub).is_empty(), "{sub}: {:?}", im.entries(sub));
     }
     run(im.sbx(&["image", "rm", "b"])).assert_sbx_error(&["no image named b:latest"]);
+    // Importing over a name drops the layers only the old image used.
+    im.import("c", &docker).assert_success();
+    im.import("c", &rootfs).assert_success();
+    assert_eq!(im.entries("layers/sha256").len(), 1);
 }
 
 #[test]

@@ -86,7 +86,12 @@ pub fn import(name: &ImageName, source: &Path) -> Result<()> {
     };
     {
         let lock = store.lock(true)?;
+        let replaced = store.read_record(&record.name)?;
         store.commit_record(&record, &lock)?;
+        if replaced.is_some() {
+            // The replaced image's layers that nothing uses any more go now.
+            store.collect_garbage(&lock)?;
+        }
     }
     if stats.devices_skipped > 0 {
         progress.line(&format!(
