@@ -333,6 +333,8 @@ fn concurrent_imports_do_not_corrupt_the_store() {
     let docker = im.mk(&["docker-archive", "d.tar"]);
     let oci = im.mk(&["oci-dir", "oci"]);
     let rootfs = im.mk(&["rootfs", "r.tar.xz"]);
+    // Removed meanwhile: its layers are the others' too, and must survive for them.
+    im.import("old", &docker).assert_success();
     let jobs = [
         ("same", &docker),
         ("same", &docker),
@@ -348,7 +350,8 @@ fn concurrent_imports_do_not_corrupt_the_store() {
             )
         })
         .collect();
-    for r in running {
+    let removing = spawn(&mut im.sbx(&["image", "rm", "old"]), None);
+    for r in running.into_iter().chain([removing]) {
         r.finish(TIMEOUT).assert_success();
     }
     assert_eq!(im.names(), ["other:latest", "same:latest", "third:latest"]);

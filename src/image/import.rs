@@ -56,6 +56,9 @@ pub fn import(name: &ImageName, source: &Path) -> Result<()> {
         if src.layers.len() == 1 { "" } else { "s" },
         name.full()
     ));
+    // Until the record exists, this keeps `image rm` and other imports from collecting
+    // the layers this import has already put in place or found there.
+    let pending = TmpFile(store.pending()?);
     let mut digests: Vec<String> = Vec::new();
     let mut sizes = Vec::new();
     let mut stats = Stats::default();
@@ -66,7 +69,7 @@ pub fn import(name: &ImageName, source: &Path) -> Result<()> {
             .iter()
             .map(|d| store.layer_path(d))
             .collect::<Result<Vec<_>>>()?;
-        let done = import_layer(&store, layer, &lowers, &label, &progress)?;
+        let done = import_layer(&store, &pending.0, layer, &lowers, &label, &progress)?;
         progress.line(&format!("{label}: {} {}", short(&done.digest), done.note));
         sizes.push(done.size);
         stats.add(&done.stats);
@@ -129,14 +132,16 @@ struct Done {
 
 fn import_layer(
     store: &Store,
+    pending: &Claim,
     layer: &LayerSource,
     lowers: &[PathBuf],
     label: &str,
     progress: &Progress,
 ) -> Result<Done> {
     if let Some(diff_id) = &layer.diff_id {
-        let path = store.layer_path(diff_id)?;
-        if path.is_dir() {
+        let lock = store.lock(true)?;
+        if store.layer_path(diff_id)?.is_dir() {
+            store.note_pending(pending, diff_id, &lock)?;
             return Ok(Done {
                 digest: diff_id.clone(),
                 size: store.known_layer_size(diff_id),
@@ -168,6 +173,7 @@ fn import_layer(
     }
     let lock = store.lock(true)?;
     let new = store.commit_layer(&dir, &digest, &lock)?;
+    store.note_pending(pending, &digest, &lock)?;
     tmp.forget();
     Ok(Done {
         digest,

@@ -222,6 +222,44 @@ impl Store {
             .unwrap_or(0)
     }
 
+    /// Notes, in a claimed `tmp/` file, the layers an import in progress will name, so
+    /// that garbage collection keeps them before its record exists.
+    pub fn pending(&self) -> Result<Claim> {
+        self.claim_tmp("pending", false)
+    }
+
+    /// Adds `digest` to the pending list `claim`; under the store lock.
+    pub fn note_pending(&self, claim: &Claim, digest: &str, _lock: &Lock) -> Result<()> {
+        File::options()
+            .append(true)
+            .open(&claim.path)
+            .and_then(|mut f| writeln!(f, "{digest}"))
+            .with_context(|| format!("write {}", claim.path.display()))
+    }
+
+    /// Every layer a live import has noted as pending.
+    fn pending_layers(&self) -> Result<Vec<String>> {
+        let mut layers = Vec::new();
+        let Ok(entries) = fs::read_dir(self.tmp_dir()) else {
+            return Ok(layers);
+        };
+        for entry in entries {
+            let path = entry?.path();
+            if !path.to_string_lossy().ends_with("-pending") {
+                continue;
+            }
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
+            // Held by its writer: live. (Ours too: flock is per open file.)
+            if Flock::lock(file, FlockArg::LockSharedNonblock).is_err() {
+                let text = fs::read_to_string(&path).unwrap_or_default();
+                layers.extend(text.lines().map(str::to_string));
+            }
+        }
+        Ok(layers)
+    }
+
     pub fn read_record(&self, name: &str) -> Result<Option<Record>> {
         let path = self.record_path(name);
         match fs::read(&path) {
@@ -315,6 +353,7 @@ impl Store {
             .records()?
             .into_iter()
             .flat_map(|r| r.layers)
+            .chain(self.pending_layers()?)
             .filter_map(|d| digest_hex(&d).ok().map(str::to_string))
             .collect();
         let mut removed = 0;
