@@ -43,6 +43,8 @@ pub struct Plan {
     /// The uid and gid the command switches to before exec, when the id map puts the
     /// caller at 0 rather than at the command's ids (image roots: see `image::userns`).
     pub run_as: Option<(u32, u32)>,
+    /// Held for the run: the image's layers stay in the store while it runs.
+    pub _layer_locks: Option<crate::image::run::LayerLocks>,
     pub security: SecurityPlan,
     pub limits: LimitsPlan,
     /// Give the command a pseudo-terminal of its own (stdin is a terminal).
@@ -232,6 +234,7 @@ pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
         network,
         ids,
         run_as,
+        _layer_locks: image.as_ref().map(|i| i.image.held.clone()),
         security,
         limits,
         tty: caller.stdin_is_tty,

@@ -628,3 +628,39 @@ fn progress_is_a_redrawn_line_on_a_terminal_and_plain_lines_otherwise() {
     assert!(text.contains("/s)"), "a rate\n{text:?}");
     assert!(text.contains("imported tty:latest"), "{text:?}");
 }
+
+#[test]
+fn removing_an_image_in_use_keeps_its_layers_until_the_run_ends() {
+    let Some(im) = images() else { return };
+    with_image(&im, "busy");
+    let marker = im.work.join("started");
+    let script = format!(
+        "touch {}; while [ ! -e {}.go ]; do sleep 0.05; done; cat /data/layer2",
+        marker.display(),
+        marker.display()
+    );
+    let mut cmd = im.sbx(&[
+        "run", "--image", "busy", "--uid", "0", "--", "sh", "-c", &script,
+    ]);
+    let running = spawn(&mut cmd, None);
+    let deadline = Instant::now() + TIMEOUT;
+    while !marker.exists() {
+        assert!(Instant::now() < deadline, "the sandbox never started");
+        thread::sleep(Duration::from_millis(10));
+    }
+    run(im.sbx(&["image", "rm", "busy"])).assert_success();
+    assert!(im.names().is_empty());
+    assert_eq!(im.entries("layers/sha256").len(), 2, "layers in use stay");
+    fs::write(im.work.join("started.go"), "").unwrap();
+    let out = running.finish(TIMEOUT);
+    assert_eq!(out.lines(), ["layer 2 was here"], "{out}");
+    // The next collection takes them.
+    let other = im.mk(&["rootfs", "other.tar"]);
+    im.import("other", &other).assert_success();
+    run(im.sbx(&["image", "rm", "other"])).assert_success();
+    assert!(
+        im.entries("layers/sha256").is_empty(),
+        "{:?}",
+        im.entries("layers/sha256")
+    );
+}

@@ -2,11 +2,13 @@
 //! layers, where its upper layer lives, which overlay assembles it, and the image config's
 //! env, working directory and user as defaults beneath the profile's own settings.
 
-use std::fs;
+use std::fs::{self, File};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use nix::fcntl::Flock;
 
 use super::store::{ImageConfig, Store};
 use super::ImageName;
@@ -21,6 +23,15 @@ pub struct Resolved {
     /// Unpacked layers, bottom first.
     pub layers: Vec<PathBuf>,
     pub config: ImageConfig,
+    /// Shared locks on the layers, taken with the lookup: while they are held, `sbx image
+    /// rm` (or an import replacing the image) leaves the layers where they are.
+    pub held: LayerLocks,
+}
+
+/// Locks on the layers of a running sandbox's image (see `store::hold_layer`).
+#[derive(Debug, Clone, Default)]
+pub struct LayerLocks {
+    _locks: Arc<Vec<Flock<File>>>,
 }
 
 /// How the child assembles the overlay.
@@ -127,6 +138,7 @@ pub fn resolve(spec: &str, alias: Option<&str>) -> Result<Option<Resolved>> {
             continue;
         };
         let mut layers = Vec::new();
+        let mut held = Vec::new();
         for digest in &record.layers {
             let path = store.layer_path(digest)?;
             if !path.is_dir() {
@@ -135,12 +147,16 @@ pub fn resolve(spec: &str, alias: Option<&str>) -> Result<Option<Resolved>> {
                     store.root.display()
                 );
             }
+            held.push(super::store::hold_layer(&path)?);
             layers.push(path);
         }
         return Ok(Some(Resolved {
             name: full,
             layers,
             config: record.config,
+            held: LayerLocks {
+                _locks: Arc::new(held),
+            },
         }));
     }
     Ok(None)
@@ -251,6 +267,7 @@ mod tests {
                 user: user.map(str::to_string),
                 ..Default::default()
             },
+            held: LayerLocks::default(),
         }
     }
 

@@ -346,8 +346,9 @@ impl Store {
         self.collect_garbage(lock)
     }
 
-    /// Removes layers that no image names: renamed into `tmp/` first, so a layer is either
-    /// whole or gone.
+    /// Removes layers that no image names and no running sandbox holds (see
+    /// `hold_layer`): renamed into `tmp/` first, so a layer is either whole or gone. A
+    /// layer in use stays until a later collection.
     pub fn collect_garbage(&self, _lock: &Lock) -> Result<usize> {
         let used: std::collections::BTreeSet<String> = self
             .records()?
@@ -366,7 +367,7 @@ impl Store {
         for entry in entries {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if used.contains(&name) {
+            if used.contains(&name) || in_use(&entry.path()) {
                 continue;
             }
             let doomed = self.tmp_path("removed-layer");
@@ -377,6 +378,18 @@ impl Store {
         }
         Ok(removed)
     }
+}
+
+/// A shared flock on a layer directory, held by a sandbox running on it for as long as it
+/// runs: garbage collection leaves the layer alone meanwhile.
+pub fn hold_layer(path: &Path) -> Result<Flock<File>> {
+    let dir = File::open(path).with_context(|| format!("open layer {}", path.display()))?;
+    Flock::lock(dir, FlockArg::LockSharedNonblock)
+        .map_err(|(_, e)| anyhow::anyhow!("lock layer {}: {e}", path.display()))
+}
+
+fn in_use(layer: &Path) -> bool {
+    File::open(layer).is_ok_and(|dir| Flock::lock(dir, FlockArg::LockExclusiveNonblock).is_err())
 }
 
 /// `sha256:<64 lowercase hex>` -> the hex; anything else is an error (digests become
