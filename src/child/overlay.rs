@@ -3,11 +3,13 @@
 //!
 //! Kernel overlayfs with `userxattr` (Linux 5.11+ in a user namespace) is built with
 //! fsopen/fsconfig; fuse-overlayfs, when forced or when the kernel refuses, runs inside
-//! the sandbox's pid namespace and dies with it. The upper layer lives on a tmpfs in the
-//! sandbox's own mount namespace (discarded at exit, nothing on the host) unless the Plan
-//! names a directory to keep it in. Either way a small tmpfs is mounted on the staging
-//! point first, for the scratch directories, and the overlay is returned as a detached
-//! mount that `rootfs` attaches on top of it.
+//! the sandbox's pid namespace (in a mount namespace of its own) and dies with it. The
+//! layers (read-only) and a kept upper directory are cloned as detached mounts before the
+//! id maps exist, like every other host path; then a small tmpfs is mounted on the staging
+//! point, the clones are attached there, and the overlay is built from those short paths
+//! and returned as a detached mount that `rootfs` attaches on top. The upper layer lives
+//! on that tmpfs (discarded at exit, nothing on the host) unless the Plan names a directory
+//! to keep it in.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -23,7 +25,7 @@ use nix::sched::CloneFlags;
 use nix::sys::stat::Mode;
 
 use crate::image::run::OverlayKind;
-use crate::sys::{self, new_mount, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID};
+use crate::sys::{self, new_mount, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
 
 const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
 
@@ -43,8 +45,14 @@ pub fn open_parts(layers: &[PathBuf], upper: Option<&Path>) -> Result<Parts> {
         )
         .with_context(|| format!("cannot bind {}", path.display()))
     };
+    let read_only = |path: &PathBuf| -> Result<OwnedFd> {
+        let tree = clone(path)?;
+        sys::mount_setattr(tree.as_fd(), MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV, false)
+            .with_context(|| format!("make layer {} read-only", path.display()))?;
+        Ok(tree)
+    };
     Ok(Parts {
-        layers: layers.iter().map(|l| clone(l)).collect::<Result<_>>()?,
+        layers: layers.iter().map(read_only).collect::<Result<_>>()?,
         upper: upper.map(clone).transpose()?,
     })
 }
