@@ -22,7 +22,14 @@ def main():
     ap.add_argument("--rounds", type=int, default=300)
     ap.add_argument("--sbx", required=True)
     ap.add_argument("--iperf", action="store_true", help="also measure TCP throughput")
+    ap.add_argument("--image", help="an imported image: start-up on it against bwrap on its "
+                    "layer, and the metadata workload on each overlay")
+    ap.add_argument("--source-tar", help="the tarball the metadata workload unpacks")
+    ap.add_argument("--scratch", help="a directory of ours for upper layers and the bare run")
     args = ap.parse_args()
+    if args.image:
+        images(args)
+        return
     cases = {
         "sbx": [args.sbx, "run", "--", "/bin/true"],
         "sbx-slirp": [args.sbx, "run", "--net", "slirp4netns", "--", "/bin/true"],
@@ -47,6 +54,69 @@ def main():
     print(f"networking start-up cost (slirp4netns): +{med['sbx-slirp'] - med['sbx']:.2f} ms")
     if args.iperf:
         throughput(args.sbx)
+
+
+def alternate(cases, rounds, warm=3):
+    """Runs every case `rounds` times, alternating the order; returns the medians."""
+    for cmd in cases.values():
+        for _ in range(warm):
+            timed(cmd)
+    times = {name: [] for name in cases}
+    for i in range(rounds):
+        order = list(cases.items()) if i % 2 == 0 else list(reversed(cases.items()))
+        for name, cmd in order:
+            times[name].append(timed(cmd))
+    med = {}
+    for name, t in times.items():
+        med[name] = statistics.median(t)
+        print(f"{name:22} median {med[name]:8.2f} ms   min {min(t):8.2f}   max {max(t):8.2f}   "
+              f"({len(t)} runs)")
+    return med
+
+
+def images(args):
+    """Start-up on an image root against bwrap on the same (single-layer) directory, and a
+    metadata-heavy workload (unpack a source tarball, walk it, delete it) on kernel
+    overlayfs, on fuse-overlayfs and on the bare host directory."""
+    sbx, image = args.sbx, args.image
+    info = json.loads(subprocess.run([sbx, "image", "inspect", image], capture_output=True,
+                                     text=True, check=True).stdout)
+    layer = info["layer_paths"][-1]
+    print(f"image {image}: {len(info['layer_paths'])} layer(s); bwrap gets {layer}")
+    start = {
+        "sbx --image (kernel)": [sbx, "run", "--image", image, "-w", "/", "--", "/bin/true"],
+        "sbx --image (fuse)": [sbx, "run", "--image", image, "--overlay", "fuse", "-w", "/",
+                               "--", "/bin/true"],
+        "bwrap on DIR": ["bwrap", "--unshare-all", "--die-with-parent", "--new-session",
+                         "--ro-bind", layer, "/", "--proc", "/proc", "--dev", "/dev",
+                         "--tmpfs", "/tmp", "/bin/true"],
+    }
+    med = alternate(start, args.rounds)
+    print(f"ratio sbx --image/bwrap (medians): "
+          f"{med['sbx --image (kernel)'] / med['bwrap on DIR']:.2f}x (kernel overlay), "
+          f"{med['sbx --image (fuse)'] / med['bwrap on DIR']:.2f}x (fuse-overlayfs)")
+
+    scratch, src = args.scratch, args.source_tar
+    work = "mkdir -p /t/w && cd /t/w && tar -xf /src/src.tar && find . | wc -l >/dev/null " \
+           "&& du -s . >/dev/null && find . -type f | xargs cat >/dev/null && cd / && rm -rf /t/w"
+    common = ["--uid", "0", "--ro-bind", f"{src}:/src/src.tar", "-w", "/"]
+    for d in ("upper-kernel", "upper-fuse", "bare"):
+        os.makedirs(os.path.join(scratch, d), exist_ok=True)
+    meta = {
+        "kernel overlayfs": [sbx, "run", "--image", image, "--overlay", "kernel", "--upper",
+                             f"{scratch}/upper-kernel", *common, "--", "sh", "-c", work],
+        "fuse-overlayfs": [sbx, "run", "--image", image, "--overlay", "fuse", "--upper",
+                           f"{scratch}/upper-fuse", *common, "--", "sh", "-c", work],
+        "bare host directory": [sbx, "run", "--image", image, "--bind", f"{scratch}/bare:/t",
+                                *common, "--", "sh", "-c", work],
+    }
+    files = subprocess.run(["tar", "-tf", src], capture_output=True, text=True).stdout.count("\n")
+    print(f"metadata workload: unpack {files} files, find, du, read them all, delete "
+          f"(upper layers on the same filesystem as the bare directory)")
+    med = alternate(meta, max(3, args.rounds // 30), warm=1)
+    bare = med["bare host directory"]
+    print(f"ratio kernel overlayfs/bare: {med['kernel overlayfs'] / bare:.2f}x, "
+          f"fuse-overlayfs/bare: {med['fuse-overlayfs'] / bare:.2f}x")
 
 
 def iperf_client(cmd):

@@ -14,7 +14,7 @@ fi
 TEST_USER=${SBX_TEST_USER:-sbxtest}
 NOSUB_USER=${SBX_TEST_NOSUB_USER:-sbxnosub}
 
-packages=(uidmap bubblewrap busybox-static slirp4netns fuse-overlayfs python3 util-linux procps iproute2 hyperfine iperf3 git
+packages=(uidmap bubblewrap busybox-static slirp4netns fuse-overlayfs python3 zstd util-linux procps iproute2 hyperfine iperf3 git
   docker-registry skopeo apache2-utils openssl)
 missing=()
 for p in "${packages[@]}"; do

@@ -43,6 +43,9 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Download an image from an OCI or Docker registry into the image store.
     Pull(PullArgs),
+    /// Import, list, inspect and remove images (root filesystems for `sbx run --image`).
+    #[command(subcommand)]
+    Image(ImageCommand),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -131,6 +134,34 @@ pub struct InspectArgs {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Import SOURCE as NAME[:TAG]: a rootfs tarball (plain, gzip, xz, zstd), a
+    /// docker-archive, an OCI layout (directory or tar) or a directory.
+    Import {
+        #[arg(value_name = "NAME[:TAG]")]
+        name: String,
+        #[arg(value_name = "SOURCE")]
+        source: std::path::PathBuf,
+    },
+    /// The images in the store.
+    Ls {
+        /// Print the records as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove images, and the layers no other image uses.
+    Rm {
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// An image's record (layers, config, where its layers are) as JSON.
+    Inspect {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum ProfileCommand {
     /// Every profile reachable by name: name, where it comes from, commands, description.
     Ls,
@@ -207,8 +238,22 @@ pub struct RunArgs {
     pub profile: Option<String>,
 
     /// Root filesystem: the host's / read-only ("host"), or a directory.
-    #[arg(long, value_name = "host|DIR")]
+    #[arg(long, value_name = "host|DIR", conflicts_with = "image")]
     pub rootfs: Option<String>,
+
+    /// Root filesystem from an imported image (`sbx image ls`), under a writable overlay.
+    #[arg(long, value_name = "NAME[:TAG]")]
+    pub image: Option<String>,
+
+    /// Keep the image overlay's upper layer (the run's changes) in DIR between runs,
+    /// instead of discarding it at exit. Created when missing.
+    #[arg(long, value_name = "DIR")]
+    pub upper: Option<String>,
+
+    /// Which overlay assembles an image root: "auto" (kernel overlayfs, else
+    /// fuse-overlayfs), "kernel" or "fuse".
+    #[arg(long, value_name = "auto|kernel|fuse")]
+    pub overlay: Option<String>,
 
     /// Read-write bind mount (DST defaults to SRC). Repeatable.
     #[arg(long, value_name = "SRC[:DST]")]

@@ -65,6 +65,7 @@ fn dispatch() -> Result<i32> {
         Command::Rm(args) => instance::cmd::rm(&args),
         Command::Inspect(args) => instance::cmd::inspect(&args),
         Command::Pull(args) => pull::run(&args),
+        Command::Image(cmd) => image::command(cmd),
     }
 }
 
@@ -115,7 +116,24 @@ fn describe(plan: &plan::Plan, why: &str) {
             plan.ids.inside_uid, plan.ids.inside_gid
         ),
     }
-    eprintln!("sbx: rootfs: {:?}", plan.rootfs);
+    match &plan.rootfs {
+        plan::Rootfs::Image {
+            name,
+            layers,
+            upper,
+            overlay,
+        } => eprintln!(
+            "sbx: rootfs: image {name} ({} layers) under {}; upper layer {}",
+            layers.len(),
+            image::run::describe_overlay(overlay),
+            upper
+                .as_ref()
+                .map_or("on a tmpfs, discarded at exit".to_string(), |u| {
+                    format!("kept in {}", u.display())
+                })
+        ),
+        other => eprintln!("sbx: rootfs: {other:?}"),
+    }
     eprintln!("sbx: network: {}", network::describe(&plan.network));
     eprintln!("sbx: limits: {}", limits::describe(&plan.limits));
     for line in security::describe(&plan.security) {

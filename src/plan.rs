@@ -13,11 +13,12 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::cli::RunArgs;
+use crate::image::run::{ImagePlan, OverlayKind};
 use crate::limits::LimitsPlan;
 use crate::network::NetPlan;
 use crate::profile::load::Loaded;
 use crate::profile::vars::Vars;
-use crate::profile::{MountKind, MountOption, MountSpec, Profile};
+use crate::profile::{ImageRootfs, MountKind, MountOption, MountSpec, Profile, RootfsSpec};
 use crate::security::{self, SecurityPlan};
 use crate::supervisor::idmap::{self, IdPlan};
 
@@ -39,6 +40,11 @@ pub struct Plan {
     pub hostname: Option<String>,
     pub network: NetPlan,
     pub ids: IdPlan,
+    /// The uid and gid the command switches to before exec, when the id map puts the
+    /// caller at 0 rather than at the command's ids (image roots: see `image::userns`).
+    pub run_as: Option<(u32, u32)>,
+    /// Held for the run: the image's layers stay in the store while it runs.
+    pub _layer_locks: Option<crate::image::run::LayerLocks>,
     pub security: SecurityPlan,
     pub limits: LimitsPlan,
     /// Give the command a pseudo-terminal of its own (stdin is a terminal).
@@ -63,6 +69,16 @@ pub enum Rootfs {
     Host,
     /// A directory (canonical host path), read-only.
     Dir(PathBuf),
+    /// An image's layers as the lower layers of a writable overlay.
+    Image {
+        name: String,
+        /// Unpacked layers in the store, bottom first.
+        layers: Vec<PathBuf>,
+        /// Host directory keeping the upper layer between runs; None: a tmpfs in the
+        /// sandbox's own mount namespace, discarded at exit.
+        upper: Option<PathBuf>,
+        overlay: OverlayKind,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,7 +160,11 @@ pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
     let expanded = vars.expand_profile(&loaded.profile)?;
     let profile = &expanded;
 
-    let rootfs = resolve_rootfs(args.rootfs.as_deref(), profile)?;
+    let (rootfs, image) = resolve_rootfs(args, profile, Path::new(&vars.pwd))?;
+    let image_config = image
+        .as_ref()
+        .map(|i| i.image.config.clone())
+        .unwrap_or_default();
     let mut mounts = resolve_mounts(profile, args, vars)?;
     // sbx's own directories: its profiles, and the records, state and images that `start`
     // and `exec` trust later.
@@ -165,7 +185,11 @@ pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
     if !args.env_file.is_empty() {
         bail!("internal: --env-file must be folded into -e before the plan is built");
     }
-    let env = resolve_env(profile, &args.env, vars)?;
+    let mut env = resolve_env(profile, &image_config.env, &args.env, vars)?;
+    if image.is_some() && !env.contains_key("PATH") {
+        // An image's shell needs a PATH; rootfs tarballs carry no config to give one.
+        env.insert("PATH".to_string(), DEFAULT_PATH.to_string());
+    }
     let search_path = env
         .get("PATH")
         .cloned()
@@ -174,7 +198,7 @@ pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
     let workdir = match (&args.workdir, &profile.workdir) {
         (Some(cli), _) => PathBuf::from(cli),
         (None, Some(p)) => PathBuf::from(p),
-        (None, None) => PathBuf::from("/"),
+        (None, None) => PathBuf::from(image_config.workdir.as_deref().unwrap_or("/")),
     };
     let workdir = normalize_absolute(&workdir, "workdir")?;
 
@@ -189,31 +213,31 @@ pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
 
     let network = crate::network::plan(profile.network.as_ref().map(|n| n.options()), args)?;
 
-    let mut inside_uid = args.uid.or(profile.user.uid).unwrap_or(vars.uid);
-    let mut inside_gid = args.gid.or(profile.user.gid).unwrap_or(vars.gid);
-    if let Some(join) = &network.join {
-        // Its user namespace is ours too: we are who its maps make us.
-        let asked_uid = args.uid.or(profile.user.uid).unwrap_or(join.uid);
-        let asked_gid = args.gid.or(profile.user.gid).unwrap_or(join.gid);
-        if (asked_uid, asked_gid) != (join.uid, join.gid) {
-            bail!(
-                "--net sandbox:{}: a sandbox that joins another shares its user namespace, \
-                 where you are uid {} and gid {}; drop --uid/--gid (or the profile's user)",
-                join.name,
-                join.uid,
-                join.gid
-            );
+    let (ids, run_as) = match &image {
+        None => {
+            let (inside_uid, inside_gid) = inside_ids(profile, args, vars, network.join.as_ref())?;
+            let ids = idmap::plan(&vars.user, vars.uid, vars.gid, inside_uid, inside_gid);
+            (ids, None)
         }
-        (inside_uid, inside_gid) = (join.uid, join.gid);
-    }
-    let ids = idmap::plan(&vars.user, vars.uid, vars.gid, inside_uid, inside_gid);
+        Some(_) if network.join.is_some() => bail!(
+            "--net sandbox:NAME and an image root cannot go together yet: the joined \
+             sandbox's user namespace has its own id maps, the image needs the store's"
+        ),
+        Some(image) => crate::image::run::ids(
+            &image.image,
+            args.uid.or(profile.user.uid),
+            args.gid.or(profile.user.gid),
+            vars,
+        )?,
+    };
+    let inside_uid = ids.inside_uid;
     let limits = crate::limits::plan(&profile.limits, args)?;
     let security = security::plan(
         &profile.security,
         args,
         inside_uid,
         &network,
-        writable_paths(&mounts),
+        writable_paths(&mounts, image.is_some()),
     )?;
 
     Ok(Plan {
@@ -231,6 +255,8 @@ pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
         hostname,
         network,
         ids,
+        run_as,
+        _layer_locks: image.as_ref().map(|i| i.image.held.clone()),
         security,
         limits,
         tty: caller.stdin_is_tty,
@@ -244,12 +270,54 @@ pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
     })
 }
 
-fn resolve_rootfs(cli: Option<&str>, profile: &Profile) -> Result<Rootfs> {
-    let spec = match (cli, &profile.rootfs) {
-        (Some(cli), _) => cli.to_string(),
-        (None, Some(p)) => p.clone(),
-        (None, None) => "host".to_string(),
+/// The root filesystem, and the image behind it if it is one.
+fn resolve_rootfs(
+    args: &RunArgs,
+    profile: &Profile,
+    cwd: &Path,
+) -> Result<(Rootfs, Option<ImagePlan>)> {
+    let spec = match (&args.image, &args.rootfs, &profile.rootfs) {
+        (Some(image), _, Some(RootfsSpec::Image(p))) if p.image == *image => {
+            Some(RootfsSpec::Image(p.clone()))
+        }
+        (Some(image), _, _) => Some(RootfsSpec::Image(ImageRootfs {
+            image: image.clone(),
+            ..Default::default()
+        })),
+        (None, Some(dir), _) => Some(RootfsSpec::Path(dir.clone())),
+        (None, None, spec) => spec.clone(),
     };
+    let Some(RootfsSpec::Image(mut image)) = spec else {
+        if args.upper.is_some() || args.overlay.is_some() {
+            bail!("--upper and --overlay apply to image roots only; add --image NAME");
+        }
+        let dir = match spec {
+            Some(RootfsSpec::Path(dir)) => dir,
+            _ => "host".to_string(),
+        };
+        return Ok((resolve_dir_rootfs(&dir)?, None));
+    };
+    match (&args.upper, &image.upper) {
+        (Some(cli), _) => image.upper = Some(cwd.join(cli).to_string_lossy().into_owned()),
+        (None, Some(profile)) if !profile.starts_with('/') => bail!(
+            "rootfs.upper: {profile:?} is not an absolute path; profiles name host paths absolutely (use ${{PWD}} or ${{HOME}})"
+        ),
+        _ => {}
+    }
+    if let Some(overlay) = &args.overlay {
+        image.overlay = Some(overlay.parse().context("--overlay")?);
+    }
+    let plan = crate::image::run::plan(&image)?;
+    let rootfs = Rootfs::Image {
+        name: plan.image.name.clone(),
+        layers: plan.image.layers.clone(),
+        upper: plan.upper.clone(),
+        overlay: plan.overlay.clone(),
+    };
+    Ok((rootfs, Some(plan)))
+}
+
+fn resolve_dir_rootfs(spec: &str) -> Result<Rootfs> {
     if spec == "host" {
         return Ok(Rootfs::Host);
     }
@@ -392,11 +460,14 @@ fn bind(
 
 /// Where the command may write, for Landlock: the writable mounts (a later read-only mount
 /// inside one of them stays read-only by itself), /tmp and /dev/shm.
-fn writable_paths(mounts: &[Mount]) -> Vec<(PathBuf, bool)> {
+fn writable_paths(mounts: &[Mount], writable_root: bool) -> Vec<(PathBuf, bool)> {
     let mut paths = vec![
         (PathBuf::from("/tmp"), true),
         (PathBuf::from("/dev/shm"), true),
     ];
+    if writable_root {
+        paths.push((PathBuf::from("/"), true));
+    }
     for m in mounts {
         match m {
             Mount::Bind {
@@ -416,8 +487,19 @@ fn writable_paths(mounts: &[Mount]) -> Vec<(PathBuf, bool)> {
     paths
 }
 
-fn resolve_env(profile: &Profile, cli: &[String], vars: &Vars) -> Result<BTreeMap<String, String>> {
-    let mut env = BTreeMap::new();
+fn resolve_env(
+    profile: &Profile,
+    image: &[String],
+    cli: &[String],
+    vars: &Vars,
+) -> Result<BTreeMap<String, String>> {
+    // The image's own environment first, beneath everything the profile and CLI say.
+    let mut env: BTreeMap<String, String> = image
+        .iter()
+        .filter_map(|item| item.split_once('='))
+        .filter(|(key, _)| validate_env_key(key, "image env").is_ok())
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let mut pass = |key: &str, what: &str| -> Result<()> {
         validate_env_key(key, what)?;
         if let Some(value) = vars.env.get(key).cloned() {
@@ -442,6 +524,30 @@ fn resolve_env(profile: &Profile, cli: &[String], vars: &Vars) -> Result<BTreeMa
         }
     }
     Ok(env)
+}
+
+/// The ids inside: asked for, or the caller's own; for a sandbox that joins another,
+/// what that one's user namespace makes of the caller (and nothing else may be asked).
+fn inside_ids(
+    profile: &Profile,
+    args: &RunArgs,
+    vars: &Vars,
+    join: Option<&crate::instance::Join>,
+) -> Result<(u32, u32)> {
+    let asked = (args.uid.or(profile.user.uid), args.gid.or(profile.user.gid));
+    let Some(join) = join else {
+        return Ok((asked.0.unwrap_or(vars.uid), asked.1.unwrap_or(vars.gid)));
+    };
+    if asked.0.is_some_and(|u| u != join.uid) || asked.1.is_some_and(|g| g != join.gid) {
+        bail!(
+            "--net sandbox:{}: a sandbox that joins another shares its user namespace, \
+             where you are uid {} and gid {}; drop --uid/--gid (or the profile's user)",
+            join.name,
+            join.uid,
+            join.gid
+        );
+    }
+    Ok((join.uid, join.gid))
 }
 
 /// Where sbx keeps state for the caller: `$XDG_DATA_HOME/sbx` (images, named sandboxes) and
@@ -789,5 +895,41 @@ mod tests {
         assert_eq!(plan.hostname.as_deref(), Some("sbx"));
         assert!(matches!(plan.mounts[0], Mount::Tmpfs { mode: 0o700, .. }));
         assert_eq!(plan.mounts[1].destination(), Path::new("/tmp"));
+    }
+
+    #[test]
+    fn image_options_need_an_image_root() {
+        let l = loaded("{}");
+        let err = build(
+            &l,
+            &args(&["--upper", "/tmp/u", "--", "x"]),
+            &caller("/tmp"),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("apply to image roots only"),
+            "{err:#}"
+        );
+        let l = loaded(r#"{"rootfs": {"image": "img", "upper": "relative/dir"}}"#);
+        let err = build(&l, &args(&["--", "x"]), &caller("/tmp")).unwrap_err();
+        assert!(err.to_string().contains("rootfs.upper"), "{err:#}");
+        let l = loaded(r#"{"rootfs": {"image": "img", "overlay": "kernel"}}"#);
+        let err = build(&l, &args(&["--overlay", "zfs", "--", "x"]), &caller("/tmp")).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("unknown overlay \"zfs\""),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn rootfs_is_a_string_or_an_image_object() {
+        assert!(
+            crate::profile::load::parse(r#"{"rootfs": {"image": "a", "uper": "/x"}}"#, "t")
+                .is_err()
+        );
+        let l = loaded(r#"{"rootfs": "/tmp"}"#);
+        let plan = build(&l, &args(&["--", "x"]), &caller("/tmp")).unwrap();
+        assert_eq!(plan.rootfs, Rootfs::Dir("/tmp".into()));
+        assert!(plan.run_as.is_none());
     }
 }

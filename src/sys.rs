@@ -12,8 +12,10 @@ pub use libc::{
     OPEN_TREE_CLOEXEC, OPEN_TREE_CLONE,
 };
 
-const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
-const RESOLVE_IN_ROOT: u64 = 0x10;
+pub const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+pub const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+pub const RESOLVE_BENEATH: u64 = 0x08;
+pub const RESOLVE_IN_ROOT: u64 = 0x10;
 
 fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
     if ret < 0 {
@@ -175,16 +177,33 @@ struct OpenHow {
 /// `openat2(2)` with RESOLVE_IN_ROOT: `path` is resolved as if `root` were `/`, so neither
 /// `..` nor a symlink can lead out of it.
 pub fn open_in_root(root: BorrowedFd, path: &CStr, flags: c_int) -> io::Result<OwnedFd> {
+    openat2(
+        root,
+        path,
+        flags,
+        0,
+        RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+    )
+}
+
+/// `openat2(2)` with the given `RESOLVE_*` flags (and O_CLOEXEC always).
+pub fn openat2(
+    dir: BorrowedFd,
+    path: &CStr,
+    flags: c_int,
+    mode: u32,
+    resolve: u64,
+) -> io::Result<OwnedFd> {
     let how = OpenHow {
         flags: (flags | libc::O_CLOEXEC) as u64,
-        mode: 0,
-        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+        mode: u64::from(mode),
+        resolve,
     };
     // SAFETY: `path` is NUL-terminated and `how` is a valid open_how of the size passed.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_openat2,
-            root.as_raw_fd(),
+            dir.as_raw_fd(),
             path.as_ptr(),
             &how as *const OpenHow,
             std::mem::size_of::<OpenHow>(),
@@ -242,6 +261,21 @@ pub fn xattr_size(path: &CStr, name: &CStr) -> io::Result<usize> {
     // attribute's size, so the kernel writes nothing.
     let size = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
     usize::try_from(size).map_err(|_| io::Error::last_os_error())
+}
+
+/// `fsetxattr(fd, name, value, 0)`: sets an extended attribute of an open file.
+pub fn set_xattr(fd: BorrowedFd, name: &CStr, value: &[u8]) -> io::Result<()> {
+    // SAFETY: `name` is NUL-terminated and `value` is a valid buffer of the length passed.
+    let ret = unsafe {
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            name.as_ptr(),
+            value.as_ptr().cast::<c_void>(),
+            value.len(),
+            0,
+        )
+    };
+    check(ret.into()).map(drop)
 }
 
 /// `prctl(PR_GET_SECCOMP)`: the calling thread's seccomp mode (0 none, 2 filter).

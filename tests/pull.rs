@@ -302,8 +302,25 @@ fn pull_interrupted_leaves_nothing_behind() {
         .env("XDG_DATA_HOME", home.path("data"))
         .env("XDG_RUNTIME_DIR", home.path("run"))
         .args(["pull", &format!("127.0.0.1:{port}/test/busybox:v1")]);
-    let running = spawn(&mut cmd, None);
-    let (_conn, _) = listener.accept().expect("sbx connects");
+    let mut running = spawn(&mut cmd, None);
+    // Never wait forever: sbx may fail before it connects.
+    listener.set_nonblocking(true).unwrap();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let _conn = loop {
+        match listener.accept() {
+            Ok((conn, _)) => break conn,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let exited = matches!(running.child.try_wait(), Ok(Some(_)));
+                assert!(
+                    !exited && std::time::Instant::now() < deadline,
+                    "sbx never connected\n{}",
+                    running.stderr_so_far()
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    };
     let tmp = home.path("data/sbx/tmp");
     let entries = fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0);
     assert_eq!(

@@ -68,9 +68,27 @@ fn prepare_and_exec(
         .map_err(|e| setup_error(format!("close stray file descriptors: {e}")))?;
     crate::limits::apply_rlimits(&plan.limits.rlimits)
         .map_err(|e| setup_error(format!("{e:#}")))?;
+    if let Some((uid, gid)) = plan.run_as {
+        switch_ids(uid, gid)
+            .map_err(|e| setup_error(format!("switch to uid {uid} and gid {gid} inside: {e:#}")))?;
+    }
     // Capabilities, no_new_privs, Landlock, and seccomp last: nothing after it but execve.
     crate::security::apply(&plan.security).map_err(|e| setup_error(format!("{e:#}")))?;
     Err(exec_search(plan))
+}
+
+/// From root inside to the command's own ids (image roots), keeping the permitted
+/// capabilities so `security::apply` can still shape them, and making them effective again.
+fn switch_ids(uid: u32, gid: u32) -> anyhow::Result<()> {
+    use anyhow::Context;
+    nix::sys::prctl::set_keepcaps(true).context("PR_SET_KEEPCAPS")?;
+    let gid = nix::unistd::Gid::from_raw(gid);
+    nix::unistd::setresgid(gid, gid, gid).context("setresgid")?;
+    let uid = nix::unistd::Uid::from_raw(uid);
+    nix::unistd::setresuid(uid, uid, uid).context("setresuid")?;
+    let permitted = caps::read(None, caps::CapSet::Permitted).context("read capabilities")?;
+    caps::set(None, caps::CapSet::Effective, &permitted).context("raise capabilities")?;
+    nix::sys::prctl::set_keepcaps(false).context("PR_SET_KEEPCAPS")
 }
 
 /// Default dispositions and an empty mask: the command starts as if from a fresh shell

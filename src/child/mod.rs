@@ -6,6 +6,7 @@
 
 mod exec;
 mod net;
+mod overlay;
 mod rootfs;
 
 use std::convert::Infallible;

@@ -56,7 +56,10 @@ const STAGING: &CStr = c"/tmp";
 
 /// Detached clones of every host path the sandbox binds, taken before anything is covered.
 pub struct Sources {
-    root: OwnedFd,
+    /// None for an image root, which is assembled after the id maps exist.
+    root: Option<OwnedFd>,
+    /// An image root's layers and kept upper directory.
+    overlay: Option<super::overlay::Parts>,
     devices: Vec<OwnedFd>,
     /// One per `Plan::mounts` entry; `None` for a tmpfs.
     binds: Vec<Option<OwnedFd>>,
@@ -71,7 +74,14 @@ pub fn prepare(plan: &Plan) -> Result<Sources> {
 
 /// After the id maps: builds the new root from `sources` and pivots into it.
 pub fn build(plan: &Plan, sources: Sources) -> Result<()> {
-    let root = attach_root(plan, sources.root)?;
+    let tree = match (sources.root, sources.overlay, &plan.rootfs) {
+        (Some(tree), _, _) => tree,
+        (None, Some(parts), Rootfs::Image { overlay, .. }) => {
+            super::overlay::assemble(STAGING, parts, overlay)?
+        }
+        _ => bail!("internal error: no root filesystem was opened"),
+    };
+    let root = attach_root(plan, tree)?;
     mount_proc(root.as_fd())?;
     mount_dev(root.as_fd(), sources.devices)?;
     if plan.security.mask_kernel_paths {
@@ -110,9 +120,16 @@ fn open_sources(plan: &Plan) -> Result<Sources> {
             // Read-only now, before anything is attached to it, so mount points that do not
             // exist on the host can never be created there.
             set_attrs(&tree, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV, true, "/")?;
-            tree
+            Some(tree)
         }
-        Rootfs::Dir(dir) => clone_tree(dir, true)?,
+        Rootfs::Dir(dir) => Some(clone_tree(dir, true)?),
+        Rootfs::Image { .. } => None,
+    };
+    let overlay = match &plan.rootfs {
+        Rootfs::Image { layers, upper, .. } => {
+            Some(super::overlay::open_parts(layers, upper.as_deref())?)
+        }
+        _ => None,
     };
     let devices = DEVICES
         .iter()
@@ -138,6 +155,7 @@ fn open_sources(plan: &Plan) -> Result<Sources> {
         .collect::<Result<_>>()?;
     Ok(Sources {
         root,
+        overlay,
         devices,
         binds,
     })

@@ -146,7 +146,15 @@ fn line_of_key(text: &str, key: &str) -> usize {
 /// Builds a plan from the profile as `sbx run -- true` would, to catch what only shows
 /// then: unknown variables, missing parents, missing bind sources, bad paths.
 fn resolves(text: &str, file: &Path) -> Result<()> {
-    let profile = load::parse(text, &format!("profile {}", file.display()))?;
+    let mut profile = load::parse(text, &format!("profile {}", file.display()))?;
+    if let Some(super::RootfsSpec::Image(image)) = &profile.rootfs {
+        // Whether the image is imported yet is the store's business, not the profile's.
+        crate::image::ImageName::parse(&image.image).context("rootfs.image")?;
+        if let Some(reference) = &image.pull {
+            crate::image::ImageName::parse(reference).context("rootfs.pull")?;
+        }
+        profile.rootfs = None;
+    }
     let loaded = layer::resolve_loaded(Loaded {
         name: profile.name.clone().unwrap_or_else(|| "checked".into()),
         profile,

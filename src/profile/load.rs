@@ -16,6 +16,7 @@ pub const BUILTINS: &[(&str, &str)] = &[
     ("build", include_str!("../../profiles/build.json")),
     ("devshell", include_str!("../../profiles/devshell.json")),
     ("strict", include_str!("../../profiles/strict.json")),
+    ("centos", include_str!("../../profiles/centos.json")),
 ];
 
 /// Where a profile was found.

@@ -36,9 +36,10 @@ pub struct Profile {
     /// Program names (base names) this profile is picked for when no `--profile` is given.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub commands: Vec<String>,
-    /// Root filesystem: `"host"` (the host's `/`, read-only) or an absolute directory path.
+    /// Root filesystem: `"host"` (the host's `/`, read-only), an absolute directory path, or
+    /// `{"image": "NAME"}` (an imported image under a writable overlay).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rootfs: Option<String>,
+    pub rootfs: Option<RootfsSpec>,
     /// Mounts applied on top of the root filesystem, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<MountSpec>,
@@ -327,6 +328,82 @@ impl std::str::FromStr for NetworkMode {
                  (on the command line) \"sandbox:NAME\""
             ),
         }
+    }
+}
+
+/// `"rootfs": "host"`, `"rootfs": "/some/dir"`, or `"rootfs": {"image": "centos:stream9"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RootfsSpec {
+    Path(String),
+    Image(ImageRootfs),
+}
+
+/// An image from the store (`sbx image ls`) as the root, under a writable overlay.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageRootfs {
+    /// The image's name, `NAME[:TAG]`.
+    pub image: String,
+    /// Where the image is pulled from when it is missing (shown in the error), such as
+    /// `"quay.io/centos/centos:stream9"`; an image stored under this reference is used too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull: Option<String>,
+    /// A host directory that keeps the overlay's upper layer (the run's changes) between
+    /// runs; created when missing. Default: changes are discarded when the run ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upper: Option<String>,
+    /// "auto" (kernel overlayfs, else fuse-overlayfs; the default), "kernel" or "fuse".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<OverlayMode>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OverlayMode {
+    /// Kernel overlayfs where the kernel allows it in a user namespace, else fuse-overlayfs.
+    #[default]
+    Auto,
+    /// Kernel overlayfs only.
+    Kernel,
+    /// fuse-overlayfs only.
+    Fuse,
+}
+
+impl std::str::FromStr for OverlayMode {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "auto" => Ok(OverlayMode::Auto),
+            "kernel" => Ok(OverlayMode::Kernel),
+            "fuse" => Ok(OverlayMode::Fuse),
+            other => {
+                anyhow::bail!("unknown overlay {other:?}; use \"auto\", \"kernel\" or \"fuse\"")
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RootfsSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RootfsSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"host\", a directory, or an object such as {\"image\": \"NAME\"}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RootfsSpec, E> {
+                Ok(RootfsSpec::Path(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RootfsSpec, A::Error> {
+                ImageRootfs::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RootfsSpec::Image)
+            }
+        }
+        d.deserialize_any(Visitor)
     }
 }
 

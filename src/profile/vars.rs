@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Result};
 
-use super::Profile;
+use super::{ImageRootfs, Profile, RootfsSpec};
 
 /// What the variables in a profile expand to; read once from the caller's process.
 #[derive(Debug, Clone)]
@@ -51,7 +51,14 @@ impl Vars {
         let opt =
             |v: &Option<String>, what: &str| v.as_ref().map(|s| self.expand(s, what)).transpose();
         let mut out = p.clone();
-        out.rootfs = opt(&p.rootfs, "rootfs")?;
+        out.rootfs = match &p.rootfs {
+            Some(RootfsSpec::Path(path)) => Some(RootfsSpec::Path(self.expand(path, "rootfs")?)),
+            Some(RootfsSpec::Image(image)) => Some(RootfsSpec::Image(ImageRootfs {
+                upper: opt(&image.upper, "rootfs.upper")?,
+                ..image.clone()
+            })),
+            None => None,
+        };
         out.workdir = opt(&p.workdir, "workdir")?;
         out.hostname = opt(&p.hostname, "hostname")?;
         for (i, m) in out.mounts.iter_mut().enumerate() {

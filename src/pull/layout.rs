@@ -11,17 +11,6 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-/// `$XDG_DATA_HOME/sbx/tmp` (default `~/.local/share/sbx/tmp`), shared with the image
-/// store, which imports from it.
-pub fn store_tmp() -> Result<PathBuf> {
-    let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
-    let data = env("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .context("neither XDG_DATA_HOME nor HOME is set: cannot find the image store")?;
-    Ok(data.join("sbx/tmp"))
-}
-
 /// A layout being written: a fresh directory under `parent`, removed on drop.
 pub struct Layout {
     dir: PathBuf,

@@ -21,6 +21,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use oci_client::Reference;
 
 use crate::cli::PullArgs;
+use crate::image::store::{Claim, Store};
 use auth::Credentials;
 use layout::Layout;
 use platform::Platform;
@@ -89,19 +90,6 @@ impl Request {
         }
     }
 
-    /// Where the temporary layout is made: the store's tmp, or beside `--layout DIR` so
-    /// the finished layout can be renamed into place.
-    fn temp_parent(&self) -> Result<(PathBuf, String)> {
-        match &self.destination {
-            Destination::Store { .. } => Ok((layout::store_tmp()?, "pull-".to_string())),
-            Destination::Layout(dir) => {
-                let parent = dir.parent().unwrap_or(Path::new("."));
-                let base = dir.file_name().unwrap_or_default().to_string_lossy();
-                Ok((parent.to_path_buf(), format!(".{base}.sbx-pull-")))
-            }
-        }
-    }
-
     #[cfg(test)]
     pub fn for_test(reference: &str) -> Request {
         Request {
@@ -121,21 +109,51 @@ impl Request {
 /// Runs `sbx pull`.
 pub fn run(args: &PullArgs) -> Result<i32> {
     let request = Request::from_args(args)?;
-    let (parent, prefix) = request.temp_parent()?;
-    let layout = Layout::create(&parent, &prefix)?;
-    fetch_interruptible(&request, &layout)?;
-    match &request.destination {
-        Destination::Store { name } => {
-            crate::image::import_path(name, layout.path())
-                .with_context(|| format!("import {} as {name}", request.given))?;
-            eprintln!("sbx: pulled {} as {name}", request.given);
+    // Into the store: a directory of its `tmp/` that this process claims, so that the
+    // store's own cleaning of interrupted work leaves it alone.
+    // Into a layout: written beside its destination first, then renamed.
+    let (claim, parent, prefix) = match &request.destination {
+        Destination::Store { .. } => {
+            let claim = Store::create()?.claim_tmp("pull", true)?;
+            let parent = claim.path.clone();
+            (Some(claim), parent, "layout-".to_string())
         }
         Destination::Layout(dir) => {
+            let parent = dir.parent().unwrap_or(Path::new(".")).to_path_buf();
+            let base = dir.file_name().unwrap_or_default().to_string_lossy();
+            (None, parent, format!(".{base}.sbx-pull-"))
+        }
+    };
+    let layout = Layout::create(&parent, &prefix)?;
+    let fetched = fetch_interruptible(&request, &layout);
+    match (&request.destination, fetched) {
+        (_, Err(e)) => {
+            drop(layout);
+            release(claim);
+            Err(e)
+        }
+        (Destination::Store { name }, Ok(())) => {
+            let imported = crate::image::import_path(name, layout.path())
+                .with_context(|| format!("import {} as {name}", request.given));
+            drop(layout);
+            release(claim);
+            imported?;
+            eprintln!("sbx: pulled {} as {name}", request.given);
+            Ok(0)
+        }
+        (Destination::Layout(dir), Ok(())) => {
             layout.persist(dir)?;
             eprintln!("sbx: wrote {} to {}", request.given, dir.display());
+            Ok(0)
         }
     }
-    Ok(0)
+}
+
+/// Removes the emptied claimed directory (the next store writer would, too).
+fn release(claim: Option<Claim>) {
+    if let Some(claim) = claim {
+        let _ = std::fs::remove_dir(&claim.path);
+    }
 }
 
 /// Runs the download on a current-thread runtime; SIGINT or SIGTERM ends it with an

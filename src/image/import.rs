@@ -1,0 +1,265 @@
+//! `sbx image import`: a source's layers unpacked into the store and the image recorded.
+//! Runs inside the store's user namespace (see `userns`).
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use super::decompress::{self, Hashing, Tally};
+use super::progress::{size, Progress};
+use super::source::{self, Blob, Kind, LayerSource};
+use super::store::{remove_any, Claim, Record, Store};
+use super::unpack::{self, Stats};
+use super::ImageName;
+
+/// Imports `source` as `name`; prints progress and a summary on stderr.
+pub fn import(name: &ImageName, source: &Path) -> Result<()> {
+    let store = Store::create()?;
+    {
+        let lock = store.lock(true)?;
+        store.clean_tmp(&lock)?;
+    }
+    let progress = Progress::new();
+    let mut src = source::inspect(source, &name.tag)?;
+    // A compressed docker-archive or OCI tar is decompressed into tmp/ and looked at again.
+    let _decompressed = match src.layers.first() {
+        Some(compressed) if src.kind == Kind::CompressedArchive => {
+            let plain = decompress_to_tmp(&store, &compressed.blob)?;
+            src = source::inspect(&plain.0.path, &name.tag)?;
+            Some(plain)
+        }
+        _ => None,
+    };
+    // A directory is archived first, so it goes through exactly the checks a tarball does.
+    let _archive = if src.kind == Kind::Directory {
+        let archive = archive_directory(&store, source)?;
+        src.layers.push(LayerSource {
+            blob: Blob {
+                len: fs::metadata(&archive.0.path)?.len(),
+                path: archive.0.path.clone(),
+                offset: 0,
+            },
+            blob_digest: None,
+            diff_id: None,
+        });
+        Some(archive)
+    } else {
+        None
+    };
+    progress.line(&format!(
+        "sbx: importing {} ({}, {} layer{}) as {}",
+        source.display(),
+        src.kind.describe(),
+        src.layers.len(),
+        if src.layers.len() == 1 { "" } else { "s" },
+        name.full()
+    ));
+    // Until the record exists, this keeps `image rm` and other imports from collecting
+    // the layers this import has already put in place or found there.
+    let pending = TmpFile(store.pending()?);
+    let mut digests: Vec<String> = Vec::new();
+    let mut sizes = Vec::new();
+    let mut stats = Stats::default();
+    let count = src.layers.len();
+    for (i, layer) in src.layers.iter().enumerate() {
+        let label = format!("sbx: layer {}/{count}", i + 1);
+        let lowers = digests
+            .iter()
+            .map(|d| store.layer_path(d))
+            .collect::<Result<Vec<_>>>()?;
+        let done = import_layer(&store, &pending.0, layer, &lowers, &label, &progress)?;
+        progress.line(&format!("{label}: {} {}", short(&done.digest), done.note));
+        sizes.push(done.size);
+        stats.add(&done.stats);
+        digests.push(done.digest);
+    }
+    let record = Record {
+        name: name.full(),
+        source: source.display().to_string(),
+        kind: src.kind.describe().to_string(),
+        created: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        layers: digests,
+        size: sizes.iter().sum(),
+        layer_sizes: sizes,
+        config: src.config,
+    };
+    {
+        let lock = store.lock(true)?;
+        let replaced = store.read_record(&record.name)?;
+        store.commit_record(&record, &lock)?;
+        if replaced.is_some() {
+            // The replaced image's layers that nothing uses any more go now.
+            store.collect_garbage(&lock)?;
+        }
+    }
+    if stats.devices_skipped > 0 {
+        progress.line(&format!(
+            "sbx: skipped {} device node{} (they cannot be created without privilege; the sandbox's /dev has its own)",
+            stats.devices_skipped,
+            if stats.devices_skipped == 1 { "" } else { "s" }
+        ));
+    }
+    if stats.unmapped_owners > 0 {
+        progress.line(&format!(
+            "sbx: {} entr{} owned by ids outside your subordinate range kept root as owner",
+            stats.unmapped_owners,
+            if stats.unmapped_owners == 1 {
+                "y"
+            } else {
+                "ies"
+            }
+        ));
+    }
+    progress.line(&format!(
+        "sbx: imported {} ({}, {})",
+        record.name,
+        size(record.size),
+        store.root.display()
+    ));
+    Ok(())
+}
+
+struct Done {
+    digest: String,
+    size: u64,
+    stats: Stats,
+    note: String,
+}
+
+fn import_layer(
+    store: &Store,
+    pending: &Claim,
+    layer: &LayerSource,
+    lowers: &[PathBuf],
+    label: &str,
+    progress: &Progress,
+) -> Result<Done> {
+    if let Some(diff_id) = &layer.diff_id {
+        let lock = store.lock(true)?;
+        if store.layer_path(diff_id)?.is_dir() {
+            store.note_pending(pending, diff_id, &lock)?;
+            return Ok(Done {
+                digest: diff_id.clone(),
+                size: store.known_layer_size(diff_id),
+                stats: Stats::default(),
+                note: "already in the store".to_string(),
+            });
+        }
+    }
+    let tmp = TmpDir(Some(store.claim_tmp("layer", true)?));
+    let (blob_tally, diff_tally) = (Tally::default(), Tally::default());
+    let input = Hashing::new(layer.blob.open()?, blob_tally.clone());
+    let input = progress.reader(input, label.to_string(), layer.blob.len);
+    let mut stream = Hashing::new(
+        decompress::decompressed(input).context("open the layer's stream")?,
+        diff_tally.clone(),
+    );
+    let dir = tmp.path()?.to_path_buf();
+    let stats = unpack::unpack(&mut stream, &dir, lowers)
+        .with_context(|| format!("unpack layer from {}", layer.blob.path.display()))?;
+    // Whatever follows the end-of-archive blocks still counts for the digests.
+    io::copy(&mut stream, &mut io::sink()).context("read the rest of the layer")?;
+    drop(stream);
+    if let Some(expected) = &layer.blob_digest {
+        check_digest(expected, &blob_tally.digest(), "layer blob")?;
+    }
+    let digest = diff_tally.digest();
+    if let Some(expected) = &layer.diff_id {
+        check_digest(expected, &digest, "uncompressed layer")?;
+    }
+    let lock = store.lock(true)?;
+    let new = store.commit_layer(&dir, &digest, &lock)?;
+    store.note_pending(pending, &digest, &lock)?;
+    tmp.forget();
+    Ok(Done {
+        digest,
+        size: diff_tally.bytes(),
+        stats,
+        note: format!(
+            "{}{}",
+            size(diff_tally.bytes()),
+            if new { "" } else { " (already in the store)" }
+        ),
+    })
+}
+
+fn check_digest(expected: &str, actual: &str, what: &str) -> Result<()> {
+    if expected != actual {
+        bail!("digest mismatch for the {what}: expected {expected}, the content has {actual}; the source is corrupt or was tampered with, and nothing was imported");
+    }
+    Ok(())
+}
+
+fn short(digest: &str) -> &str {
+    &digest[..digest.len().min(19)]
+}
+
+/// The host directory `source` as a tar in the store's `tmp/`, removed when dropped.
+fn archive_directory(store: &Store, source: &Path) -> Result<TmpFile> {
+    let tmp = TmpFile(store.claim_tmp("dir.tar", false)?);
+    let file = fs::File::options()
+        .write(true)
+        .open(&tmp.0.path)
+        .with_context(|| format!("open {}", tmp.0.path.display()))?;
+    let mut builder = tar::Builder::new(io::BufWriter::new(file));
+    builder.follow_symlinks(false);
+    builder
+        .append_dir_all(".", source)
+        .with_context(|| format!("read the directory {}", source.display()))?;
+    builder
+        .into_inner()?
+        .into_inner()
+        .map_err(|e| e.into_error())?;
+    Ok(tmp)
+}
+
+fn decompress_to_tmp(store: &Store, blob: &Blob) -> Result<TmpFile> {
+    let tmp = TmpFile(store.claim_tmp("archive.tar", false)?);
+    let mut file = fs::File::options()
+        .write(true)
+        .open(&tmp.0.path)
+        .with_context(|| format!("open {}", tmp.0.path.display()))?;
+    let mut stream = decompress::decompressed(blob.open()?)?;
+    io::copy(&mut stream, &mut file)
+        .with_context(|| format!("decompress {}", blob.path.display()))?;
+    Ok(tmp)
+}
+
+/// A layer being unpacked in `tmp/`: removed unless committed.
+struct TmpDir(Option<Claim>);
+
+impl TmpDir {
+    fn path(&self) -> Result<&Path> {
+        self.0
+            .as_ref()
+            .map(|c| c.path.as_path())
+            .context("internal error: the layer was committed already")
+    }
+
+    /// Committed: the directory is the store's now.
+    fn forget(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TmpDir {
+    fn drop(&mut self) {
+        if let Some(claim) = &self.0 {
+            if let Err(e) = remove_any(&claim.path) {
+                eprintln!("sbx: warning: {e:#}");
+            }
+        }
+    }
+}
+
+struct TmpFile(Claim);
+
+impl Drop for TmpFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0.path);
+    }
+}

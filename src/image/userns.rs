@@ -1,0 +1,142 @@
+//! Running store writers inside a user namespace mapped with the caller's whole subordinate
+//! range, as `podman unshare` does: the caller is root there and every id of the range is
+//! an ordinary id, so layers keep the ownership their archives give, and files owned by
+//! subordinate ids can be removed again.
+//!
+//! A forked child unshares the user namespace, the parent has newuidmap/newgidmap write
+//! its maps (the same `IdPlan` a sandbox with `--uid 0` gets), then the child does the work
+//! and exits; only its verdict, Ok or a message, comes back through a pipe.
+
+use std::fs::File;
+use std::io::{Read, Write};
+
+use anyhow::{bail, Context, Result};
+use nix::fcntl::OFlag;
+use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult};
+
+use crate::supervisor::idmap::{self, IdMode, IdPlan};
+
+/// The id plan of store writers and of sandboxes on an image: the caller is root inside,
+/// the subordinate range fills 1, 2, ...
+pub fn store_ids() -> IdPlan {
+    let uid = nix::unistd::getuid().as_raw();
+    let gid = nix::unistd::getgid().as_raw();
+    let user = nix::unistd::User::from_uid(uid.into())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| uid.to_string());
+    idmap::plan(&user, uid, gid, 0, 0)
+}
+
+/// Whether this process has a single thread, so `fork` may run arbitrary code.
+pub fn single_threaded() -> bool {
+    std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1)
+}
+
+/// Runs `body` in a forked child inside a new user namespace with the store's id map.
+/// The caller must be single-threaded.
+pub fn run(body: impl FnOnce() -> Result<()>) -> Result<()> {
+    let ids = store_ids();
+    if let IdMode::Single { warning } = &ids.mode {
+        eprintln!("sbx: warning: {warning}");
+    }
+    let (ready_r, ready_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
+    let (go_r, go_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
+    let (verdict_r, verdict_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
+    // SAFETY: the caller guarantees sbx is single-threaded here, so the child may do
+    // anything; it ends with _exit and never returns into the caller's frames.
+    match unsafe { fork() }.context("fork")? {
+        ForkResult::Child => {
+            drop((ready_r, go_w, verdict_r));
+            let verdict = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                child(File::from(ready_w), File::from(go_r), body)
+            }));
+            let code = match verdict {
+                Ok(Ok(())) => 0,
+                Ok(Err(e)) => {
+                    let _ = File::from(verdict_w).write_all(format!("{e:#}").as_bytes());
+                    1
+                }
+                Err(_) => 2,
+            };
+            let _ = std::io::stdout().flush();
+            crate::sys::exit_now(code)
+        }
+        ForkResult::Parent { child } => {
+            drop((ready_w, go_r, verdict_w));
+            let guard = Reaper(Some(child));
+            let mut byte = [0u8; 1];
+            let mut ready = File::from(ready_r);
+            let mut verdict = File::from(verdict_r);
+            if ready.read(&mut byte).context("wait for the child")? == 1 {
+                idmap::write(&ids, child.as_raw())?;
+                File::from(go_w)
+                    .write_all(b"g")
+                    .context("release the child")?;
+            }
+            let mut message = String::new();
+            let _ = verdict.read_to_string(&mut message);
+            let status = guard.wait()?;
+            match status {
+                WaitStatus::Exited(_, 0) => Ok(()),
+                WaitStatus::Exited(_, _) if !message.is_empty() => Err(anyhow::anyhow!(message)),
+                other => bail!("the store's helper process ended with {other:?}"),
+            }
+        }
+    }
+}
+
+fn child(mut ready: File, mut go: File, body: impl FnOnce() -> Result<()>) -> Result<()> {
+    let parent = nix::unistd::getppid();
+    nix::sched::unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| {
+        crate::error::HostFeature::new(
+            "unprivileged user namespaces",
+            format!("cannot create a user namespace for the image store ({e}); see `sbx check`"),
+        )
+    })?;
+    ready.write_all(b"r").context("signal the parent")?;
+    let mut byte = [0u8; 1];
+    if go.read(&mut byte).context("wait for the id maps")? != 1 {
+        bail!("the id maps were not written");
+    }
+    // Our ids are root's now; setgroups drops the caller's host groups where allowed.
+    let _ = nix::unistd::setgroups(&[]);
+    // Killed with sbx: an interrupted import stops at once and leaves only tmp/ entries.
+    // Set only now, since a change of credentials (the new namespace) clears it.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("PR_SET_PDEATHSIG")?;
+    if nix::unistd::getppid() != parent {
+        bail!("sbx ended before the import started");
+    }
+    body()
+}
+
+/// Kills and reaps the child if the parent errs before waiting for it.
+struct Reaper(Option<nix::unistd::Pid>);
+
+impl Reaper {
+    fn wait(mut self) -> Result<WaitStatus> {
+        let Some(pid) = self.0.take() else {
+            bail!("no child to wait for");
+        };
+        loop {
+            match waitpid(pid, None) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                other => return other.context("waitpid"),
+            }
+        }
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take() {
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+        }
+    }
+}
