@@ -48,10 +48,10 @@ count() { tee -a "$results"; }
 echo "== unit tests"
 for entry in "${test_bins[@]}"; do
   read -r kind name exe <<<"$entry"
-  [ "$kind" = "bin" ] && "$exe" --quiet 2>&1 | count
+  if [ "$kind" = "lib" ] || [ "$kind" = "bin" ]; then "$exe" --quiet 2>&1 | count; fi
 done
 
-cp target/debug/sbx "$stage/sbx"
+cp target/debug/sbx target/debug/sbx-pull "$stage/"
 mkdir -p "$stage/tests"
 cp -r tests/data "$stage/tests/" 2>/dev/null || true
 for entry in "${test_bins[@]}"; do

@@ -27,6 +27,18 @@ impl fmt::Display for HostFeature {
 
 impl std::error::Error for HostFeature {}
 
+/// Prints an error the way every sbx binary does: one line, the host's gap named.
+pub fn report(err: &anyhow::Error) {
+    if let Some(feature) = err.downcast_ref::<HostFeature>() {
+        eprintln!(
+            "sbx: error: this host lacks {}: {}",
+            feature.feature, feature.message
+        );
+    } else {
+        eprintln!("sbx: error: {err:#}");
+    }
+}
+
 /// Exit codes, as podman uses them.
 pub mod exit {
     /// sbx itself failed: bad option, bad profile, setup failure.

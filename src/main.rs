@@ -3,24 +3,6 @@
 //! This file parses the command line and is the only place that turns errors into exit
 //! codes: 125 for anything sbx itself could not do, the command's own status otherwise.
 
-mod child;
-mod cli;
-mod envfile;
-mod error;
-mod image;
-mod init;
-mod instance;
-mod limits;
-mod network;
-mod plan;
-mod probe;
-mod profile;
-mod protect;
-mod pull;
-mod security;
-mod supervisor;
-mod sync;
-mod sys;
 
 use std::os::fd::AsFd;
 use std::process::ExitCode;
@@ -28,15 +10,19 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use crate::cli::{Cli, Command, RunArgs};
-use crate::error::exit::SBX_ERROR;
-use crate::supervisor::idmap::IdMode;
+use sbx::cli::{Cli, Command, RunArgs};
+use sbx::error::exit::SBX_ERROR;
+use sbx::supervisor::idmap::IdMode;
+use sbx::{
+    envfile, error, image, instance, limits, network, plan, probe, profile, security,
+    supervisor, sys,
+};
 
 fn main() -> ExitCode {
     let code = match sanitize_process().and_then(|()| dispatch()) {
         Ok(code) => code,
         Err(err) => {
-            report(&err);
+            error::report(&err);
             SBX_ERROR
         }
     };
@@ -64,7 +50,7 @@ fn dispatch() -> Result<i32> {
         Command::Logs(args) => instance::cmd::logs(&args),
         Command::Rm(args) => instance::cmd::rm(&args),
         Command::Inspect(args) => instance::cmd::inspect(&args),
-        Command::Pull(args) => pull::run(&args),
+        Command::Pull(_) => Err(exec_helper("sbx-pull", 2)),
         Command::Image(cmd) => image::command(cmd),
     }
 }
@@ -144,6 +130,24 @@ fn describe(plan: &plan::Plan, why: &str) {
     }
 }
 
+/// Replaces this process with the helper binary `name` installed beside sbx, given our
+/// arguments after the first `skip` (the program and the subcommand); returns only on
+/// failure. Only beside sbx: a helper is never looked up in PATH.
+fn exec_helper(name: &str, skip: usize) -> anyhow::Error {
+    use std::os::unix::process::CommandExt;
+    let helper = match std::env::current_exe() {
+        Ok(me) => me.with_file_name(name),
+        Err(e) => return anyhow::anyhow!("cannot find the sbx binary, and {name} beside it: {e}"),
+    };
+    let err = std::process::Command::new(&helper)
+        .args(std::env::args_os().skip(skip))
+        .exec();
+    anyhow::anyhow!(
+        "cannot run {} ({err}); it is installed with sbx (`cargo install --path .` installs both)",
+        helper.display()
+    )
+}
+
 /// Like firecracker's jailer: make sure fds 0-2 exist (so nothing we open lands there) and
 /// that no inherited descriptor can reach a helper or the sandbox.
 fn sanitize_process() -> Result<()> {
@@ -159,15 +163,4 @@ fn sanitize_process() -> Result<()> {
     }
     sys::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32)
         .context("mark inherited descriptors close-on-exec")
-}
-
-fn report(err: &anyhow::Error) {
-    if let Some(feature) = err.downcast_ref::<error::HostFeature>() {
-        eprintln!(
-            "sbx: error: this host lacks {}: {}",
-            feature.feature, feature.message
-        );
-    } else {
-        eprintln!("sbx: error: {err:#}");
-    }
 }

@@ -1,0 +1,22 @@
+//! sbx as a library: everything but the command lines. Two binaries use it: `sbx`
+//! (src/main.rs), and `sbx-pull` (src/bin/sbx-pull.rs), which holds the registry client
+//! (an HTTP and TLS stack) so that `sbx` itself, started for every sandbox, stays small.
+
+pub mod child;
+pub mod cli;
+pub mod envfile;
+pub mod error;
+pub mod image;
+pub mod init;
+pub mod instance;
+pub mod limits;
+pub mod network;
+pub mod plan;
+pub mod probe;
+pub mod profile;
+pub mod protect;
+pub mod pull;
+pub mod security;
+pub mod supervisor;
+pub mod sync;
+pub mod sys;
