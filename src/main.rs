@@ -3,7 +3,6 @@
 //! This file parses the command line and is the only place that turns errors into exit
 //! codes: 125 for anything sbx itself could not do, the command's own status otherwise.
 
-
 use std::os::fd::AsFd;
 use std::process::ExitCode;
 
@@ -14,8 +13,8 @@ use sbx::cli::{Cli, Command, RunArgs};
 use sbx::error::exit::SBX_ERROR;
 use sbx::supervisor::idmap::IdMode;
 use sbx::{
-    envfile, error, image, instance, limits, network, plan, probe, profile, security,
-    supervisor, sys,
+    envfile, error, image, instance, limits, network, plan, probe, profile, security, supervisor,
+    sys,
 };
 
 fn main() -> ExitCode {

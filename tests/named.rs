@@ -1251,3 +1251,75 @@ fn a_sandbox_cannot_edit_its_own_record() {
     assert!(record.contains("\"name\": \"rec\""), "{record}");
     sbx_here(&["rm", "rec"]).assert_success();
 }
+
+// ---------------------------------------------------------------------------------------
+// On an image: the writable layer is kept until rm
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_named_sandbox_on_an_image_keeps_its_writable_layer_until_rm() {
+    if !require_subids() {
+        return;
+    }
+    if !is_static_elf(Path::new("/bin/busybox")) {
+        skip("/bin/busybox is missing or not static (install busybox-static)");
+        return;
+    }
+    let n = Named::new();
+    let data = match std::env::var_os("SBX_TEST_DATA").filter(|d| !d.is_empty()) {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data"),
+    };
+    let mut mk = Command::new("python3");
+    mk.arg(data.join("mkimage.py"))
+        .args(["rootfs", "img.tar"])
+        .current_dir(n.work.path());
+    run(mk).assert_success();
+    n.sbx(&["image", "import", "dev", "img.tar"])
+        .assert_success();
+
+    n.detach(
+        "shell",
+        &["--image", "dev", "--uid", "0"],
+        &["sleep", "1000"],
+    );
+    n.exec_sh(
+        "shell",
+        "echo installed > /opt-tool && chown 1000:1000 /opt-tool && rm /bin/ls",
+    )
+    .assert_success();
+    n.sbx(&["stop", "-t", "1", "shell"]).assert_success();
+    n.sbx(&["start", "shell"]).assert_success();
+    let out = n.exec_sh(
+        "shell",
+        "cat /opt-tool; stat -c %u /opt-tool; test -e /bin/ls || echo ls-gone",
+    );
+    assert_eq!(out.lines(), ["installed", "1000", "ls-gone"], "{out}");
+    // A sandbox of its own on the same image does not see those changes.
+    let out = n.sbx(&[
+        "run",
+        "--image",
+        "dev",
+        "--",
+        "sh",
+        "-c",
+        "test -e /opt-tool || echo clean",
+    ]);
+    assert_eq!(out.stdout().trim(), "clean", "{out}");
+
+    let layer = n.data.join("sbx/sandboxes/shell/layer");
+    assert!(
+        layer.join("upper").is_dir(),
+        "the layer lives with the record"
+    );
+    n.sbx(&["rm", "-f", "shell"]).assert_success();
+    assert!(
+        !n.data.join("sbx/sandboxes/shell").exists(),
+        "rm leaves nothing"
+    );
+    // The image itself is untouched.
+    n.sbx(&["run", "--image", "dev", "--", "test", "-e", "/bin/ls"])
+        .assert_success();
+    // Its layers hold files of subordinate ids, which only sbx can remove.
+    n.sbx(&["image", "rm", "dev"]).assert_success();
+}

@@ -108,7 +108,7 @@ pub fn plan(spec: &ImageRootfs) -> Result<ImagePlan> {
     })
 }
 
-fn upper_dir(dir: &Path) -> Result<PathBuf> {
+pub fn upper_dir(dir: &Path) -> Result<PathBuf> {
     if !dir.exists() {
         fs::DirBuilder::new()
             .recursive(true)

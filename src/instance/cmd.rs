@@ -15,7 +15,7 @@ use super::{
     launch, make_private_dir, read_json, validate_name, write_json, Dirs, Paths, LOG, RECORD, STATE,
 };
 use crate::cli::{InspectArgs, KillArgs, LogsArgs, PsArgs, RmArgs, RunArgs, StartArgs, StopArgs};
-use crate::plan::{self, Caller, Plan};
+use crate::plan::{self, Caller, Plan, Rootfs};
 use crate::profile::load::Loaded;
 
 /// How long `stop`, `kill` and `rm -f` wait for the supervisor to record the end.
@@ -45,13 +45,32 @@ pub fn create(
     make_private_dir(&paths.data)?;
     make_private_dir(&paths.runtime)?;
     let record = Record::new(name, args, loaded, caller);
-    if let Err(e) = write_json(&paths.data.join(RECORD), &record) {
+    if let Err(e) = write_json(&paths.data.join(RECORD), &record)
+        .and_then(|()| keep_writable_layer(&mut plan, &paths))
+    {
         remove_dirs(&paths);
         return Err(e);
     }
     plan.instance = Some(paths.clone());
     launch_recorded(&plan, &paths, lock, args.detach, true)
 }
+
+/// A named sandbox on an image keeps its writable layer beside its record, so `start`
+/// finds what the last run installed; `rm` deletes it. An upper directory the profile or
+/// `--upper` names is kept there instead.
+fn keep_writable_layer(plan: &mut Plan, paths: &Paths) -> Result<()> {
+    if let Rootfs::Image {
+        upper: upper @ None,
+        ..
+    } = &mut plan.rootfs
+    {
+        *upper = Some(crate::image::run::upper_dir(&paths.data.join(LAYER))?);
+    }
+    Ok(())
+}
+
+/// Where a named sandbox on an image keeps its writable layer.
+const LAYER: &str = "layer";
 
 /// Runs a recorded sandbox, detached or not. A sandbox that never got as far as running
 /// its command on its first start is forgotten again: nothing is left half-created.
@@ -102,6 +121,7 @@ pub fn start(args: &StartArgs) -> Result<i32> {
     }
     make_private_dir(&dirs.runtime)?;
     make_private_dir(&paths.runtime)?;
+    keep_writable_layer(&mut plan, &paths)?;
     plan.instance = Some(paths.clone());
     launch_recorded(&plan, &paths, lock, !args.attach, false)
 }
@@ -480,6 +500,15 @@ fn describe_state(state: &Option<State>) -> String {
 }
 
 fn remove_dirs(paths: &Paths) {
+    // The writable layer holds files of subordinate ids: only the user namespace with the
+    // store's id map (whose root is us) may delete them.
+    let layer = paths.data.join(LAYER);
+    if layer.exists() {
+        let removed = crate::image::userns::run(|| crate::image::store::remove_any(&layer));
+        if let Err(e) = removed {
+            eprintln!("sbx: warning: cannot remove {}: {e:#}", layer.display());
+        }
+    }
     for dir in [&paths.runtime, &paths.data] {
         if let Err(e) = std::fs::remove_dir_all(dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
