@@ -122,12 +122,7 @@ impl Caller {
         let gid = nix::unistd::getgid().as_raw();
         let pwd = std::env::current_dir()
             .context("cannot determine the current directory; cd to an existing directory")?;
-        let user = nix::unistd::User::from_uid(uid.into())
-            .ok()
-            .flatten()
-            .map(|u| u.name)
-            .or_else(|| std::env::var("USER").ok())
-            .unwrap_or_else(|| uid.to_string());
+        let user = user_name(uid);
         let home = std::env::var("HOME")
             .ok()
             .filter(|h| !h.is_empty())
@@ -152,6 +147,16 @@ impl Caller {
             stdin_is_tty: nix::unistd::isatty(std::io::stdin()).unwrap_or(false),
         })
     }
+}
+
+/// The name of user `uid`: from the password database, else `$USER`, else the number.
+pub fn user_name(uid: u32) -> String {
+    nix::unistd::User::from_uid(uid.into())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| uid.to_string())
 }
 
 /// Builds the Plan from a loaded profile, the CLI overrides and the caller.

@@ -10,6 +10,9 @@ pub mod store;
 mod unpack;
 pub mod userns;
 
+/// Byte counts as people read them (1536 -> "1.5 KiB"), for every progress line.
+pub use progress::size as byte_size;
+
 use std::io::Write;
 use std::path::Path;
 

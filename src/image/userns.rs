@@ -24,13 +24,7 @@ use crate::supervisor::idmap::{self, IdMode, IdPlan};
 pub fn store_ids() -> IdPlan {
     let uid = nix::unistd::getuid().as_raw();
     let gid = nix::unistd::getgid().as_raw();
-    let user = nix::unistd::User::from_uid(uid.into())
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| uid.to_string());
-    idmap::plan(&user, uid, gid, 0, 0)
+    idmap::plan(&crate::plan::user_name(uid), uid, gid, 0, 0)
 }
 
 /// Whether this process has a single thread, so `fork` may run arbitrary code.

@@ -4,6 +4,8 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
+use crate::image::byte_size as bytes;
+
 pub struct Progress {
     terminal: bool,
     label: String,
@@ -99,33 +101,5 @@ fn rate(done: u64, secs: f64) -> u64 {
         (done as f64 / secs) as u64
     } else {
         0
-    }
-}
-
-/// 1536 -> "1.5 KiB".
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut value = n as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn byte_counts_read_like_ls_h() {
-        assert_eq!(bytes(512), "512 B");
-        assert_eq!(bytes(1536), "1.5 KiB");
-        assert_eq!(bytes(5 * 1024 * 1024), "5.0 MiB");
-        assert_eq!(bytes(3 << 30), "3.0 GiB");
     }
 }
