@@ -664,3 +664,42 @@ fn removing_an_image_in_use_keeps_its_layers_until_the_run_ends() {
         im.entries("layers/sha256")
     );
 }
+
+/// Where the kernel can mount the overlay only read-only (an upper directory on a FUSE
+/// filesystem: the kernel log says "mounting read-only"), that is a refusal, never a
+/// read-only root: `--overlay kernel` says so, and `auto` goes on to fuse-overlayfs.
+#[test]
+fn a_kernel_overlay_that_would_be_read_only_is_refused() {
+    let Some(im) = images() else { return };
+    if !(require("overlay_userns") && require("fuse_overlayfs") && require("dev_fuse")) {
+        return;
+    }
+    with_image(&im, "ro");
+    // A FUSE filesystem of our own on the host, to hold the upper directory.
+    for dir in ["lo", "up", "wk", "mnt"] {
+        fs::create_dir(im.work.join(dir)).unwrap();
+    }
+    let mnt = im.work.join("mnt");
+    let mounted = run(Command::new("fuse-overlayfs")
+        .args(["-o", "lowerdir=lo,upperdir=up,workdir=wk", "mnt"])
+        .current_dir(im.work.path()));
+    mounted.assert_success();
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = run(Command::new("fusermount3").arg("-u").arg(&self.0));
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+
+    let upper = mnt.join("kept");
+    let upper = upper.to_str().unwrap();
+    let out = im.sh(
+        &["--image", "ro", "--overlay", "kernel", "--upper", upper],
+        "true",
+    );
+    out.assert_sbx_error(&["kernel overlayfs", "read-only", "--overlay fuse"]);
+    // Auto: the kernel's answer is not taken; what happens next is fuse-overlayfs's.
+    let out = im.sh(&["--image", "ro", "--upper", upper], "true");
+    assert!(!out.stderr().contains("read-only"), "{out}");
+}

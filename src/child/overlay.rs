@@ -159,7 +159,25 @@ fn cstring(path: &Path) -> Result<CString> {
     CString::new(path.as_os_str().as_bytes()).context("a path with a NUL byte")
 }
 
+/// Kernel overlayfs, writable or not at all: when the upper directory cannot hold what
+/// overlayfs needs (its work directory, xattrs), the kernel mounts the overlay read-only
+/// and says so only in the kernel log. That counts as a refusal here.
 fn kernel(layers: &[PathBuf], upper: &Path, work: &Path) -> Result<OwnedFd> {
+    let root = kernel_mount(layers, upper, work)?;
+    let flags = nix::sys::statvfs::fstatvfs(&root).context("statvfs the overlay")?;
+    if flags
+        .flags()
+        .contains(nix::sys::statvfs::FsFlags::ST_RDONLY)
+    {
+        bail!(
+            "the kernel would mount it only read-only: the upper directory's filesystem cannot \
+             hold overlayfs's work directory or its xattrs (the kernel log says which)"
+        );
+    }
+    Ok(root)
+}
+
+fn kernel_mount(layers: &[PathBuf], upper: &Path, work: &Path) -> Result<OwnedFd> {
     let lowers: Vec<CString> = layers
         .iter()
         .rev()
