@@ -703,3 +703,128 @@ fn a_kernel_overlay_that_would_be_read_only_is_refused() {
     let out = im.sh(&["--image", "ro", "--upper", upper], "true");
     assert!(!out.stderr().contains("read-only"), "{out}");
 }
+
+/// `runuser -u USER -- env -i ... PROGRAM ARGS` in `dir`.
+fn as_user(
+    user: &str,
+    dir: &Path,
+    env: &[(&str, &Path)],
+    program: &Path,
+    args: &[&str],
+) -> Outcome {
+    let home = nix::unistd::User::from_name(user)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("no user {user}"))
+        .dir;
+    let mut cmd = Command::new("runuser");
+    cmd.args(["-u", user, "--", "env", "-i"])
+        .arg(format!("HOME={}", home.display()))
+        .arg("PATH=/usr/local/bin:/usr/bin:/bin")
+        .args(env.iter().map(|(k, v)| format!("{k}={}", v.display())))
+        .arg(program)
+        .args(args)
+        .current_dir(dir);
+    run(cmd)
+}
+
+/// Run by ci/test.sh as root, which can take /dev/fuse away for a moment: with the kernel
+/// refusing (an upper directory on FUSE, which it would mount only read-only) and
+/// fuse-overlayfs unable to start, the one error names both.
+#[test]
+fn asroot_neither_overlay_works_and_the_error_names_both() {
+    if uid() != 0 {
+        skip("needs root, to take /dev/fuse away (ci/test.sh runs it as root)");
+        return;
+    }
+    let user = std::env::var("SBX_TEST_USER").unwrap_or_else(|_| "sbxtest".into());
+    let pw = nix::unistd::User::from_name(&user)
+        .ok()
+        .flatten()
+        .expect("test user");
+    let dir = TempDir::new();
+    nix::unistd::chown(dir.path(), Some(pw.uid), Some(pw.gid)).unwrap();
+    let data = dir.join("data");
+    let env = [("XDG_DATA_HOME", data.as_path())];
+    let py = Path::new("/usr/bin/python3");
+    let mkimage = data_dir().join("mkimage.py");
+    as_user(
+        &user,
+        dir.path(),
+        &[],
+        py,
+        &[mkimage.to_str().unwrap(), "rootfs", "img.tar"],
+    )
+    .assert_success();
+    let sbx = sbx_bin();
+    as_user(
+        &user,
+        dir.path(),
+        &env,
+        &sbx,
+        &["image", "import", "img", "img.tar"],
+    )
+    .assert_success();
+    for sub in ["lo", "up", "wk", "mnt"] {
+        as_user(&user, dir.path(), &[], Path::new("/bin/mkdir"), &[sub]).assert_success();
+    }
+    let fuse = Path::new("/usr/bin/fuse-overlayfs");
+    as_user(
+        &user,
+        dir.path(),
+        &[],
+        fuse,
+        &["-o", "lowerdir=lo,upperdir=up,workdir=wk", "mnt"],
+    )
+    .assert_success();
+
+    struct Restore<'a>(&'a str, &'a Path);
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = fs::set_permissions("/dev/fuse", fs::Permissions::from_mode(0o666));
+            let _ = as_user(
+                self.0,
+                self.1,
+                &[],
+                Path::new("/bin/fusermount3"),
+                &["-u", "mnt"],
+            );
+        }
+    }
+    let restore = Restore(&user, dir.path());
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions("/dev/fuse", fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let upper = dir.join("mnt/kept");
+    let out = as_user(
+        &user,
+        dir.path(),
+        &env,
+        &sbx,
+        &[
+            "run",
+            "--image",
+            "img",
+            "--upper",
+            upper.to_str().unwrap(),
+            "--",
+            "true",
+        ],
+    );
+    drop(restore);
+    out.assert_sbx_error(&[
+        "kernel overlayfs refused",
+        "fuse-overlayfs failed",
+        "sbx check",
+    ]);
+    as_user(&user, dir.path(), &env, &sbx, &["image", "rm", "img"]).assert_success();
+    as_user(
+        &user,
+        dir.path(),
+        &[],
+        Path::new("/bin/rm"),
+        &["-rf", "data", "lo", "up", "wk", "mnt"],
+    );
+}
