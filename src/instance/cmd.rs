@@ -1,20 +1,17 @@
-//! The commands on named sandboxes: `run --name`, `ps`, `stop`, `kill`, `start`, `logs`,
-//! `rm`, `inspect`.
+//! The commands that change named sandboxes: `run --name`, `start`, `stop`, `kill`, `rm`.
 
-use std::io::{Read, Seek, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
-use serde_json::json;
 
 use super::state::{Liveness, ProcId, Record, State};
 use super::{
-    launch, make_private_dir, read_json, validate_name, write_json, Dirs, Paths, LOG, RECORD, STATE,
+    launch, make_private_dir, read_json, validate_name, write_json, Dirs, Paths, RECORD, STATE,
 };
-use crate::cli::{InspectArgs, KillArgs, LogsArgs, PsArgs, RmArgs, RunArgs, StartArgs, StopArgs};
+use crate::cli::{KillArgs, RmArgs, RunArgs, StartArgs, StopArgs};
 use crate::plan::{self, Caller, Plan, Rootfs};
 use crate::profile::load::Loaded;
 
@@ -126,132 +123,6 @@ pub fn start(args: &StartArgs) -> Result<i32> {
     launch_recorded(&plan, &paths, lock, !args.attach, false)
 }
 
-/// `sbx ps [-a] [--json]`.
-pub fn ps(args: &PsArgs) -> Result<i32> {
-    let dirs = Dirs::from_env()?;
-    let mut rows = Vec::new();
-    for name in dirs.names()? {
-        let paths = dirs.paths(&name);
-        let Ok(record) = read_json::<Record>(&paths.data.join(RECORD)) else {
-            continue;
-        };
-        let state = load_state(&paths);
-        let live = state.as_ref().map(State::liveness);
-        if !args.all && live != Some(Liveness::Running) {
-            continue;
-        }
-        rows.push(summary(&record, state.as_ref()));
-    }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(0);
-    }
-    let mut out = String::from("NAME\tSTATE\tPID\tPROFILE\tCOMMAND\tSTARTED\tEXIT\n");
-    for r in &rows {
-        let field = |k: &str| match &r[k] {
-            serde_json::Value::Null => "-".to_string(),
-            serde_json::Value::String(s) => s.clone(),
-            v => v.to_string(),
-        };
-        let started = r["started"].as_u64().map_or("-".into(), format_time);
-        out += &format!(
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
-            field("name"),
-            field("state"),
-            field("pid"),
-            field("profile"),
-            shorten(&field("command"), 40),
-            started,
-            field("exit_code"),
-        );
-    }
-    print!("{}", align(&out));
-    Ok(0)
-}
-
-fn summary(record: &Record, state: Option<&State>) -> serde_json::Value {
-    let live = state.map(State::liveness);
-    let running = live == Some(Liveness::Running);
-    json!({
-        "name": record.name,
-        "state": match live {
-            Some(Liveness::Running) => "running",
-            Some(Liveness::Exited) | Some(Liveness::Vanished) => "exited",
-            None => "created",
-        },
-        "pid": if running { state.map(|s| s.pid) } else { None },
-        "profile": record.profile,
-        "command": record.args.command.join(" "),
-        "created": record.created,
-        "started": state.map(|s| s.started),
-        "exit_code": if running { None } else { state.and_then(|s| s.exit_code) },
-    })
-}
-
-/// `sbx inspect NAME`.
-pub fn inspect(args: &InspectArgs) -> Result<i32> {
-    let dirs = Dirs::from_env()?;
-    let (paths, record) = find(&dirs, &args.name)?;
-    let state = load_state(&paths);
-    let mut out = summary(&record, state.as_ref());
-    let running = out["state"] == "running";
-    let plan = plan::build(&record.loaded(), &record.args, &record.caller(false));
-    out["profile_origin"] = json!(record.profile_origin);
-    out["resolved_profile"] = serde_json::to_value(&record.resolved)?;
-    out["argv"] = json!(record.args.command);
-    if let Some(s) = &state {
-        out["finished"] = json!(s.finished);
-        out["signal"] = json!(s.signal);
-        out["namespaces"] = json!(s.namespaces);
-        if let Some(t) = &s.tracking {
-            out["detached"] = json!(t.detached);
-            out["cgroup"] = json!(t.cgroup);
-            if running {
-                out["supervisor_pid"] = json!(t.supervisor.pid);
-                out["command_pid"] = json!(s.command_pid);
-            }
-        }
-        if s.liveness() == Liveness::Vanished {
-            out["note"] = json!("its processes ended without sbx recording how");
-        }
-    }
-    match plan {
-        Ok(plan) => {
-            out["hostname"] = json!(plan.hostname);
-            out["workdir"] = json!(plan.workdir);
-            out["rootfs"] = json!(format!("{:?}", plan.rootfs));
-            out["mounts"] = plan.mounts.iter().map(mount_json).collect();
-            out["network"] = json!(crate::network::describe(&plan.network));
-        }
-        Err(e) => out["plan_error"] = json!(format!("{e:#}")),
-    }
-    out["data_dir"] = json!(paths.data);
-    out["runtime_dir"] = json!(paths.runtime);
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(0)
-}
-
-fn mount_json(m: &crate::plan::Mount) -> serde_json::Value {
-    match m {
-        crate::plan::Mount::Bind {
-            source,
-            destination,
-            readonly,
-            noexec,
-            ..
-        } => json!({"type": "bind", "source": source, "destination": destination,
-                    "readonly": readonly, "noexec": noexec}),
-        crate::plan::Mount::Tmpfs {
-            destination,
-            size,
-            readonly,
-            noexec,
-            ..
-        } => json!({"type": "tmpfs", "destination": destination, "size": size,
-                    "readonly": readonly, "noexec": noexec}),
-    }
-}
-
 /// `sbx stop [-t SECONDS] NAME...`.
 pub fn stop(args: &StopArgs) -> Result<i32> {
     for_each(&args.names, |name| {
@@ -305,57 +176,6 @@ pub fn rm(args: &RmArgs) -> Result<i32> {
         println!("{name}");
         Ok(())
     })
-}
-
-/// `sbx logs [-f] NAME`.
-pub fn logs(args: &LogsArgs) -> Result<i32> {
-    let dirs = Dirs::from_env()?;
-    let (paths, record) = find(&dirs, &args.name)?;
-    let log = paths.data.join(LOG);
-    if !log.exists() {
-        if record.args.detach || load_state(&paths).is_none() {
-            return Ok(0);
-        }
-        bail!(
-            "sandbox {} ran in the foreground: its output went to the terminal that ran it \
-             (`sbx run -d` and `sbx start` keep a log)",
-            args.name
-        );
-    }
-    let mut out = std::io::stdout().lock();
-    if let Ok(old) = std::fs::read(log.with_extension("1")) {
-        out.write_all(&old)?;
-    }
-    let mut file = std::fs::File::open(&log).with_context(|| format!("open {}", log.display()))?;
-    std::io::copy(&mut file, &mut out)?;
-    out.flush()?;
-    if !args.follow {
-        return Ok(0);
-    }
-    // Follow: new bytes as they come, across a rotation, until the sandbox has ended.
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let live = load_state(&paths).map(|s| s.liveness()) == Some(Liveness::Running);
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            out.write_all(&buf[..n])?;
-        }
-        out.flush()?;
-        let rotated = std::fs::metadata(&log)
-            .map(|m| m.len() < file.stream_position().unwrap_or(0))
-            .unwrap_or(false);
-        if rotated {
-            file = std::fs::File::open(&log)?;
-            continue;
-        }
-        if !live {
-            return Ok(0);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// A running sandbox, found safely: pidfds opened, then checked to be the recorded
@@ -518,76 +338,9 @@ fn remove_dirs(paths: &Paths) {
     }
 }
 
-/// UTC, `YYYY-MM-DD HH:MM:SS`.
-fn format_time(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
-fn shorten(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_string()
-    } else {
-        let mut out: String = s.chars().take(max - 1).collect();
-        out.push('…');
-        out
-    }
-}
-
-/// Tab-separated rows as aligned columns.
-fn align(text: &str) -> String {
-    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
-    let mut widths = Vec::new();
-    for row in &rows {
-        for (i, cell) in row.iter().enumerate() {
-            let w = cell.chars().count();
-            if widths.len() <= i {
-                widths.push(w);
-            } else {
-                widths[i] = widths[i].max(w);
-            }
-        }
-    }
-    let mut out = String::new();
-    for row in rows {
-        let last = row.len().saturating_sub(1);
-        for (i, cell) in row.iter().enumerate() {
-            out += cell;
-            if i < last {
-                out += &" ".repeat(widths[i] - cell.chars().count() + 2);
-            }
-        }
-        out.push('\n');
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_are_utc() {
-        assert_eq!(format_time(0), "1970-01-01 00:00:00");
-        assert_eq!(format_time(1_795_671_188), "2026-11-26 05:33:08");
-        assert_eq!(format_time(951_782_400), "2000-02-29 00:00:00");
-    }
 
     #[test]
     fn signals_by_name_and_number() {
@@ -595,10 +348,5 @@ mod tests {
         assert_eq!(parse_signal("SIGHUP").unwrap(), Signal::SIGHUP);
         assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
         assert!(parse_signal("NOPE").is_err());
-    }
-
-    #[test]
-    fn columns_align() {
-        assert_eq!(align("A\tBB\nccc\td\n"), "A    BB\nccc  d\n");
     }
 }

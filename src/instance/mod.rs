@@ -15,6 +15,7 @@ pub mod cmd;
 pub mod control;
 pub mod enter;
 pub mod launch;
+pub mod show;
 pub mod state;
 
 use std::fs::{self, File};
