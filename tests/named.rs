@@ -557,8 +557,9 @@ fn exec_into_a_stopped_or_unknown_sandbox_fails_clearly() {
         .assert_sbx_error(&["no sandbox named nosuch"]);
 }
 
-#[test]
-fn exec_processes_end_with_the_sandbox() {
+/// Starts a marked exec'd process, ends the sandbox with `sbx ENDER... end`, and expects the
+/// process gone and `sbx exec` to report SIGKILL.
+fn exec_ends_when_the_sandbox_ends(ender: &[&str]) {
     if !require_sandbox() {
         return;
     }
@@ -578,10 +579,53 @@ fn exec_processes_end_with_the_sandbox() {
     );
     running.wait_for_stdout("ready", TIMEOUT);
     wait_for_process(&marker, |p| p.argv[0] == marker, TIMEOUT);
-    n.sbx(&["kill", "end"]).assert_success();
+    let mut args = ender.to_vec();
+    args.push("end");
+    n.sbx(&args).assert_success();
     let out = running.finish(TIMEOUT);
     out.assert_code(137);
     assert_no_process_with(&marker, Duration::from_secs(10));
+}
+
+#[test]
+fn exec_processes_end_with_the_sandbox() {
+    exec_ends_when_the_sandbox_ends(&["kill"]);
+}
+
+#[test]
+fn rm_f_during_exec_ends_the_execd_process_too() {
+    exec_ends_when_the_sandbox_ends(&["rm", "-f"]);
+}
+
+/// `exec`s entering while `rm -f` removes the sandbox: each either runs and is killed, or
+/// fails clearly; nothing is left running, nothing of the sandbox stays on disk.
+#[test]
+fn execs_racing_rm_take_turns() {
+    if !require_sandbox() {
+        return;
+    }
+    let n = Named::new();
+    let marker = unique("race");
+    n.detach("race", &[], &["sleep", "1000"]);
+    let execs: Vec<Running> = (0..4)
+        .map(|_| {
+            spawn(
+                &mut n.cmd(&["exec", "race", "--", "bash", "-c", &marked_sleep(&marker)]),
+                None,
+            )
+        })
+        .collect();
+    n.sbx(&["rm", "-f", "race"]).assert_success();
+    for out in execs.into_iter().map(|r| r.finish(TIMEOUT)) {
+        out.assert_no_panic();
+        assert!(
+            out.code == 137 || (out.code == 125 && !out.stderr().is_empty()),
+            "{out}"
+        );
+    }
+    assert_no_process_with(&marker, Duration::from_secs(10));
+    assert!(n.ps(true).is_empty());
+    assert!(!n.data.join("sbx/sandboxes/race").exists());
 }
 
 // ---------------------------------------------------------------------------------------
