@@ -1367,3 +1367,68 @@ fn a_named_sandbox_on_an_image_keeps_its_writable_layer_until_rm() {
     // Its layers hold files of subordinate ids, which only sbx can remove.
     n.sbx(&["image", "rm", "dev"]).assert_success();
 }
+
+#[test]
+fn sandboxes_on_images_share_a_network() {
+    if !require_subids() {
+        return;
+    }
+    if !is_static_elf(Path::new("/bin/busybox")) {
+        skip("/bin/busybox is missing or not static (install busybox-static)");
+        return;
+    }
+    let n = Named::new();
+    let data = match std::env::var_os("SBX_TEST_DATA").filter(|d| !d.is_empty()) {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data"),
+    };
+    let mut mk = Command::new("python3");
+    mk.arg(data.join("mkimage.py"))
+        .args(["rootfs", "img.tar"])
+        .current_dir(n.work.path());
+    run(mk).assert_success();
+    n.sbx(&["image", "import", "app", "img.tar"])
+        .assert_success();
+    // busybox nc serving on the first sandbox's loopback (TCP needs Landlock off there).
+    n.detach(
+        "db",
+        &["--image", "app", "--landlock", "off"],
+        &[
+            "sh",
+            "-c",
+            "echo up; while :; do echo hello-from-db | nc -l -p 7777; done",
+        ],
+    );
+    eventually("the server", || {
+        n.sbx(&["logs", "db"]).stdout().contains("up")
+    });
+    let fetch =
+        "for i in 1 2 3 4 5 6 7 8 9 10; do nc 127.0.0.1 7777 </dev/null && exit; sleep 0.2; done";
+    let out = n.sbx(&[
+        "run",
+        "--image",
+        "app",
+        "--net",
+        "sandbox:db",
+        "--",
+        "sh",
+        "-c",
+        fetch,
+    ]);
+    out.assert_success();
+    assert_eq!(out.stdout().trim(), "hello-from-db", "{out}");
+    // A sandbox whose user namespace does not have you at 0 cannot host an image root.
+    n.detach("plain", &[], &["sleep", "1000"]);
+    n.sbx(&[
+        "run",
+        "--image",
+        "app",
+        "--net",
+        "sandbox:plain",
+        "--",
+        "true",
+    ])
+    .assert_sbx_error(&["uid 0", "--uid 0"]);
+    n.sbx(&["rm", "-f", "db", "plain"]).assert_success();
+    n.sbx(&["image", "rm", "app"]).assert_success();
+}

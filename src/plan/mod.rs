@@ -224,16 +224,26 @@ pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
 
     let network = crate::network::plan(profile.network.as_ref().map(|n| n.options()), args)?;
 
+    // An image needs the store's id map, with you at 0: a joined user namespace has it when
+    // you are 0 there (a sandbox on an image, or one run with --uid 0).
+    if let (Some(_), Some(join)) = (&image, &network.join) {
+        if (join.uid, join.gid) != (0, 0) {
+            bail!(
+                "--net sandbox:{name}: an image root needs a user namespace where you are \
+                 uid 0, and in {name}'s you are uid {} and gid {}; start {name} on an image \
+                 or with --uid 0",
+                join.uid,
+                join.gid,
+                name = join.name
+            );
+        }
+    }
     let (ids, run_as) = match &image {
         None => {
             let (inside_uid, inside_gid) = inside_ids(profile, args, vars, network.join.as_ref())?;
             let ids = idmap::plan(&vars.user, vars.uid, vars.gid, inside_uid, inside_gid);
             (ids, None)
         }
-        Some(_) if network.join.is_some() => bail!(
-            "--net sandbox:NAME and an image root cannot go together yet: the joined \
-             sandbox's user namespace has its own id maps, the image needs the store's"
-        ),
         Some(image) => crate::image::run::ids(
             &image.image,
             args.uid.or(profile.user.uid),
