@@ -61,7 +61,7 @@ pub struct PsArgs {
 #[derive(Args, Debug, Clone)]
 #[command(after_help = "Exit status: the command's own, as for `sbx run`; 125 for an sbx error.")]
 pub struct ExecArgs {
-    /// Give the command a terminal of its own (default: when stdin is a terminal).
+    /// Give the command a terminal of its own, from the sandbox's devpts (default: none).
     #[arg(short, long)]
     pub tty: bool,
     /// Set a variable (KEY=VALUE), or pass the host's value of KEY. Repeatable.
