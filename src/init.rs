@@ -186,8 +186,8 @@ impl Execs {
             let client = &mut self.clients[i];
             match client.chan.recv() {
                 Ok(Some((Msg::Enter { pid }, _))) if client.pid.is_none() => {
-                    if let Some(at) = self.unclaimed.iter().position(|(p, _)| *p == pid) {
-                        let (_, outcome) = self.unclaimed.remove(at).unwrap_or((pid, Msg::Entered));
+                    let ended = self.unclaimed.iter().position(|(p, _)| *p == pid);
+                    if let Some((_, outcome)) = ended.and_then(|at| self.unclaimed.remove(at)) {
                         let _ = client.chan.send(&Msg::Entered);
                         let _ = client.chan.send(&outcome);
                         gone.push(i);

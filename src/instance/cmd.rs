@@ -125,8 +125,9 @@ pub fn start(args: &StartArgs) -> Result<i32> {
 
 /// `sbx stop [-t SECONDS] NAME...`.
 pub fn stop(args: &StopArgs) -> Result<i32> {
+    let dirs = Dirs::from_env()?;
     for_each(&args.names, |name| {
-        let target = running(name)?;
+        let target = running(&find(&dirs, name)?.0)?;
         // Init passes SIGTERM on to the command; SIGKILL to init ends everything.
         target.signal_init(Signal::SIGTERM)?;
         if !target.wait_init(Duration::from_secs(args.time)) {
@@ -143,8 +144,9 @@ pub fn stop(args: &StopArgs) -> Result<i32> {
 /// sandbox at once.
 pub fn kill(args: &KillArgs) -> Result<i32> {
     let sig = parse_signal(&args.signal)?;
+    let dirs = Dirs::from_env()?;
     for_each(&args.names, |name| {
-        let target = running(name)?;
+        let target = running(&find(&dirs, name)?.0)?;
         if sig == Signal::SIGKILL {
             target.signal_init(sig)?;
             target.wait_init(SETTLE);
@@ -163,7 +165,7 @@ pub fn rm(args: &RmArgs) -> Result<i32> {
     for_each(&args.names, |name| {
         let (paths, _) = find(&dirs, name)?;
         let lock = dirs.lock()?;
-        if let Ok(target) = running(name) {
+        if let Ok(target) = running(&paths) {
             if !args.force {
                 bail!("sandbox {name} is running; stop it first (`sbx stop {name}`) or use `sbx rm -f`");
             }
@@ -186,26 +188,23 @@ struct Target {
     supervisor: Option<OwnedFd>,
 }
 
-fn running(name: &str) -> Result<Target> {
-    let dirs = Dirs::from_env()?;
-    let (paths, _) = find(&dirs, name)?;
-    let state = load_state(&paths);
-    let tracking = match state.as_ref().map(|s| (s.liveness(), &s.tracking)) {
-        Some((Liveness::Running, Some(t))) => t.clone(),
-        _ => bail!(
+fn running(paths: &Paths) -> Result<Target> {
+    let name = &paths.name;
+    let state = load_state(paths);
+    let Some(tracking) = state.as_ref().and_then(State::running) else {
+        bail!(
             "sandbox {name} is not running ({}); start it with `sbx start {name}`",
             describe_state(&state)
-        ),
+        );
     };
-    let open = |p: &ProcId| -> Option<OwnedFd> {
-        let fd = crate::sys::pidfd_open(p.pid).ok()?;
-        p.alive().then_some(fd)
-    };
-    let init = open(&tracking.init).ok_or_else(|| anyhow!("sandbox {name} has just ended"))?;
+    let init = tracking
+        .init
+        .pidfd()
+        .ok_or_else(|| anyhow!("sandbox {name} has just ended"))?;
     Ok(Target {
         init,
-        command: tracking.command.as_ref().and_then(open),
-        supervisor: open(&tracking.supervisor),
+        command: tracking.command.as_ref().and_then(ProcId::pidfd),
+        supervisor: tracking.supervisor.pidfd(),
     })
 }
 

@@ -29,7 +29,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::{fork, pipe2, ForkResult};
 
 use super::cmd::{find, load_state};
-use super::state::{Liveness, State, Tracking};
+use super::state::{State, Tracking};
 use super::{control, Dirs};
 use crate::cli::ExecArgs;
 use crate::error::exit::SBX_ERROR;
@@ -46,17 +46,13 @@ pub fn exec(args: &ExecArgs) -> Result<i32> {
     let (paths, record) = find(&dirs, &args.name)?;
     // Held until init has taken the new process: `rm` or `stop` waits for that.
     let lock = dirs.lock()?;
-    let state = load_state(&paths);
-    let (state, tracking) = match state {
-        Some(s) if s.liveness() == Liveness::Running && s.tracking.is_some() => {
-            let t = s.tracking.clone().context("tracking")?;
-            (s, t)
-        }
-        _ => bail!(
+    let loaded = load_state(&paths);
+    let Some((state, tracking)) = loaded.as_ref().and_then(|s| s.running().map(|t| (s, t))) else {
+        bail!(
             "sandbox {} is not running; start it with `sbx start {}`",
             args.name,
             args.name
-        ),
+        );
     };
 
     // The recorded plan with this command: the same hardening, never more.
@@ -86,7 +82,7 @@ pub fn exec(args: &ExecArgs) -> Result<i32> {
     }
     let control = control::connect(&paths.runtime)
         .with_context(|| format!("sandbox {} does not answer", args.name))?;
-    let target = enter_target(&tracking)
+    let target = enter_target(tracking)
         .ok_or_else(|| anyhow!("sandbox {} has no command process to enter", args.name))?;
 
     let mask = exec_signals();
@@ -99,7 +95,7 @@ pub fn exec(args: &ExecArgs) -> Result<i32> {
             drop(mine);
             drop(report_r);
             drop(control);
-            let failure = match intermediate(&plan, &state, &target, theirs, report_w) {
+            let failure = match intermediate(&plan, state, &target, theirs, report_w) {
                 Ok(never) => match never {},
                 Err((chan, e)) => (chan, e),
             };
@@ -159,9 +155,7 @@ fn join_cgroup(leaf: &std::path::Path) -> Result<()> {
 /// The command's process: dumpable (it exec'd), unlike init, so the kernel lets our own
 /// user enter through it; checked to be the recorded one.
 fn enter_target(tracking: &Tracking) -> Option<OwnedFd> {
-    let command = tracking.command?;
-    let fd = crate::sys::pidfd_open(command.pid).ok()?;
-    command.alive().then_some(fd)
+    tracking.command?.pidfd()
 }
 
 /// Outside still: namespaces, then fork into the pid namespace. On failure the

@@ -75,9 +75,8 @@ impl Join {
         let dirs = Dirs::from_env()?;
         let (paths, _) = cmd::find(&dirs, name)?;
         let state = cmd::load_state(&paths);
-        let tracking = match state.as_ref().map(|s| (s.liveness(), &s.tracking)) {
-            Some((state::Liveness::Running, Some(t))) => t.clone(),
-            _ => bail!("sandbox {name} is not running; start it first with `sbx start {name}`"),
+        let Some(tracking) = state.as_ref().and_then(state::State::running) else {
+            bail!("sandbox {name} is not running; start it first with `sbx start {name}`");
         };
         match tracking.network.as_str() {
             "host" => bail!(
@@ -130,25 +129,17 @@ pub struct Dirs {
 }
 
 impl Dirs {
+    /// Beside the image store (`$XDG_DATA_HOME/sbx`), and in `$XDG_RUNTIME_DIR/sbx`.
     pub fn from_env() -> Result<Dirs> {
-        let var = |name: &str| {
-            std::env::var_os(name)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
+        let sbx_data = crate::image::store::Store::location()?;
+        let runtime = match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+            Some(r) => PathBuf::from(r).join("sbx"),
+            None => sbx_data.join("run"),
         };
-        let data_home = match var("XDG_DATA_HOME") {
-            Some(d) => d,
-            None => match var("HOME") {
-                Some(h) => h.join(".local/share"),
-                None => bail!("neither XDG_DATA_HOME nor HOME is set; set one of them"),
-            },
-        };
-        let data = data_home.join("sbx/sandboxes");
-        let runtime = match var("XDG_RUNTIME_DIR") {
-            Some(r) => r.join("sbx"),
-            None => data_home.join("sbx/run"),
-        };
-        Ok(Dirs { data, runtime })
+        Ok(Dirs {
+            data: sbx_data.join("sandboxes"),
+            runtime,
+        })
     }
 
     pub fn paths(&self, name: &str) -> Paths {

@@ -100,6 +100,13 @@ impl ProcId {
         Ok(ProcId { pid, start })
     }
 
+    /// A pidfd of this very process, or None once it has ended (its pid is checked after
+    /// the pidfd is opened, so a reused pid is never taken for it).
+    pub fn pidfd(&self) -> Option<std::os::fd::OwnedFd> {
+        let fd = crate::sys::pidfd_open(self.pid).ok()?;
+        self.alive().then_some(fd)
+    }
+
     /// True while this very process runs. A zombie is dead: its parent may be an init
     /// that is slow to reap, or one that never does.
     pub fn alive(&self) -> bool {
@@ -193,6 +200,14 @@ pub enum Liveness {
 }
 
 impl State {
+    /// What finds the processes again, while the sandbox runs.
+    pub fn running(&self) -> Option<&Tracking> {
+        match self.liveness() {
+            Liveness::Running => self.tracking.as_ref(),
+            _ => None,
+        }
+    }
+
     pub fn liveness(&self) -> Liveness {
         match (self.status, &self.tracking) {
             (Status::Exited, _) => Liveness::Exited,

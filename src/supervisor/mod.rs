@@ -151,11 +151,9 @@ fn namespace_flags(plan: &Plan) -> CloneFlags {
 /// Enters the user and network namespaces of a running sandbox, through a pidfd of its
 /// command (checked to be the recorded process).
 fn join_namespaces(join: &crate::instance::Join) -> Result<()> {
-    let gone = || anyhow::anyhow!("--net sandbox:{}: the sandbox has just ended", join.name);
-    let fd = sys::pidfd_open(join.target.pid).map_err(|_| gone())?;
-    if !join.target.alive() {
-        return Err(gone());
-    }
+    let fd = join.target.pidfd().ok_or_else(|| {
+        anyhow::anyhow!("--net sandbox:{}: the sandbox has just ended", join.name)
+    })?;
     nix::sched::setns(&fd, CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNET)
         .with_context(|| format!("--net sandbox:{}: enter its namespaces", join.name))
 }
