@@ -31,14 +31,6 @@ const PROFILES: &[(&str, &[&str])] = &[("default", &[]), ("strict", &["-p", "str
 // Running the probes
 // ---------------------------------------------------------------------------------------
 
-/// The staged tests/data: `$SBX_TEST_DATA` (ci/test.sh), else the source tree's.
-fn data_dir() -> PathBuf {
-    match std::env::var_os("SBX_TEST_DATA").filter(|d| !d.is_empty()) {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data"),
-    }
-}
-
 /// What the probe tests need: a sandbox, /usr/bin/python3, escape.py, and x86_64 (the
 /// probe knows x86_64's system call numbers and its i386 and x32 ABIs).
 fn require_probes() -> bool {

@@ -21,13 +21,6 @@ struct Images {
     keep: Vec<PathBuf>,
 }
 
-fn data_dir() -> PathBuf {
-    match std::env::var_os("SBX_TEST_DATA").filter(|d| !d.is_empty()) {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data"),
-    }
-}
-
 fn images() -> Option<Images> {
     if !require_subids() {
         return None;
@@ -704,30 +697,6 @@ fn a_kernel_overlay_that_would_be_read_only_is_refused() {
     assert!(!out.stderr().contains("read-only"), "{out}");
 }
 
-/// `runuser -u USER -- env -i ... PROGRAM ARGS` in `dir`.
-fn as_user(
-    user: &str,
-    dir: &Path,
-    env: &[(&str, &Path)],
-    program: &Path,
-    args: &[&str],
-) -> Outcome {
-    let home = nix::unistd::User::from_name(user)
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| panic!("no user {user}"))
-        .dir;
-    let mut cmd = Command::new("runuser");
-    cmd.args(["-u", user, "--", "env", "-i"])
-        .arg(format!("HOME={}", home.display()))
-        .arg("PATH=/usr/local/bin:/usr/bin:/bin")
-        .args(env.iter().map(|(k, v)| format!("{k}={}", v.display())))
-        .arg(program)
-        .args(args)
-        .current_dir(dir);
-    run(cmd)
-}
-
 /// Run by ci/test.sh as root, which can take /dev/fuse away for a moment: with the kernel
 /// refusing (an upper directory on FUSE, which it would mount only read-only) and
 /// fuse-overlayfs unable to start, the one error names both.
@@ -750,7 +719,7 @@ fn asroot_neither_overlay_works_and_the_error_names_both() {
     let mkimage = data_dir().join("mkimage.py");
     as_user(
         &user,
-        dir.path(),
+        Some(dir.path()),
         &[],
         py,
         &[mkimage.to_str().unwrap(), "rootfs", "img.tar"],
@@ -759,19 +728,26 @@ fn asroot_neither_overlay_works_and_the_error_names_both() {
     let sbx = sbx_bin();
     as_user(
         &user,
-        dir.path(),
+        Some(dir.path()),
         &env,
         &sbx,
         &["image", "import", "img", "img.tar"],
     )
     .assert_success();
     for sub in ["lo", "up", "wk", "mnt"] {
-        as_user(&user, dir.path(), &[], Path::new("/bin/mkdir"), &[sub]).assert_success();
+        as_user(
+            &user,
+            Some(dir.path()),
+            &[],
+            Path::new("/bin/mkdir"),
+            &[sub],
+        )
+        .assert_success();
     }
     let fuse = Path::new("/usr/bin/fuse-overlayfs");
     as_user(
         &user,
-        dir.path(),
+        Some(dir.path()),
         &[],
         fuse,
         &["-o", "lowerdir=lo,upperdir=up,workdir=wk", "mnt"],
@@ -785,7 +761,7 @@ fn asroot_neither_overlay_works_and_the_error_names_both() {
             let _ = fs::set_permissions("/dev/fuse", fs::Permissions::from_mode(0o666));
             let _ = as_user(
                 self.0,
-                self.1,
+                Some(self.1),
                 &[],
                 Path::new("/bin/fusermount3"),
                 &["-u", "mnt"],
@@ -800,7 +776,7 @@ fn asroot_neither_overlay_works_and_the_error_names_both() {
     let upper = dir.join("mnt/kept");
     let out = as_user(
         &user,
-        dir.path(),
+        Some(dir.path()),
         &env,
         &sbx,
         &[
@@ -819,10 +795,10 @@ fn asroot_neither_overlay_works_and_the_error_names_both() {
         "fuse-overlayfs failed",
         "sbx check",
     ]);
-    as_user(&user, dir.path(), &env, &sbx, &["image", "rm", "img"]).assert_success();
+    as_user(&user, Some(dir.path()), &env, &sbx, &["image", "rm", "img"]).assert_success();
     as_user(
         &user,
-        dir.path(),
+        Some(dir.path()),
         &[],
         Path::new("/bin/rm"),
         &["-rf", "data", "lo", "up", "wk", "mnt"],

@@ -243,6 +243,16 @@ fn leaves() -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// Waits (20 s at most) until the leaves beside ours are `before` again.
+#[track_caller]
+fn assert_leaves_return_to(before: &[PathBuf], what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while leaves() != before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(leaves(), before, "{what}");
+}
+
 #[test]
 fn cgroup_pids_limit_stops_a_fork_bomb_and_says_so() {
     if !require_delegation() {
@@ -364,11 +374,7 @@ fn cgroup_kill_9_of_sbx_leaves_no_cgroup() {
     running.signal(nix::sys::signal::Signal::SIGKILL);
     let _ = running.finish(Duration::from_secs(20));
     assert_no_process_with(&marker, Duration::from_secs(20));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while leaves() != before && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(leaves(), before, "the janitor removes the leaf");
+    assert_leaves_return_to(&before, "the janitor removes the leaf");
 }
 
 #[test]
@@ -412,9 +418,5 @@ fn cgroup_exec_joins_the_sandboxs_cgroup_and_limits() {
     assert!(!out.stdout().contains("all-forked"), "{out}");
     assert!(out.stderr().contains("fork"), "{out}");
     sbx_in(&["rm", "-f", "lim"]).assert_success();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while leaves() != before && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(leaves(), before);
+    assert_leaves_return_to(&before, "rm -f removes the leaf");
 }

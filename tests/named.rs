@@ -31,6 +31,27 @@ impl Named {
         }
     }
 
+    /// A store with a busybox rootfs imported as `name`, or None (skipped) without
+    /// subordinate ids or a static busybox.
+    fn with_image(name: &str) -> Option<Named> {
+        if !require_subids() {
+            return None;
+        }
+        if !is_static_elf(Path::new("/bin/busybox")) {
+            skip("/bin/busybox is missing or not static (install busybox-static)");
+            return None;
+        }
+        let n = Named::new();
+        let mut mk = Command::new("python3");
+        mk.arg(data_dir().join("mkimage.py"))
+            .args(["rootfs", "img.tar"])
+            .current_dir(n.work.path());
+        run(mk).assert_success();
+        n.sbx(&["image", "import", name, "img.tar"])
+            .assert_success();
+        Some(n)
+    }
+
     fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = sbx();
         cmd.args(args)
@@ -1178,22 +1199,9 @@ fn require_tool(tool: &str) -> bool {
 // Two users
 // ---------------------------------------------------------------------------------------
 
-/// `runuser -u USER -- env -i ... sbx ARGS`, in that user's home.
-fn as_user(user: &str, extra_env: &[(&str, &str)], args: &[&str]) -> Outcome {
-    let home = nix::unistd::User::from_name(user)
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| panic!("no user {user}"))
-        .dir;
-    let mut cmd = Command::new("runuser");
-    cmd.args(["-u", user, "--", "env", "-i"])
-        .arg(format!("HOME={}", home.display()))
-        .arg("PATH=/usr/local/bin:/usr/bin:/bin")
-        .args(extra_env.iter().map(|(k, v)| format!("{k}={v}")))
-        .arg(sbx_bin())
-        .args(args)
-        .current_dir(&home);
-    run(cmd)
+/// `sbx ARGS` as `user`, in that user's home.
+fn sbx_as(user: &str, env: &[(&str, &Path)], args: &[&str]) -> Outcome {
+    as_user(user, None, env, &sbx_bin(), args)
 }
 
 /// Run by ci/test.sh as root, which acts as both test users with runuser.
@@ -1206,28 +1214,33 @@ fn crossuser_sandboxes_are_private_to_their_user() {
     let owner = std::env::var("SBX_TEST_USER").unwrap_or_else(|_| "sbxtest".into());
     let other = std::env::var("SBX_TEST_NOSUB_USER").unwrap_or_else(|_| "sbxnosub".into());
     let name = format!("priv{}", std::process::id());
-    as_user(
+    sbx_as(
         &owner,
         &[],
         &["run", "--name", &name, "-d", "--", "sleep", "1000"],
     )
     .assert_success();
-    let info: Value = serde_json::from_str(&as_user(&owner, &[], &["inspect", &name]).stdout())
+    let info: Value = serde_json::from_str(&sbx_as(&owner, &[], &["inspect", &name]).stdout())
         .expect("inspect JSON");
     let owner_data = info["data_dir"].as_str().unwrap().to_string();
     let data_home = owner_data.trim_end_matches(&format!("/sbx/sandboxes/{name}"));
 
     // The other user does not see it, cannot read its store, and cannot enter it.
-    let listed = as_user(&other, &[], &["ps", "-a"]);
+    let listed = sbx_as(&other, &[], &["ps", "-a"]);
     listed.assert_success();
     assert!(!listed.stdout().contains(&name), "{listed}");
-    as_user(
+    sbx_as(
         &other,
-        &[("XDG_DATA_HOME", data_home)],
+        &[("XDG_DATA_HOME", Path::new(data_home))],
         &["exec", &name, "--", "true"],
     )
     .assert_code(125);
-    as_user(&other, &[("XDG_DATA_HOME", data_home)], &["stop", &name]).assert_code(125);
+    sbx_as(
+        &other,
+        &[("XDG_DATA_HOME", Path::new(data_home))],
+        &["stop", &name],
+    )
+    .assert_code(125);
     let pid = info["command_pid"].as_i64().unwrap().to_string();
     let setns = format!(
         "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\nfd = os.pidfd_open({pid})\n\
@@ -1238,8 +1251,8 @@ fn crossuser_sandboxes_are_private_to_their_user() {
     let out = run(cmd);
     assert_eq!(out.stdout().trim(), "-1 1", "EPERM expected\n{out}");
     // Its owner still can.
-    as_user(&owner, &[], &["exec", &name, "--", "true"]).assert_success();
-    as_user(&owner, &[], &["rm", "-f", &name]).assert_success();
+    sbx_as(&owner, &[], &["exec", &name, "--", "true"]).assert_success();
+    sbx_as(&owner, &[], &["rm", "-f", &name]).assert_success();
 }
 
 #[test]
@@ -1302,25 +1315,9 @@ fn a_sandbox_cannot_edit_its_own_record() {
 
 #[test]
 fn a_named_sandbox_on_an_image_keeps_its_writable_layer_until_rm() {
-    if !require_subids() {
+    let Some(n) = Named::with_image("dev") else {
         return;
-    }
-    if !is_static_elf(Path::new("/bin/busybox")) {
-        skip("/bin/busybox is missing or not static (install busybox-static)");
-        return;
-    }
-    let n = Named::new();
-    let data = match std::env::var_os("SBX_TEST_DATA").filter(|d| !d.is_empty()) {
-        Some(dir) => std::path::PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data"),
     };
-    let mut mk = Command::new("python3");
-    mk.arg(data.join("mkimage.py"))
-        .args(["rootfs", "img.tar"])
-        .current_dir(n.work.path());
-    run(mk).assert_success();
-    n.sbx(&["image", "import", "dev", "img.tar"])
-        .assert_success();
 
     n.detach(
         "shell",
@@ -1370,25 +1367,9 @@ fn a_named_sandbox_on_an_image_keeps_its_writable_layer_until_rm() {
 
 #[test]
 fn sandboxes_on_images_share_a_network() {
-    if !require_subids() {
+    let Some(n) = Named::with_image("app") else {
         return;
-    }
-    if !is_static_elf(Path::new("/bin/busybox")) {
-        skip("/bin/busybox is missing or not static (install busybox-static)");
-        return;
-    }
-    let n = Named::new();
-    let data = match std::env::var_os("SBX_TEST_DATA").filter(|d| !d.is_empty()) {
-        Some(dir) => std::path::PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data"),
     };
-    let mut mk = Command::new("python3");
-    mk.arg(data.join("mkimage.py"))
-        .args(["rootfs", "img.tar"])
-        .current_dir(n.work.path());
-    run(mk).assert_success();
-    n.sbx(&["image", "import", "app", "img.tar"])
-        .assert_success();
     // busybox nc serving on the first sandbox's loopback (TCP needs Landlock off there).
     n.detach(
         "db",

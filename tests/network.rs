@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{ChildStdin, Command};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -59,14 +59,6 @@ fn exclusive() -> RwLockWriteGuard<'static, ()> {
     SLIRP_PROCESSES
         .write()
         .unwrap_or_else(PoisonError::into_inner)
-}
-
-/// The staged tests/data: `$SBX_TEST_DATA` (ci/test.sh), else the source tree's.
-fn data_dir() -> PathBuf {
-    match std::env::var_os("SBX_TEST_DATA").filter(|d| !d.is_empty()) {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data"),
-    }
 }
 
 /// A sandbox, slirp4netns and /dev/net/tun as `sbx check` reports them, python3 and net.py.

@@ -48,6 +48,39 @@ pub fn sbx_bin() -> PathBuf {
     }
 }
 
+/// The staged tests/data: `$SBX_TEST_DATA` (ci/test.sh), else the source tree's.
+pub fn data_dir() -> PathBuf {
+    match std::env::var_os("SBX_TEST_DATA").filter(|d| !d.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data"),
+    }
+}
+
+/// `runuser -u USER -- env -i HOME=.. PATH=.. ENV.. PROGRAM ARGS` in `dir` (the user's home
+/// when None): for the tests run as root that act as the test users.
+pub fn as_user(
+    user: &str,
+    dir: Option<&Path>,
+    env: &[(&str, &Path)],
+    program: &Path,
+    args: &[&str],
+) -> Outcome {
+    let home = nix::unistd::User::from_name(user)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("no user {user}"))
+        .dir;
+    let mut cmd = Command::new("runuser");
+    cmd.args(["-u", user, "--", "env", "-i"])
+        .arg(format!("HOME={}", home.display()))
+        .arg("PATH=/usr/local/bin:/usr/bin:/bin")
+        .args(env.iter().map(|(k, v)| format!("{k}={}", v.display())))
+        .arg(program)
+        .args(args)
+        .current_dir(dir.unwrap_or(&home));
+    run(cmd)
+}
+
 /// A `Command` for the sbx binary.
 pub fn sbx() -> Command {
     Command::new(sbx_bin())

@@ -18,14 +18,6 @@ use crate::common::*;
 
 pub const BUSYBOX: &str = "/bin/busybox";
 
-/// The staged tests/data: `$SBX_TEST_DATA` (ci/test.sh), else the source tree's.
-pub fn data_dir() -> PathBuf {
-    match std::env::var_os("SBX_TEST_DATA").filter(|d| !d.is_empty()) {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data"),
-    }
-}
-
 /// A program on PATH.
 pub fn tool(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
@@ -602,6 +594,15 @@ pub fn check_layout(layout: &Path, tag: &str) -> (String, String, String) {
 }
 
 /// This host's architecture in OCI's names, as sbx should pick it.
+/// The host's architecture among the fixtures', or None (skipped) on any other.
+pub fn fixture_arch() -> Option<&'static str> {
+    let arch = host_arch();
+    if arch.is_none() {
+        skip("the fixture images are amd64 and arm64 only");
+    }
+    arch
+}
+
 pub fn host_arch() -> Option<&'static str> {
     match std::env::consts::ARCH {
         "x86_64" => Some("amd64"),
