@@ -329,6 +329,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub protect: Vec<String>,
 
+    /// A repository's `.git` at the root of a writable bind: "read-only" (default) or
+    /// "writable" (commits work; hooks, config and what git trusts stay read-only).
+    #[arg(long, value_name = "MODE")]
+    pub git: Option<String>,
+
     /// memory.max (K/M/G suffixes).
     #[arg(long, value_name = "SIZE")]
     pub memory: Option<String>,

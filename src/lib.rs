@@ -2,6 +2,7 @@
 //! (src/main.rs), and `sbx-pull` (src/bin/sbx-pull.rs), which holds the registry client
 //! (an HTTP and TLS stack) so that `sbx` itself, started for every sandbox, stays small.
 
+pub mod beneath;
 pub mod child;
 pub mod cli;
 pub mod envfile;

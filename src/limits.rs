@@ -105,7 +105,12 @@ pub fn plan(spec: &LimitsSpec, args: &RunArgs) -> Result<LimitsPlan> {
     }
     let mut rlimits = Vec::new();
     for (name, value) in &spec.rlimits {
-        rlimits.push(parse_rlimit(name, value).with_context(|| format!("limits.rlimits.{name}"))?);
+        // A profile's limit is at most yours: a built-in one must not fail on a host whose
+        // hard limit is lower (that one is stricter still).
+        let limit = parse_rlimit_unchecked(name, value)
+            .map(Rlimit::within_yours)
+            .with_context(|| format!("limits.rlimits.{name}"))?;
+        rlimits.push(limit);
     }
     for item in &args.rlimit {
         let Some((name, value)) = item.split_once('=') else {
@@ -253,7 +258,35 @@ const RLIMITS: &[(&str, Resource)] = &[
 
 /// `SOFT[:HARD]`, each a number (with K/M/G) or "unlimited"; HARD defaults to SOFT. Checked
 /// against the caller's own hard limit now: only root on the host could raise it.
+/// `NAME=SOFT[:HARD]` from the command line: a hard limit above yours is an error.
 pub fn parse_rlimit(name: &str, value: &str) -> Result<Rlimit> {
+    let limit = parse_rlimit_unchecked(name, value)?;
+    let (_, current_hard) = nix::sys::resource::getrlimit(limit.resource)?;
+    if limit.hard > current_hard {
+        bail!(
+            "hard limit {} is above your own ({}), which only root on the host can raise",
+            show(limit.hard),
+            show(current_hard)
+        );
+    }
+    Ok(limit)
+}
+
+impl Rlimit {
+    /// Lowered to your own hard limit where it is above it.
+    fn within_yours(self) -> Rlimit {
+        let Ok((_, current_hard)) = nix::sys::resource::getrlimit(self.resource) else {
+            return self;
+        };
+        Rlimit {
+            soft: self.soft.min(current_hard),
+            hard: self.hard.min(current_hard),
+            ..self
+        }
+    }
+}
+
+fn parse_rlimit_unchecked(name: &str, value: &str) -> Result<Rlimit> {
     let Some((name, resource)) = RLIMITS.iter().find(|(n, _)| *n == name).copied() else {
         bail!(
             "unknown rlimit {name:?}; use one of {}",
@@ -277,14 +310,6 @@ pub fn parse_rlimit(name: &str, value: &str) -> Result<Rlimit> {
     };
     if soft > hard {
         bail!("soft limit {soft} is above the hard limit {hard}");
-    }
-    let (_, current_hard) = nix::sys::resource::getrlimit(resource)?;
-    if hard > current_hard {
-        bail!(
-            "hard limit {} is above your own ({}), which only root on the host can raise",
-            show(hard),
-            show(current_hard)
-        );
     }
     Ok(Rlimit {
         name,

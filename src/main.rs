@@ -63,6 +63,9 @@ fn run(args: &RunArgs) -> Result<i32> {
     if let IdMode::Single { warning } = &plan.ids.mode {
         eprintln!("sbx: warning: {warning}");
     }
+    for warning in &plan.warnings {
+        eprintln!("sbx: warning: {warning}");
+    }
     if let Some(systemd_run) = &plan.limits.via_systemd {
         // Before any namespace exists: sbx starts over inside a delegated scope.
         return Err(limits::rerun_in_scope(systemd_run));

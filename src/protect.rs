@@ -4,8 +4,9 @@
 //! - sbx's own directories: profiles (firejail #7132: a sandbox that edits its profile
 //!   loosens its next run), and the records of named sandboxes and the image store (a
 //!   sandbox that edits its record loosens its next `sbx start`);
-//! - `.git/hooks` and `.git/config` of a repository at the root of a writable bind (a hook
-//!   or a `core.fsmonitor` command runs on the next `git status` outside);
+//! - the `.git` of a repository at the root of a writable bind: read-only as a whole by
+//!   default; with `git: "writable"`, everything git runs or trusts in it (hooks, config,
+//!   config.worktree, commondir, info, objects/info, modules, worktrees);
 //! - whatever the profile's `security.protect` or `--protect` names.
 //!
 //! Each is bound read-only over itself, and every directory between the writable bind and
@@ -13,14 +14,35 @@
 //! replaced by a look-alike. A missing one is created on the host first (a directory when
 //! the entry ends in `/`, an empty file otherwise), because a path that does not exist
 //! cannot be covered by a mount (firejail #1011).
+//!
+//! Everything below a writable bind was written by an earlier run, so nothing here follows
+//! a symbolic link: paths are opened beneath the bind's directory with `RESOLVE_BENEATH |
+//! RESOLVE_NO_SYMLINKS` and created with `mkdirat`/`O_EXCL`, and a link where a protected
+//! path should be is an error naming it. A protection never turns a link into a bind, and
+//! never creates anything outside the bind.
 
 use std::collections::BTreeSet;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use crate::beneath::{self, Identity};
 use crate::plan::Mount;
+use crate::profile::GitMode;
+
+/// What git reads from a `.git` directory that can make it run a command or trust other
+/// files, kept read-only when the rest of `.git` is writable. Directories end in `/`.
+const GIT_TRUSTED: &[&str] = &[
+    "hooks/",
+    "config",
+    "config.worktree",
+    "commondir",
+    "info/",
+    "objects/info/",
+    "modules/",
+    "worktrees/",
+];
 
 /// What to protect, relative to the writable bind it lies in.
 struct Entry {
@@ -30,9 +52,14 @@ struct Entry {
     create: bool,
 }
 
-/// The extra mounts that protect `entries` (profile `protect` plus `--protect`) and the
-/// built-in set inside the writable binds of `mounts`.
-pub fn mounts(mounts: &[Mount], entries: &[String], own_dirs: &[PathBuf]) -> Result<Vec<Mount>> {
+/// The extra mounts that protect `entries` (profile `protect` plus `--protect`), the
+/// repository's `.git` and sbx's own directories inside the writable binds of `mounts`.
+pub fn mounts(
+    mounts: &[Mount],
+    entries: &[String],
+    own_dirs: &[PathBuf],
+    git: GitMode,
+) -> Result<Vec<Mount>> {
     let mut out = Vec::new();
     let mut pinned = BTreeSet::new();
     for m in mounts {
@@ -40,33 +67,25 @@ pub fn mounts(mounts: &[Mount], entries: &[String], own_dirs: &[PathBuf]) -> Res
             source,
             destination,
             readonly: false,
+            source_is_dir: true,
             ..
         } = m
         else {
             continue;
         };
+        let top = open_bind(source)?;
         let mut wanted = Vec::new();
+        let identity = Identity::of(top.as_fd())?;
         for dir in own_dirs {
-            if let Ok(rel) = dir.strip_prefix(source) {
+            if let Some(rel) = beneath::relative_below(identity, dir) {
                 wanted.push(Entry {
-                    rel: rel.to_path_buf(),
+                    rel,
                     is_dir: true,
                     create: true,
                 });
             }
         }
-        if source.join(".git").is_dir() {
-            wanted.push(Entry {
-                rel: ".git/hooks".into(),
-                is_dir: true,
-                create: true,
-            });
-            wanted.push(Entry {
-                rel: ".git/config".into(),
-                is_dir: false,
-                create: false,
-            });
-        }
+        wanted.extend(git_entries(&top, source, git)?);
         for e in entries {
             let rel = match e.strip_prefix('/') {
                 // Absolute: only where it lies in this bind.
@@ -84,10 +103,63 @@ pub fn mounts(mounts: &[Mount], entries: &[String], own_dirs: &[PathBuf]) -> Res
             });
         }
         for entry in wanted {
-            protect(source, destination, &entry, &mut pinned, &mut out)?;
+            protect(&top, source, destination, &entry, &mut pinned, &mut out)?;
         }
     }
     Ok(out)
+}
+
+/// The bind's own directory, opened without following a link planted since the planner
+/// resolved it.
+fn open_bind(source: &Path) -> Result<OwnedFd> {
+    beneath::reopen_canonical(source, libc::O_PATH | libc::O_DIRECTORY).map_err(|e| {
+        if beneath::is_link_error(&e) {
+            anyhow::anyhow!(
+                "bind source {} changed into a symbolic link while sbx was starting; run again",
+                source.display()
+            )
+        } else {
+            anyhow::anyhow!("open bind source {}: {e}", source.display())
+        }
+    })
+}
+
+/// What to protect of a repository at the root of the bind: `.git` as a whole (read-only
+/// mode, or a `.git` file, which names the real git directory), or what git trusts in it.
+fn git_entries(top: &OwnedFd, source: &Path, git: GitMode) -> Result<Vec<Entry>> {
+    let kind = match beneath::kind_at(top.as_fd(), Path::new(".git")) {
+        Ok(kind) => kind,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(Vec::new()),
+        Err(e) => bail!("inspect {}/.git: {e}", source.display()),
+    };
+    let whole = |is_dir| {
+        vec![Entry {
+            rel: ".git".into(),
+            is_dir,
+            create: false,
+        }]
+    };
+    Ok(match kind {
+        libc::S_IFLNK => bail!(
+            "{}/.git is a symbolic link, which sbx will not bind (an earlier sandbox run may \
+             have planted it); remove it, or replace it with the directory it points to",
+            source.display()
+        ),
+        // A worktree's or submodule's `.git` file: what it says decides where git looks.
+        libc::S_IFREG => whole(false),
+        libc::S_IFDIR if git == GitMode::ReadOnly => whole(true),
+        libc::S_IFDIR => GIT_TRUSTED
+            .iter()
+            .map(|name| Entry {
+                rel: Path::new(".git").join(name.trim_end_matches('/')),
+                is_dir: name.ends_with('/'),
+                // An empty `commondir` or `config.worktree` would change what git does;
+                // missing directories are made so nothing can be planted there.
+                create: name.ends_with('/'),
+            })
+            .collect(),
+        _ => Vec::new(),
+    })
 }
 
 fn check_relative(rel: &Path, what: &str) -> Result<()> {
@@ -98,6 +170,7 @@ fn check_relative(rel: &Path, what: &str) -> Result<()> {
 }
 
 fn protect(
+    top: &OwnedFd,
     source: &Path,
     destination: &Path,
     entry: &Entry,
@@ -105,16 +178,23 @@ fn protect(
     out: &mut Vec<Mount>,
 ) -> Result<()> {
     let host = source.join(&entry.rel);
-    match host.symlink_metadata() {
-        Ok(meta) if meta.file_type().is_symlink() => bail!(
-            "cannot protect {}: it is a symbolic link, which a mount cannot pin; replace it \
+    let is_dir = match beneath::open(top.as_fd(), &entry.rel, libc::O_PATH) {
+        Ok(fd) => nix::sys::stat::fstat(fd.as_fd())
+            .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+            .with_context(|| format!("inspect {}", host.display()))?,
+        Err(e) if beneath::is_link_error(&e) => bail!(
+            "cannot protect {}: a symbolic link lies on its path (an earlier sandbox run may \
+             have planted it), and a mount cannot pin a link; remove the link, or replace it \
              with the real file or directory",
             host.display()
         ),
-        Ok(_) => {}
-        Err(_) if !entry.create => return Ok(()),
-        Err(_) => create(&host, entry.is_dir)?,
-    }
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) && !entry.create => return Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            create(top, &entry.rel, entry.is_dir, &host)?;
+            entry.is_dir
+        }
+        Err(e) => return Err(e).with_context(|| format!("open {}", host.display())),
+    };
     let parts: Vec<_> = entry.rel.components().collect();
     let (mut h, mut inside) = (source.to_path_buf(), destination.to_path_buf());
     for (i, part) in parts.iter().enumerate() {
@@ -129,33 +209,30 @@ fn protect(
             destination: inside.clone(),
             readonly: last,
             noexec: false,
-            source_is_dir: !last || h.is_dir(),
+            source_is_dir: !last || is_dir,
         });
     }
     Ok(())
 }
 
-fn create(host: &Path, is_dir: bool) -> Result<()> {
+/// Creates a missing protected path beneath the bind, following no link.
+fn create(top: &OwnedFd, rel: &Path, is_dir: bool, host: &Path) -> Result<()> {
     let made = if is_dir {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(host)
+        beneath::create_dirs(top.as_fd(), rel, 0o700).map(drop)
     } else {
-        if let Some(parent) = host.parent() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)?;
-        }
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(host)
-            .map(drop)
+        beneath::create_file(top.as_fd(), rel, 0o600)
     };
-    made.with_context(|| format!("create {} so that it can be protected", host.display()))
+    made.map_err(|e| {
+        if beneath::is_link_error(&e) {
+            anyhow::anyhow!(
+                "cannot create {} to protect it: a symbolic link lies on its path (an earlier \
+                 sandbox run may have planted it); remove the link",
+                host.display()
+            )
+        } else {
+            anyhow::anyhow!("create {} so that it can be protected: {e}", host.display())
+        }
+    })
 }
 
 #[cfg(test)]
@@ -164,7 +241,7 @@ mod tests {
 
     fn rw(src: &Path, dst: &str) -> Mount {
         Mount::Bind {
-            source: src.to_path_buf(),
+            source: src.canonicalize().unwrap(),
             destination: dst.into(),
             readonly: false,
             noexec: false,
@@ -180,7 +257,7 @@ mod tests {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        dir
+        dir.canonicalize().unwrap()
     }
 
     fn summary(ms: &[Mount]) -> Vec<(String, bool)> {
@@ -197,23 +274,68 @@ mod tests {
     }
 
     #[test]
-    fn git_hooks_and_config_are_pinned_once() {
+    fn git_is_read_only_as_a_whole() {
         let dir = tmp();
         std::fs::create_dir_all(dir.join(".git")).unwrap();
         std::fs::write(dir.join(".git/config"), "").unwrap();
-        let ms = mounts(&[rw(&dir, "/w")], &[], &[]).unwrap();
+        let ms = mounts(&[rw(&dir, "/w")], &[], &[], GitMode::ReadOnly).unwrap();
+        assert_eq!(summary(&ms), [("/w/.git".into(), true)]);
+        assert!(!dir.join(".git/hooks").exists(), "nothing is created");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn writable_git_pins_what_git_trusts() {
+        let dir = tmp();
+        std::fs::create_dir_all(dir.join(".git/objects")).unwrap();
+        std::fs::write(dir.join(".git/config"), "").unwrap();
+        let ms = mounts(&[rw(&dir, "/w")], &[], &[], GitMode::Writable).unwrap();
         assert_eq!(
             summary(&ms),
             [
                 ("/w/.git".into(), false),
                 ("/w/.git/hooks".into(), true),
-                ("/w/.git/config".into(), true)
+                ("/w/.git/config".into(), true),
+                ("/w/.git/info".into(), true),
+                ("/w/.git/objects".into(), false),
+                ("/w/.git/objects/info".into(), true),
+                ("/w/.git/modules".into(), true),
+                ("/w/.git/worktrees".into(), true),
             ]
         );
+        assert!(dir.join(".git/hooks").is_dir() && dir.join(".git/objects/info").is_dir());
         assert!(
-            dir.join(".git/hooks").is_dir(),
-            "a missing hooks directory is created"
+            !dir.join(".git/commondir").exists(),
+            "an empty commondir breaks git"
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_git_file_is_read_only() {
+        let dir = tmp();
+        std::fs::write(dir.join(".git"), "gitdir: /elsewhere\n").unwrap();
+        for git in [GitMode::ReadOnly, GitMode::Writable] {
+            let ms = mounts(&[rw(&dir, "/w")], &[], &[], git).unwrap();
+            assert_eq!(summary(&ms), [("/w/.git".into(), true)]);
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_planted_git_link_is_refused_and_nothing_is_created() {
+        let dir = tmp();
+        let outside = dir.join("outside");
+        std::fs::create_dir_all(dir.join("proj")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, dir.join("proj/.git")).unwrap();
+        for git in [GitMode::ReadOnly, GitMode::Writable] {
+            let err = mounts(&[rw(&dir.join("proj"), "/w")], &[], &[], git)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(".git is a symbolic link"), "{err}");
+        }
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -229,6 +351,7 @@ mod tests {
                 "/elsewhere".into(),
             ],
             &[],
+            GitMode::ReadOnly,
         )
         .unwrap();
         assert_eq!(
@@ -245,14 +368,52 @@ mod tests {
     }
 
     #[test]
-    fn bad_entries_are_rejected() {
+    fn entries_through_links_are_refused_and_nothing_is_created() {
         let dir = tmp();
-        assert!(mounts(&[rw(&dir, "/w")], &["../x".into()], &[]).is_err());
-        std::os::unix::fs::symlink("/etc", dir.join("link")).unwrap();
-        let err = mounts(&[rw(&dir, "/w")], &["link".into()], &[])
+        let outside = dir.join("outside");
+        std::fs::create_dir_all(dir.join("proj")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, dir.join("proj/secrets")).unwrap();
+        std::os::unix::fs::symlink("/etc", dir.join("proj/link")).unwrap();
+        let proj = rw(&dir.join("proj"), "/w");
+        assert!(mounts(
+            std::slice::from_ref(&proj),
+            &["../x".into()],
+            &[],
+            GitMode::ReadOnly
+        )
+        .is_err());
+        for entry in ["secrets/token", "secrets/", "link"] {
+            let err = mounts(
+                std::slice::from_ref(&proj),
+                &[entry.into()],
+                &[],
+                GitMode::ReadOnly,
+            )
             .unwrap_err()
             .to_string();
-        assert!(err.contains("symbolic link"), "{err}");
+            assert!(err.contains("symbolic link"), "{entry}: {err}");
+        }
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn own_dirs_are_found_by_identity() {
+        let dir = tmp();
+        std::fs::create_dir_all(dir.join("real/.config")).unwrap();
+        std::os::unix::fs::symlink(dir.join("real"), dir.join("home")).unwrap();
+        let own = [dir.join("home/.config/sbx/profiles")];
+        let ms = mounts(&[rw(&dir.join("real"), "/w")], &[], &own, GitMode::ReadOnly).unwrap();
+        assert_eq!(
+            summary(&ms),
+            [
+                ("/w/.config".into(), false),
+                ("/w/.config/sbx".into(), false),
+                ("/w/.config/sbx/profiles".into(), true)
+            ]
+        );
+        assert!(dir.join("real/.config/sbx/profiles").is_dir());
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

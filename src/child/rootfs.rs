@@ -91,6 +91,7 @@ pub fn build(plan: &Plan, sources: Sources) -> Result<()> {
     for (mount, source) in plan.mounts.iter().zip(sources.binds) {
         apply(root.as_fd(), mount, source)?;
     }
+    hide_host_sockets(root.as_fd(), plan)?;
     if plan.network.user_mode_nat() {
         mount_net_files(root.as_fd(), plan)?;
     }
@@ -122,7 +123,7 @@ fn open_sources(plan: &Plan) -> Result<Sources> {
             set_attrs(&tree, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV, true, "/")?;
             Some(tree)
         }
-        Rootfs::Dir(dir) => Some(clone_tree(dir, true)?),
+        Rootfs::Dir(dir) => Some(clone_canonical(dir)?),
         Rootfs::Image { .. } => None,
     };
     let overlay = match &plan.rootfs {
@@ -145,7 +146,7 @@ fn open_sources(plan: &Plan) -> Result<Sources> {
                 noexec,
                 ..
             } => {
-                let tree = clone_tree(source, true)?;
+                let tree = clone_canonical(source)?;
                 let attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | flag_attrs(*readonly, *noexec);
                 set_attrs(&tree, attrs, true, &source.to_string_lossy())?;
                 Ok(Some(tree))
@@ -182,6 +183,24 @@ fn clone_tree(path: &Path, recursive: bool) -> Result<OwnedFd> {
         };
         anyhow::anyhow!("cannot bind {}: {e}{hint}", path.display())
     })
+}
+
+/// A recursive clone of a host path the planner resolved (canonical), reopened without
+/// following any link: a directory a sandbox could write that became a link since then is
+/// an error, never a detour to wherever the link points.
+fn clone_canonical(path: &Path) -> Result<OwnedFd> {
+    let fd = crate::beneath::reopen_canonical(path, libc::O_PATH).map_err(|e| {
+        if crate::beneath::is_link_error(&e) {
+            anyhow::anyhow!(
+                "cannot bind {}: it changed into a symbolic link while sbx was starting \
+                 (something that can write there replaced it); check it and run again",
+                path.display()
+            )
+        } else {
+            anyhow::anyhow!("cannot bind {}: {e}", path.display())
+        }
+    })?;
+    clone_fd(&fd, true).with_context(|| format!("cannot bind {}", path.display()))
 }
 
 fn set_attrs(tree: &OwnedFd, attrs: u64, recursive: bool, what: &str) -> Result<()> {
@@ -347,6 +366,35 @@ fn mount_cgroup(root: BorrowedFd) -> Result<()> {
     )
     .context("mount the sandbox's cgroup2")?;
     attach(root, &fs, Path::new("/sys/fs/cgroup"), true)
+}
+
+/// Covers each host socket the sandbox can still see with /dev/null (see
+/// `security::sockets`), but those shown by a bind the profile or command line asked for.
+fn hide_host_sockets(root: BorrowedFd, plan: &Plan) -> Result<()> {
+    let binds: Vec<&Path> = plan
+        .mounts
+        .iter()
+        .filter(|m| matches!(m, Mount::Bind { .. }))
+        .map(Mount::destination)
+        .collect();
+    for path in &plan.security.host_sockets {
+        if crate::security::sockets::under_any(path, &binds) {
+            continue;
+        }
+        let Some(target) = existing(root, path)? else {
+            continue;
+        };
+        let is_socket = nix::sys::stat::fstat(&target)
+            .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFSOCK);
+        if !is_socket {
+            continue;
+        }
+        let null = open_path(root, Path::new("/dev/null"))?;
+        let cover = clone_fd(&null, false).with_context(|| format!("hide {}", path.display()))?;
+        sys::move_mount_fd(cover.as_fd(), target.as_fd())
+            .with_context(|| format!("hide the host socket {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Once every mount is in place, nothing more can be created in /dev.

@@ -24,7 +24,9 @@ pub const LOG_CAP: u64 = 1024 * 1024;
 /// and, once the command runs, lets go of the lock and tells a waiting `run -d`.
 pub struct Reporter {
     paths: Option<Paths>,
-    status_json: Option<PathBuf>,
+    /// `--status-json`: its directory, opened before the sandbox exists (the sandbox may
+    /// be able to write there, and swap it for a link later), and the file's name.
+    status_json: Option<(std::io::Result<OwnedFd>, PathBuf)>,
     lock: Option<Flock<File>>,
     notify: Option<OwnedFd>,
     detached: bool,
@@ -36,7 +38,10 @@ impl Reporter {
     pub fn new(plan: &Plan, lock: Option<Flock<File>>) -> Reporter {
         Reporter {
             paths: plan.instance.clone(),
-            status_json: plan.status_json.clone(),
+            status_json: plan
+                .status_json
+                .as_ref()
+                .map(|p| (open_parent(p), p.clone())),
             lock,
             notify: None,
             detached: false,
@@ -61,15 +66,30 @@ impl Reporter {
         if let Some(paths) = &self.paths {
             write_json(&paths.runtime.join(STATE), state)?;
         }
-        if let Some(path) = &self.status_json {
+        if let Some((dir, path)) = &self.status_json {
             let public = State {
                 tracking: None,
                 ..state.clone()
             };
-            write_json(path, &public).context("--status-json")?;
+            let mut bytes = serde_json::to_vec_pretty(&public).context("encode JSON")?;
+            bytes.push(b'\n');
+            let name = path.file_name().unwrap_or_default();
+            dir.as_ref()
+                .map_err(|e| anyhow!("{e}"))
+                .and_then(|dir| Ok(crate::beneath::write_atomic(dir.as_fd(), name, &bytes)?))
+                .with_context(|| format!("--status-json: write {}", path.display()))?;
         }
         Ok(())
     }
+}
+
+/// The directory of `path`, as the user named it.
+fn open_parent(path: &Path) -> std::io::Result<OwnedFd> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(dir).map(OwnedFd::from)
 }
 
 impl Observer for Reporter {

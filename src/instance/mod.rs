@@ -19,7 +19,7 @@ pub mod show;
 pub mod state;
 
 use std::fs::{self, File};
-use std::io::Write;
+use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -204,29 +204,19 @@ pub fn make_private_dir(dir: &Path) -> Result<()> {
     }
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, then rename.
+/// Writes `bytes` to `path` atomically: a fresh temporary file in the same directory, then
+/// rename (see `beneath::write_atomic`: no link is ever written through).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = File::options()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_data()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("write {}", path.display()))
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .with_context(|| format!("write {}: no file name", path.display()))?;
+    File::open(dir)
+        .and_then(|dir| crate::beneath::write_atomic(dir.as_fd(), name, bytes))
+        .with_context(|| format!("write {}", path.display()))
 }
 
 pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {

@@ -60,6 +60,8 @@ pub struct Plan {
     pub instance: Option<crate::instance::Paths>,
     /// `--status-json`: where to write the sandbox's status.
     pub status_json: Option<PathBuf>,
+    /// What the planner left out or changed, for the user to know (printed by `run`).
+    pub warnings: Vec<String>,
 }
 
 impl Plan {
@@ -176,7 +178,7 @@ pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
         .as_ref()
         .map(|i| i.image.config.clone())
         .unwrap_or_default();
-    let mut mounts = resolve_mounts(profile, args, vars)?;
+    let (mut mounts, warnings) = resolve_mounts(profile, args, vars, rootfs == Rootfs::Host)?;
     // sbx's own directories: its profiles, and the records, state and images that `start`
     // and `exec` trust later.
     let mut own_dirs: Vec<PathBuf> = crate::profile::load::search_dirs()
@@ -191,7 +193,11 @@ pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
         .chain(&args.protect)
         .cloned()
         .collect();
-    let protected = crate::protect::mounts(&mounts, &protect, &own_dirs)?;
+    let git = match &args.git {
+        Some(mode) => mode.parse().context("--git")?,
+        None => profile.security.git.unwrap_or_default(),
+    };
+    let protected = crate::protect::mounts(&mounts, &protect, &own_dirs, git)?;
     mounts.extend(protected);
     if !args.env_file.is_empty() {
         bail!("internal: --env-file must be folded into -e before the plan is built");
@@ -288,6 +294,7 @@ pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
             .as_deref()
             .map(|p| absolute(p, "--status-json"))
             .transpose()?,
+        warnings,
     })
 }
 

@@ -71,12 +71,39 @@ fn resolve_dir_rootfs(spec: &str) -> Result<Rootfs> {
     Ok(Rootfs::Dir(canonical))
 }
 
-pub(super) fn resolve_mounts(profile: &Profile, args: &RunArgs, vars: &Vars) -> Result<Vec<Mount>> {
-    let mut mounts = Vec::new();
+/// The mounts of the profile and the command line, and warnings about profile binds left
+/// out (one that would make your whole home writable).
+pub(super) fn resolve_mounts(
+    profile: &Profile,
+    args: &RunArgs,
+    vars: &Vars,
+    host_root: bool,
+) -> Result<(Vec<Mount>, Vec<String>)> {
+    // Each bind with the path it was given as, to check the links on that path below.
+    let mut resolved: Vec<(Mount, Option<PathBuf>)> = Vec::new();
+    let mut warnings = Vec::new();
+    let home = Path::new(&vars.home);
     for (i, spec) in profile.mounts.iter().enumerate() {
-        if let Some(m) = resolve_profile_mount(spec, &format!("mounts[{i}]"))? {
-            mounts.push(m);
+        let what = format!("mounts[{i}]");
+        if let Some(source) = holds_home(spec, home) {
+            let hint = if source == home {
+                format!(", or pass --bind {} if you mean it", home.display())
+            } else {
+                String::new()
+            };
+            warnings.push(format!(
+                "not binding {} read-write: it holds your home directory {}, which stays \
+                 hidden; cd into a project directory{hint}",
+                source.display(),
+                home.display(),
+            ));
+            continue;
         }
+        let Some(m) = resolve_profile_mount(spec, &what, host_root)? else {
+            continue;
+        };
+        let given = spec.source.as_ref().map(PathBuf::from);
+        resolved.push((m, given));
     }
     let cwd = Path::new(&vars.pwd);
     for (flag, list, readonly) in [
@@ -94,9 +121,12 @@ pub(super) fn resolve_mounts(profile: &Profile, args: &RunArgs, vars: &Vars) -> 
                 Some(d) => PathBuf::from(d),
                 None => src_abs.clone(),
             };
-            mounts.push(bind(&src_abs, &dst, (readonly, false), &what)?);
+            let m = bind(&src_abs, &dst, (readonly, false), &what)?;
+            resolved.push((m, Some(src_abs)));
         }
     }
+    check_planted_links(&resolved)?;
+    let mut mounts: Vec<Mount> = resolved.into_iter().map(|(m, _)| m).collect();
     for value in &args.tmpfs {
         let destination = normalize_destination(Path::new(value), &format!("--tmpfs {value}"))?;
         mounts.push(Mount::Tmpfs {
@@ -110,10 +140,74 @@ pub(super) fn resolve_mounts(profile: &Profile, args: &RunArgs, vars: &Vars) -> 
     // Parents before children, whatever order the options came in (as podman does); mounts
     // on the same destination keep their order, so a later one covers an earlier one.
     mounts.sort_by_key(|m| m.destination().components().count());
-    Ok(mounts)
+    Ok((mounts, warnings))
 }
 
-fn resolve_profile_mount(spec: &MountSpec, what: &str) -> Result<Option<Mount>> {
+/// The source of a profile's writable bind that is your home or one of its ancestors (the
+/// `${PWD}` bind, run from `~` or `/`): binding it would expose all of the home.
+fn holds_home(spec: &MountSpec, home: &Path) -> Option<PathBuf> {
+    let readonly = spec.kind == MountKind::RoBind || spec.options.contains(&MountOption::Ro);
+    if spec.kind == MountKind::Tmpfs || readonly {
+        return None;
+    }
+    let source = PathBuf::from(spec.source.as_ref()?);
+    let identity = crate::beneath::Identity::of_path(&source).ok()?;
+    let home_exists = home.is_absolute() && home != Path::new("/") && home.is_dir();
+    (home_exists && source.is_dir() && crate::beneath::contains(identity, home)).then_some(source)
+}
+
+/// A bind source whose path goes through a symbolic link that lies inside a writable bind
+/// of this run is refused: an earlier run could have planted it (`ln -s ~ data`, then
+/// `--bind ./data`). Links elsewhere on the path (the user's own layout) are followed.
+fn check_planted_links(resolved: &[(Mount, Option<PathBuf>)]) -> Result<()> {
+    let writable: Vec<(crate::beneath::Identity, &Path)> = resolved
+        .iter()
+        .filter_map(|(m, _)| match m {
+            Mount::Bind {
+                source,
+                readonly: false,
+                source_is_dir: true,
+                ..
+            } => Some((
+                crate::beneath::Identity::of_path(source).ok()?,
+                source.as_path(),
+            )),
+            _ => None,
+        })
+        .collect();
+    for (_, given) in resolved {
+        let Some(given) = given else { continue };
+        let mut at = PathBuf::from("/");
+        for part in given.components().skip(1) {
+            let next = at.join(part);
+            let is_link = next
+                .symlink_metadata()
+                .is_ok_and(|meta| meta.file_type().is_symlink());
+            if is_link {
+                if let Some((_, bind)) = writable
+                    .iter()
+                    .find(|(top, _)| crate::beneath::contains(*top, &at))
+                {
+                    bail!(
+                        "bind source {}: {} is a symbolic link inside the writable bind {} (an \
+                         earlier sandbox run may have planted it); remove it, or name the \
+                         directory it points to",
+                        given.display(),
+                        next.display(),
+                        bind.display()
+                    );
+                }
+            }
+            at = match next.canonicalize() {
+                Ok(c) => c,
+                Err(_) => break,
+            };
+        }
+    }
+    Ok(())
+}
+
+fn resolve_profile_mount(spec: &MountSpec, what: &str, host_root: bool) -> Result<Option<Mount>> {
     let destination = &spec.destination;
     let noexec = spec.options.contains(&MountOption::Noexec);
     let ro_option = spec.options.contains(&MountOption::Ro);
@@ -149,8 +243,12 @@ fn resolve_profile_mount(spec: &MountSpec, what: &str) -> Result<Option<Mount>> 
             .map(Some)
         }
         MountKind::Tmpfs => {
-            if spec.source.is_some() || spec.optional || spec.create {
-                bail!("{what}: a tmpfs has no `source`, so `optional` and `create` do not apply");
+            if spec.source.is_some() || spec.create {
+                bail!("{what}: a tmpfs has no `source`, so `create` does not apply");
+            }
+            // Optional: hides something of the host's only where the host has it.
+            if spec.optional && !(host_root && Path::new(&destination).exists()) {
+                return Ok(None);
             }
             let size = spec
                 .size

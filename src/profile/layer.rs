@@ -176,6 +176,8 @@ fn merge_security(parent: SecuritySpec, child: SecuritySpec) -> SecuritySpec {
         landlock: child.landlock.or(parent.landlock),
         mask_kernel_paths: child.mask_kernel_paths.or(parent.mask_kernel_paths),
         protect: append(parent.protect, child.protect),
+        git: child.git.or(parent.git),
+        hide_host_sockets: child.hide_host_sockets.or(parent.hide_host_sockets),
     }
 }
 

@@ -120,10 +120,21 @@ pub struct SecuritySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mask_kernel_paths: Option<bool>,
     /// Paths kept read-only inside every writable bind (relative), or at an absolute path
-    /// inside; `.git/hooks` and `.git/config` always are. Missing ones are created first
-    /// (a directory when the entry ends in `/`, else an empty file), so they stay protected.
+    /// inside. Missing ones are created first (a directory when the entry ends in `/`, else
+    /// an empty file), so they stay protected.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub protect: Vec<String>,
+    /// The `.git` of a repository at the root of a writable bind: "read-only" as a whole
+    /// (the default), or "writable" for steps that must commit, with only what git runs
+    /// or trusts kept read-only (hooks, config, commondir, info, objects/info, modules,
+    /// worktrees). See SECURITY.md for what "writable" costs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitMode>,
+    /// Cover the host's unix sockets (listening and datagram ones, as /proc/net/unix lists
+    /// them at start) wherever the sandbox would see them but through a bind you asked for
+    /// (default true): a read-only mount does not stop `connect()`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hide_host_sockets: Option<bool>,
 }
 
 impl SecuritySpec {
@@ -202,6 +213,27 @@ impl std::str::FromStr for LandlockMode {
     }
 }
 
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum GitMode {
+    /// The whole `.git` is read-only: nothing a step does can change what git runs later.
+    #[default]
+    ReadOnly,
+    /// Commits work; hooks, config and the other files git trusts stay read-only.
+    Writable,
+}
+
+impl std::str::FromStr for GitMode {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "read-only" => Ok(GitMode::ReadOnly),
+            "writable" => Ok(GitMode::Writable),
+            other => anyhow::bail!("unknown git mode {other:?}; use \"read-only\" or \"writable\""),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 pub enum ListField {
     #[serde(rename = "mounts")]
@@ -240,7 +272,8 @@ pub struct MountSpec {
     pub source: Option<String>,
     /// Absolute path inside the sandbox.
     pub destination: String,
-    /// Binds only: skip this mount when the source does not exist, instead of failing.
+    /// Binds: skip this mount when the source does not exist, instead of failing. Tmpfs:
+    /// hide the host's directory only where the root is the host's and it exists there.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub optional: bool,
     /// Binds only: create the source directory (mode 0700) on the host when it is missing.

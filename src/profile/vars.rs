@@ -19,7 +19,8 @@ pub struct Vars {
 }
 
 impl Vars {
-    /// Expands `${PWD}`, `${HOME}`, `${USER}`, `${UID}`, `${GID}` and `${env:NAME}`;
+    /// Expands `${PWD}`, `${HOME}`, `${USER}`, `${UID}`, `${GID}`, `${XDG_RUNTIME_DIR}` (your
+    /// runtime directory, `/run/user/UID` when unset) and `${env:NAME}`;
     /// `$$` is a literal `$`. `what` names the field for error messages.
     pub fn expand(&self, input: &str, what: &str) -> Result<String> {
         let mut out = String::with_capacity(input.len());
@@ -78,6 +79,11 @@ impl Vars {
             "USER" => self.user.clone(),
             "UID" => self.uid.to_string(),
             "GID" => self.gid.to_string(),
+            // Your runtime directory: where agents and session buses listen.
+            "XDG_RUNTIME_DIR" => match self.env.get("XDG_RUNTIME_DIR") {
+                Some(dir) if dir.starts_with('/') => dir.clone(),
+                _ => format!("/run/user/{}", self.uid),
+            },
             _ => match name.strip_prefix("env:") {
                 Some(var) => match self.env.get(var).cloned() {
                     Some(value) => value,
@@ -87,7 +93,7 @@ impl Vars {
                 },
                 None => bail!(
                     "{what}: unknown variable ${{{name}}} in {input:?}; known: ${{PWD}}, ${{HOME}}, \
-                     ${{USER}}, ${{UID}}, ${{GID}}, ${{env:NAME}}"
+                     ${{USER}}, ${{UID}}, ${{GID}}, ${{XDG_RUNTIME_DIR}}, ${{env:NAME}}"
                 ),
             },
         })

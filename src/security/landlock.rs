@@ -122,15 +122,21 @@ pub fn apply(plan: &LandlockPlan) -> Result<()> {
         AccessFs::from_read(TARGET) | AccessFs::WriteFile | AccessFs::Truncate,
     ))?;
     // The caller's stdin, stdout and stderr may be files or terminals outside the sandbox;
-    // reopening them (`> /dev/stderr`) must keep working.
+    // reopening them (`> /dev/stderr`) must keep working, with no more access than each was
+    // opened with: a file given as stdin (`< notes.txt`) stays read-only.
     for fd in 0..3 {
         let Ok(file) = PathFd::new(format!("/proc/self/fd/{fd}")) else {
             continue;
         };
         let kind = nix::sys::stat::fstat(file.as_fd()).map(|st| st.st_mode & libc::S_IFMT);
-        if matches!(kind, Ok(libc::S_IFREG) | Ok(libc::S_IFCHR)) {
-            let access =
-                AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::Truncate | AccessFs::IoctlDev;
+        if let (Ok(kind @ (libc::S_IFREG | libc::S_IFCHR)), Some(access)) =
+            (kind, opened_access(fd))
+        {
+            let access = if kind == libc::S_IFCHR {
+                access | AccessFs::IoctlDev
+            } else {
+                access
+            };
             created = created.add_rule(PathBeneath::new(file, access))?;
         }
     }
@@ -152,4 +158,21 @@ pub fn apply(plan: &LandlockPlan) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The file access descriptor `fd` was opened with, as Landlock rights.
+fn opened_access(fd: i32) -> Option<landlock::BitFlags<AccessFs>> {
+    // SAFETY: F_GETFL only reads the flags of a descriptor of this process; an unused
+    // number yields EBADF.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return None;
+    }
+    let write = AccessFs::WriteFile | AccessFs::Truncate;
+    match flags & libc::O_ACCMODE {
+        libc::O_RDONLY => Some(AccessFs::ReadFile.into()),
+        libc::O_WRONLY => Some(write),
+        libc::O_RDWR => Some(write | AccessFs::ReadFile),
+        _ => None,
+    }
 }

@@ -6,6 +6,7 @@ mod bpf;
 pub mod caps;
 pub mod landlock;
 pub mod seccomp;
+pub mod sockets;
 
 use std::path::PathBuf;
 
@@ -23,6 +24,8 @@ pub struct SecurityPlan {
     /// Mask /proc/kcore & co, make /proc/sys & co read-only.
     pub mask_kernel_paths: bool,
     pub allow_nested: bool,
+    /// Host pathname sockets to cover where the sandbox would see them (see `sockets`).
+    pub host_sockets: Vec<PathBuf>,
 }
 
 /// `writable`: every writable mount destination inside, and whether it is a directory.
@@ -79,6 +82,11 @@ pub fn plan(
         landlock,
         mask_kernel_paths: spec.mask_kernel_paths.unwrap_or(true) && !allow_nested,
         allow_nested,
+        host_sockets: if spec.hide_host_sockets.unwrap_or(true) {
+            sockets::host_sockets()
+        } else {
+            Vec::new()
+        },
     })
 }
 
