@@ -47,6 +47,12 @@ if ! id "$NOSUB_USER" >/dev/null 2>&1; then
 fi
 sed -i "/^$NOSUB_USER:/d" /etc/subuid /etc/subgid
 
+# The test user's runtime directory, as systemd-logind makes it at login: agents and
+# session buses listen there, and the tests check that no sandbox reaches them.
+test_uid=$(id -u "$TEST_USER")
+mkdir -p /run/user
+install -d -m 0700 -o "$TEST_USER" -g "$TEST_USER" "/run/user/$test_uid"
+
 # Device modes an ordinary distribution has (these machines ship them 0600).
 for dev in /dev/fuse /dev/net/tun; do
   [ -e "$dev" ] && chmod 666 "$dev"

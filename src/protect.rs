@@ -153,9 +153,9 @@ fn git_entries(top: &OwnedFd, source: &Path, git: GitMode) -> Result<Vec<Entry>>
             .map(|name| Entry {
                 rel: Path::new(".git").join(name.trim_end_matches('/')),
                 is_dir: name.ends_with('/'),
-                // An empty `commondir` or `config.worktree` would change what git does;
-                // missing directories are made so nothing can be planted there.
-                create: name.ends_with('/'),
+                // Missing ones are made so nothing can be planted there; but not an empty
+                // `commondir`, which git refuses (SECURITY.md: the cost of "writable").
+                create: *name != "commondir",
             })
             .collect(),
         _ => Vec::new(),
@@ -296,6 +296,7 @@ mod tests {
                 ("/w/.git".into(), false),
                 ("/w/.git/hooks".into(), true),
                 ("/w/.git/config".into(), true),
+                ("/w/.git/config.worktree".into(), true),
                 ("/w/.git/info".into(), true),
                 ("/w/.git/objects".into(), false),
                 ("/w/.git/objects/info".into(), true),
