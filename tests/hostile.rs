@@ -546,7 +546,8 @@ fn run_from_home_does_not_expose_it() {
     }
     let home = home();
     let marker = unique("planted");
-    let script = format!("pwd; ls -A; touch {marker} && echo wrote; ls ~/.bashrc 2>/dev/null; true");
+    let script =
+        format!("pwd; ls -A; touch {marker} && echo wrote; ls ~/.bashrc 2>/dev/null; true");
     let out = sandbox_sh(&home, &[], &script);
     out.assert_success();
     assert!(

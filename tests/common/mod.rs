@@ -882,3 +882,21 @@ pub fn is_static_elf(path: &Path) -> bool {
             .is_some_and(|t| u32::from_le_bytes(t.try_into().unwrap()) != 3)
     })
 }
+
+/// Mount points the default profile adds over the host's own paths: the hidden runtime
+/// directories and the covers over host unix sockets (`/proc/net/unix`).
+pub fn hides_host_path(mount_point: &str) -> bool {
+    let path = Path::new(mount_point);
+    if ["/run/user", "/run/dbus"]
+        .iter()
+        .any(|r| path.starts_with(r))
+    {
+        return true;
+    }
+    fs::read_to_string("/proc/net/unix").is_ok_and(|table| {
+        table
+            .lines()
+            .skip(1)
+            .any(|l| l.split_whitespace().nth(7) == Some(mount_point))
+    })
+}
