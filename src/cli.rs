@@ -329,6 +329,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub protect: Vec<String>,
 
+    /// Size of the sandbox's own /dev/shm: "128M", or "10%" of memory (default 64M).
+    #[arg(long = "shm-size", value_name = "SIZE")]
+    pub shm_size: Option<String>,
+
+    /// Size of the sandbox's own /tmp: "1G", or "30%" of memory (default 20%).
+    #[arg(long = "tmp-size", value_name = "SIZE")]
+    pub tmp_size: Option<String>,
+
     /// A repository's `.git` at the root of a writable bind: "read-only" (default) or
     /// "writable" (commits work; hooks, config and what git trusts stay read-only).
     #[arg(long, value_name = "MODE")]

@@ -612,3 +612,81 @@ except OSError as e:
     assert!(n < 4096, "{out}");
     assert_eq!(stopped[2], "11", "EAGAIN\n{out}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Memory through tmpfs (issue "hostile images, registries and upper directories", 8)
+// ---------------------------------------------------------------------------------------
+
+/// Sizes in bytes of the filesystems at `paths` inside a sandbox run with `options`.
+fn tmpfs_sizes(options: &[&str], paths: &[&str]) -> Vec<u64> {
+    let project = TempDir::new();
+    let script = format!("stat -f -c '%b %S' {}", paths.join(" "));
+    let out = sandbox_sh(project.path(), options, &script);
+    out.assert_success();
+    out.lines()
+        .iter()
+        .map(|l| {
+            let (blocks, size) = l.split_once(' ').unwrap();
+            blocks.parse::<u64>().unwrap() * size.parse::<u64>().unwrap()
+        })
+        .collect()
+}
+
+fn mem_total() -> u64 {
+    let meminfo = fs::read_to_string("/proc/meminfo").unwrap();
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// Within a page per share of the kernel's rounding.
+fn about(actual: u64, expected: u64) -> bool {
+    actual.abs_diff(expected) <= 1 << 20
+}
+
+#[test]
+fn default_tmpfs_sizes_leave_memory_for_the_host() {
+    if !require_sandbox() {
+        return;
+    }
+    let mem = mem_total();
+    let sizes = tmpfs_sizes(&[], &["/tmp", "/dev/shm", "~"]);
+    assert_eq!(
+        sizes[1],
+        64 << 20,
+        "/dev/shm is 64 MiB, as podman's: {sizes:?}"
+    );
+    assert!(about(sizes[0], mem / 5), "/tmp is 20% of {mem}: {sizes:?}");
+    assert!(
+        about(sizes[2], mem / 5),
+        "the hidden home is 20% of {mem}: {sizes:?}"
+    );
+    assert!(sizes.iter().sum::<u64>() <= mem / 2, "{sizes:?} of {mem}");
+    // Each one can be set: on the command line, in a profile, and for a profile's mounts.
+    let sizes = tmpfs_sizes(
+        &["--shm-size", "128M", "--tmp-size", "10%"],
+        &["/tmp", "/dev/shm"],
+    );
+    assert_eq!(sizes[1], 128 << 20, "{sizes:?}");
+    assert!(about(sizes[0], mem / 10), "{sizes:?}");
+    let project = TempDir::new();
+    let profile = project.join("sizes.json");
+    fs::write(
+        &profile,
+        r#"{"extends": "default", "tmp_size": "256M", "shm_size": "5%",
+            "mounts": [{"type": "tmpfs", "destination": "/tmp/t", "size": "32M"}]}"#,
+    )
+    .unwrap();
+    let sizes = tmpfs_sizes(
+        &["-p", profile.to_str().unwrap()],
+        &["/tmp", "/dev/shm", "/tmp/t"],
+    );
+    assert_eq!(sizes[0], 256 << 20, "{sizes:?}");
+    assert!(about(sizes[1], mem / 20), "{sizes:?}");
+    assert_eq!(sizes[2], 32 << 20, "{sizes:?}");
+    let project = TempDir::new();
+    sandbox_sh(project.path(), &["--shm-size", "0%"], "true").assert_sbx_error(&["--shm-size"]);
+}

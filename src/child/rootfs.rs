@@ -22,7 +22,7 @@ use nix::sys::stat::Mode;
 use std::io::Write;
 
 use crate::network::{DNS, GUEST_ADDR};
-use crate::plan::{path_bytes, Mount, Plan, Rootfs};
+use crate::plan::{path_bytes, Mount, Plan, Rootfs, TmpfsSize};
 use crate::sys::{
     self, new_mount, open_tree, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID,
     MOUNT_ATTR_RDONLY,
@@ -83,11 +83,17 @@ pub fn build(plan: &Plan, sources: Sources) -> Result<()> {
     };
     let root = attach_root(plan, tree)?;
     mount_proc(root.as_fd())?;
-    mount_dev(root.as_fd(), sources.devices)?;
+    mount_dev(root.as_fd(), sources.devices, plan.shm_size)?;
     if plan.security.mask_kernel_paths {
         mask_kernel_paths(root.as_fd())?;
     }
-    mount_tmpfs(root.as_fd(), Path::new("/tmp"), 0o1777, None, 0)?;
+    mount_tmpfs(
+        root.as_fd(),
+        Path::new("/tmp"),
+        0o1777,
+        Some(plan.tmp_size),
+        0,
+    )?;
     for (mount, source) in plan.mounts.iter().zip(sources.binds) {
         apply(root.as_fd(), mount, source)?;
     }
@@ -278,7 +284,7 @@ fn mount_proc(root: BorrowedFd) -> Result<()> {
 }
 
 /// A minimal /dev: a few host devices, a private devpts, /dev/shm and the usual links.
-fn mount_dev(root: BorrowedFd, devices: Vec<OwnedFd>) -> Result<()> {
+fn mount_dev(root: BorrowedFd, devices: Vec<OwnedFd>, shm_size: TmpfsSize) -> Result<()> {
     mount_tmpfs(root, Path::new("/dev"), 0o755, None, MOUNT_ATTR_NOEXEC)?;
     let dev = open_path(root, Path::new("/dev"))?;
     for (name, device) in DEVICES.iter().zip(devices) {
@@ -296,7 +302,7 @@ fn mount_dev(root: BorrowedFd, devices: Vec<OwnedFd>) -> Result<()> {
     )
     .context("mount a new /dev/pts")?;
     attach(root, &devpts, Path::new("/dev/pts"), true)?;
-    mount_tmpfs(root, Path::new("/dev/shm"), 0o1777, None, 0)?;
+    mount_tmpfs(root, Path::new("/dev/shm"), 0o1777, Some(shm_size), 0)?;
     for (link, target) in [
         ("ptmx", "pts/ptmx"),
         ("fd", "/proc/self/fd"),
@@ -472,7 +478,7 @@ fn mount_tmpfs(
     root: BorrowedFd,
     dst: &Path,
     mode: u32,
-    size: Option<u64>,
+    size: Option<TmpfsSize>,
     attrs: u64,
 ) -> Result<()> {
     let mode = CString::new(format!("{mode:o}"))?;

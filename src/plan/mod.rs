@@ -62,6 +62,9 @@ pub struct Plan {
     pub status_json: Option<PathBuf>,
     /// What the planner left out or changed, for the user to know (printed by `run`).
     pub warnings: Vec<String>,
+    /// Sizes of the sandbox's own /tmp and /dev/shm.
+    pub tmp_size: TmpfsSize,
+    pub shm_size: TmpfsSize,
 }
 
 impl Plan {
@@ -102,7 +105,7 @@ pub enum Mount {
     },
     Tmpfs {
         destination: PathBuf,
-        size: Option<u64>,
+        size: Option<TmpfsSize>,
         mode: u32,
         readonly: bool,
         noexec: bool,
@@ -295,7 +298,28 @@ pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
             .map(|p| absolute(p, "--status-json"))
             .transpose()?,
         warnings,
+        tmp_size: size_setting(args.tmp_size.as_ref(), profile.tmp_size.as_ref(), "tmp")?
+            .unwrap_or(DEFAULT_TMP_SIZE),
+        shm_size: size_setting(args.shm_size.as_ref(), profile.shm_size.as_ref(), "shm")?
+            .unwrap_or(DEFAULT_SHM_SIZE),
     })
+}
+
+/// `--NAME-size` over the profile's `NAME_size`.
+fn size_setting(
+    cli: Option<&String>,
+    profile: Option<&String>,
+    name: &str,
+) -> Result<Option<TmpfsSize>> {
+    match (cli, profile) {
+        (Some(s), _) => TmpfsSize::parse(s)
+            .with_context(|| format!("--{name}-size"))
+            .map(Some),
+        (None, Some(s)) => TmpfsSize::parse(s)
+            .with_context(|| format!("{name}_size"))
+            .map(Some),
+        (None, None) => Ok(None),
+    }
 }
 
 fn resolve_env(
@@ -429,6 +453,49 @@ fn normalize_destination(path: &Path, what: &str) -> Result<PathBuf> {
     }
     Ok(dst)
 }
+
+/// The size of a tmpfs: bytes, or a share of the machine's memory (as the kernel's
+/// `size=N%`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TmpfsSize {
+    Bytes(u64),
+    PercentOfRam(u32),
+}
+
+impl TmpfsSize {
+    /// "64M", "1G", "4096" or "20%".
+    pub fn parse(s: &str) -> Result<TmpfsSize> {
+        match s.trim().strip_suffix('%') {
+            Some(p) => match p.trim().parse::<u32>() {
+                Ok(p @ 1..=100) => Ok(TmpfsSize::PercentOfRam(p)),
+                _ => bail!("invalid size {s:?}; a share of memory is 1% to 100%"),
+            },
+            None => Ok(TmpfsSize::Bytes(parse_size(s)?)),
+        }
+    }
+}
+
+/// The tmpfs `size=` option.
+impl std::fmt::Display for TmpfsSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TmpfsSize::Bytes(n) => write!(f, "{n}"),
+            TmpfsSize::PercentOfRam(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl serde::Serialize for TmpfsSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// The sandbox's own /dev/shm, as podman's.
+pub const DEFAULT_SHM_SIZE: TmpfsSize = TmpfsSize::Bytes(64 << 20);
+/// The sandbox's own /tmp: with the default profile's hidden home (the same share), less
+/// than half of the memory in all.
+pub const DEFAULT_TMP_SIZE: TmpfsSize = TmpfsSize::PercentOfRam(20);
 
 /// "64M", "1G", "4096" -> bytes.
 pub fn parse_size(s: &str) -> Result<u64> {

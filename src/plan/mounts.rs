@@ -253,7 +253,7 @@ fn resolve_profile_mount(spec: &MountSpec, what: &str, host_root: bool) -> Resul
             let size = spec
                 .size
                 .as_deref()
-                .map(|s| parse_size(s).with_context(|| format!("{what}.size")))
+                .map(|s| TmpfsSize::parse(s).with_context(|| format!("{what}.size")))
                 .transpose()?;
             let mode = spec
                 .mode

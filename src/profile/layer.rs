@@ -98,6 +98,8 @@ pub fn merge(parent: Profile, child: Profile) -> Profile {
         env: EnvSpec { set, pass },
         workdir: child.workdir.or(parent.workdir),
         hostname: child.hostname.or(parent.hostname),
+        tmp_size: child.tmp_size.or(parent.tmp_size),
+        shm_size: child.shm_size.or(parent.shm_size),
         user: UserSpec {
             uid: child.user.uid.or(parent.user.uid),
             gid: child.user.gid.or(parent.user.gid),

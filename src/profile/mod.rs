@@ -52,6 +52,13 @@ pub struct Profile {
     /// Host name inside the sandbox's UTS namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// Size of the sandbox's own /tmp: "512M", or a share of memory such as "20%" (the
+    /// default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tmp_size: Option<String>,
+    /// Size of the sandbox's own /dev/shm (default "64M", as podman's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<String>,
     /// Ids the command runs as inside the sandbox.
     #[serde(default, skip_serializing_if = "UserSpec::is_empty")]
     pub user: UserSpec,
@@ -282,7 +289,8 @@ pub struct MountSpec {
     /// Extra mount options: "ro" (read-only, also for a tmpfs), "noexec".
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<MountOption>,
-    /// Tmpfs only: size limit, such as `"64M"` (default: the kernel's, half of RAM).
+    /// Tmpfs only: size limit, such as `"64M"` or `"20%"` of memory (default: the kernel's,
+    /// half of memory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<String>,
     /// Tmpfs only: octal mode of its root, such as `"0700"` (default `"0755"`).
