@@ -170,7 +170,7 @@ fn tmpfs_options_are_parsed() {
         plan.mounts[0],
         Mount::Tmpfs {
             destination: "/t".into(),
-            size: Some(64 << 20),
+            size: Some(TmpfsSize::Bytes(64 << 20)),
             mode: 0o1777,
             readonly: true,
             noexec: false,
