@@ -387,7 +387,10 @@ fn hide_host_sockets(root: BorrowedFd, plan: &Plan) -> Result<()> {
         if crate::security::sockets::under_any(path, &binds) {
             continue;
         }
-        let Some(target) = existing(root, path)? else {
+        // A path that does not resolve inside the root the plain way (missing, through a
+        // magic link such as a socket bound at /proc/self/fd/N/NAME, not searchable) is
+        // not one the sandbox reaches by name either.
+        let Ok(Some(target)) = existing(root, path) else {
             continue;
         };
         let is_socket = nix::sys::stat::fstat(&target)

@@ -32,7 +32,8 @@ fn parse(text: &str) -> Vec<PathBuf> {
             // A path with spaces spans the remaining fields.
             let path = fields.get(7..)?.join(" ");
             let takes = flags & ACCEPTCON != 0 || kind == SOCK_DGRAM;
-            (takes && path.starts_with('/')).then(|| PathBuf::from(path))
+            let placed = path.starts_with('/') && !path.starts_with("/proc/");
+            (takes && placed).then(|| PathBuf::from(path))
         })
         .collect();
     out.sort();
@@ -60,6 +61,7 @@ Num       RefCount Protocol Flags    Type St Inode Path
 0000000000000000: 00000002 00000000 00010000 0001 01 1005 relative.sock
 0000000000000000: 00000002 00000000 00000000 0001 03 1006
 0000000000000000: 00000002 00000000 00010000 0001 01 1007 /srv/my app/s.sock
+0000000000000000: 00000002 00000000 00010000 0001 01 1008 /proc/self/fd/6/ctl.sock
 ";
         assert_eq!(
             parse(text),
