@@ -53,6 +53,26 @@ test_uid=$(id -u "$TEST_USER")
 mkdir -p /run/user
 install -d -m 0700 -o "$TEST_USER" -g "$TEST_USER" "/run/user/$test_uid"
 
+# Ubuntu 23.10 and later restrict unprivileged user namespaces through AppArmor; sbx then
+# needs its AppArmor profile (docs: contrib/apparmor). For the test run the restriction is
+# lifted, and said so; a host where it cannot be lifted fails here, not in 400 tests.
+restrict=/proc/sys/kernel/apparmor_restrict_unprivileged_userns
+if [ -r "$restrict" ] && [ "$(cat "$restrict")" = 1 ]; then
+  echo "ci/setup-host.sh: kernel.apparmor_restrict_unprivileged_userns=1 here; setting it to 0" \
+    "for the tests (sysctl -w kernel.apparmor_restrict_unprivileged_userns=0)"
+  if ! sysctl -qw kernel.apparmor_restrict_unprivileged_userns=0; then
+    echo "ci/setup-host.sh: cannot lift the AppArmor user namespace restriction; install sbx's" \
+      "AppArmor profile or set kernel.apparmor_restrict_unprivileged_userns=0" >&2
+    exit 1
+  fi
+fi
+userns_max=/proc/sys/user/max_user_namespaces
+if [ -r "$userns_max" ] && [ "$(cat "$userns_max")" = 0 ]; then
+  echo "ci/setup-host.sh: user.max_user_namespaces=0 here: unprivileged user namespaces are" \
+    "off; set it (sysctl -w user.max_user_namespaces=15000) and run again" >&2
+  exit 1
+fi
+
 # Device modes an ordinary distribution has (these machines ship them 0600).
 for dev in /dev/fuse /dev/net/tun; do
   [ -e "$dev" ] && chmod 666 "$dev"

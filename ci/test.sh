@@ -3,17 +3,44 @@
 #
 #   sudo ci/test.sh            # on a fresh Debian/Ubuntu machine
 #
-# As root it first prepares the host (ci/setup-host.sh: packages, an unprivileged test user
-# with a subuid/subgid range, device modes), then builds, runs the unit tests, and runs the
-# integration tests in tests/ as that unprivileged user, the way sbx is meant to be used.
-# Not as root, it runs everything as the current user (tests that need the second test user
-# then skip, or fail under SBX_TEST_STRICT=1).
+# As root it first prepares the host (ci/setup-host.sh: packages, unprivileged test users
+# with and without a subuid/subgid range, device modes), then checks formatting and lints,
+# builds, runs the unit tests, and runs the integration tests in tiers:
 #
-# Environment: SBX_TEST_STRICT=1 turns every skip into a failure (CI sets it).
-#              SBX_TEST_FILTER=NAME runs only integration tests whose name contains NAME.
+#   user      tests/*.rs as the test user with a subordinate id range (most tests)
+#   nosub     the nosubuid_ tests as the second user, who has no range (single-id fallback)
+#   root      the crossuser_ and asroot_ tests as root, which acts as both users
+#   vm        the cgroup_ tests in a VM with full cgroup v2, in a delegated subtree
+#   vm-systemd  the same in a VM booting systemd, in a login session
+#
+# Not as root, only the user tier can run (as the current user); the others are reported as
+# not run, and under SBX_TEST_STRICT=1 that is a failure.
+#
+# Environment: SBX_TEST_STRICT=1 turns every skipped test and every tier that did not run
+#              into a failure (CI sets it).
+#              SBX_TEST_FILTER=TEXT runs only the integration tests whose name contains TEXT
+#              (in every tier; the unit tests and lints still run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+strict=${SBX_TEST_STRICT:-}
+filter=${SBX_TEST_FILTER:-}
+
+# cargo: on PATH, else where rustup puts it for root or for the user who ran sudo.
+if ! command -v cargo >/dev/null 2>&1; then
+  for dir in "$HOME/.cargo/bin" /root/.cargo/bin ${SUDO_USER:+"$(getent passwd "$SUDO_USER" | cut -d: -f6)/.cargo/bin"}; do
+    if [ -x "$dir/cargo" ]; then
+      PATH="$dir:$PATH"
+      break
+    fi
+  done
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "ci/test.sh: no Rust toolchain (cargo) found on PATH, in ~/.cargo/bin or /root/.cargo/bin;" \
+    "install one for the user running this script first:" \
+    "curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component rustfmt,clippy" >&2
+  exit 1
+fi
 
 if [ "$(id -u)" -eq 0 ]; then
   bash ci/setup-host.sh
@@ -21,29 +48,53 @@ fi
 TEST_USER=${SBX_TEST_USER:-sbxtest}
 NOSUB_USER=${SBX_TEST_NOSUB_USER:-sbxnosub}
 
+# Everything the tests run is staged here: the checkout may sit where the test user cannot
+# read (/root).
+stage=$(mktemp -d /tmp/sbx-ci.XXXXXX)
+trap 'rm -rf "$stage"' EXIT
+results="$stage/results"   # every test binary's output, to add up one closing line
+skips="$stage/skips"       # SKIP lines that libtest would swallow (tests/common::skip)
+notrun="$stage/notrun"     # tiers that did not run, and why
+: >"$results"
+: >"$skips"
+: >"$notrun"
+chmod 666 "$results" "$skips"
+count() { tee -a "$results"; }
+
 echo "== format and lints"
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
 
 echo "== build"
 cargo build --quiet
-# Test executables, built but not run yet: we run them as the test user below.
-mapfile -t test_bins < <(cargo test --no-run --message-format=json --quiet 2>/dev/null |
-  python3 -c 'import json,sys
-for line in sys.stdin:
+# Test executables, built but not run yet: we run them as the test users below. A failed
+# build stops here, and so does a test binary that did not come out of it.
+if ! cargo test --no-run --message-format=json --quiet >"$stage/build.json" 2>"$stage/build.err"; then
+  cat "$stage/build.err" >&2
+  echo "ci/test.sh: building the tests failed" >&2
+  exit 1
+fi
+mapfile -t test_bins < <(python3 - "$stage/build.json" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m.get("profile", {}).get("test") and m.get("executable"):
-        print(m["target"]["kind"][0] + " " + m["target"]["name"] + " " + m["executable"])')
-
-# The checkout may sit where the test user cannot read (/root); stage what it runs.
-stage=$(mktemp -d /tmp/sbx-ci.XXXXXX)
-trap 'rm -rf "$stage"' EXIT
-
-# Every test binary's output goes through here too, to add up one closing line.
-results="$stage/results"
-: >"$results"
-chmod 666 "$results"
-count() { tee -a "$results"; }
+        print(m["target"]["kind"][0] + " " + m["target"]["name"] + " " + m["executable"])
+PY
+)
+expected=("lib sbx" "bin sbx" "bin sbx-pull")
+for f in tests/*.rs; do expected+=("test $(basename "$f" .rs)"); done
+for want in "${expected[@]}"; do
+  found=0
+  for entry in "${test_bins[@]}"; do
+    read -r kind name _ <<<"$entry"
+    [ "$kind $name" = "$want" ] && found=1
+  done
+  if [ $found = 0 ]; then
+    echo "ci/test.sh: the build produced no test binary for $want" >&2
+    exit 1
+  fi
+done
 
 echo "== unit tests"
 for entry in "${test_bins[@]}"; do
@@ -53,93 +104,143 @@ done
 
 cp target/debug/sbx target/debug/sbx-pull "$stage/"
 mkdir -p "$stage/tests"
-cp -r tests/data "$stage/tests/" 2>/dev/null || true
+if [ ! -d tests/data ]; then
+  echo "ci/test.sh: tests/data is missing from the checkout" >&2
+  exit 1
+fi
+cp -r tests/data "$stage/tests/"
 for entry in "${test_bins[@]}"; do
   read -r kind name exe <<<"$entry"
   [ "$kind" = "test" ] && cp "$exe" "$stage/tests/$name"
 done
 chmod -R a+rX "$stage"
 
+# The tests of binary $1 whose names contain one of the words in $2 (all when empty), none
+# of the words in $3, and SBX_TEST_FILTER. libtest ORs its filters, so the selection is
+# made here and passed with --exact.
+select_tests() {
+  local exe=$1 include=$2 exclude=$3
+  "$exe" --list --format terse 2>/dev/null | sed -n 's/: test$//p' |
+    python3 -c '
+import sys
+include, exclude, flt = sys.argv[1].split(), sys.argv[2].split(), sys.argv[3]
+for name in sys.stdin.read().split():
+    if include and not any(w in name for w in include): continue
+    if any(w in name for w in exclude): continue
+    if flt and flt not in name: continue
+    print(name)' "$include" "$exclude" "$filter"
+}
+
 run_as() {
   local user=$1; shift
-  if [ "$(id -u)" -eq 0 ]; then
-    local home
-    home=$(getent passwd "$user" | cut -d: -f6)
-    (cd "$home" && runuser -u "$user" -- env -i \
-      PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-      HOME="$home" USER="$user" LANG=C.UTF-8 TERM="${TERM:-dumb}" \
-      SBX_BIN="$stage/sbx" SBX_TEST_DATA="$stage/tests/data" \
-      SBX_TEST_STRICT="${SBX_TEST_STRICT:-}" SBX_TEST_ROOT_HELPER=1 \
-      RUST_BACKTRACE=1 "$@")
-  else
-    SBX_BIN="$stage/sbx" SBX_TEST_DATA="$root/tests/data" "$@"
+  local home
+  home=$(getent passwd "$user" | cut -d: -f6)
+  (cd "$home" && runuser -u "$user" -- env -i \
+    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    HOME="$home" USER="$user" LANG=C.UTF-8 TERM="${TERM:-dumb}" \
+    SBX_BIN="$stage/sbx" SBX_TEST_DATA="$stage/tests/data" SBX_TEST_SKIP_FILE="$skips" \
+    SBX_TEST_STRICT="$strict" SBX_TEST_ROOT_HELPER=1 \
+    RUST_BACKTRACE=1 "$@")
+}
+
+# run_tier LABEL WHO INCLUDE EXCLUDE: every test binary's selected tests, as WHO (a user
+# name, "root", or "self"). A tier that selects nothing (with no SBX_TEST_FILTER) fails:
+# its tests were renamed or lost.
+failed=()
+run_tier() {
+  local label=$1 who=$2 include=$3 exclude=$4 total=0 entry kind name
+  for entry in "${test_bins[@]}"; do
+    read -r kind name _ <<<"$entry"
+    [ "$kind" = "test" ] || continue
+    local exe="$stage/tests/$name"
+    mapfile -t names < <(select_tests "$exe" "$include" "$exclude")
+    [ ${#names[@]} -gt 0 ] || continue
+    total=$((total + ${#names[@]}))
+    case $who in
+      self) SBX_BIN="$stage/sbx" SBX_TEST_DATA="$stage/tests/data" SBX_TEST_SKIP_FILE="$skips" \
+              "$exe" --exact "${names[@]}" 2>&1 | count || failed+=("$name ($label)") ;;
+      root) SBX_BIN="$stage/sbx" SBX_TEST_DATA="$stage/tests/data" SBX_TEST_SKIP_FILE="$skips" \
+              SBX_TEST_STRICT="$strict" SBX_TEST_USER="$TEST_USER" SBX_TEST_NOSUB_USER="$NOSUB_USER" \
+              "$exe" --exact "${names[@]}" 2>&1 | count || failed+=("$name ($label)") ;;
+      *) run_as "$who" "$exe" --exact "${names[@]}" 2>&1 | count || failed+=("$name ($label)") ;;
+    esac
+  done
+  if [ $total = 0 ] && [ -z "$filter" ]; then
+    echo "ci/test.sh: the $label tier selected no test" >&2
+    failed+=("$label tier: no test")
   fi
 }
 
-filter=()
-[ -n "${SBX_TEST_FILTER:-}" ] && filter=("$SBX_TEST_FILTER")
-
-
-# Every binary runs even when an earlier one failed; the script fails at the end.
-failed=()
-echo "== integration tests as $TEST_USER"
-for entry in "${test_bins[@]}"; do
-  read -r kind name exe <<<"$entry"
-  [ "$kind" = "test" ] || continue
-  run_as "$TEST_USER" "$stage/tests/$name" --skip nosubuid_ --skip cgroup_ --skip crossuser_ --skip asroot_ \
-    "${filter[@]}" 2>&1 | count ||
-    failed+=("$name as $TEST_USER")
-done
+tier_not_run() {
+  echo "NOT RUN $1 tier: $2" | tee -a "$notrun"
+  [ "$strict" = 1 ] && failed+=("$1 tier (not run: $2)")
+  return 0
+}
 
 if [ "$(id -u)" -eq 0 ]; then
+  echo "== integration tests as $TEST_USER"
+  run_tier user "$TEST_USER" "" "nosubuid_ cgroup_ crossuser_ asroot_"
   echo "== integration tests as $NOSUB_USER (no subordinate ids)"
-  for entry in "${test_bins[@]}"; do
-    read -r kind name exe <<<"$entry"
-    [ "$kind" = "test" ] || continue
-    run_as "$NOSUB_USER" "$stage/tests/$name" nosubuid_ "${filter[@]}" 2>&1 | count ||
-      failed+=("$name as $NOSUB_USER")
-  done
-fi
-# Tests that need root to set the scene: what one user can do to another's sandboxes (root
-# acts as both users through runuser), and host conditions no user can cause (asroot_).
-if [ "$(id -u)" -eq 0 ]; then
+  run_tier nosub "$NOSUB_USER" "nosubuid_" ""
+  # What one user can do to another's sandboxes (root acts as both users through runuser),
+  # and host conditions no user can cause (asroot_).
   echo "== tests as root, acting as $TEST_USER and $NOSUB_USER"
-  for entry in "${test_bins[@]}"; do
-    read -r kind name exe <<<"$entry"
-    [ "$kind" = "test" ] || continue
-    SBX_BIN="$stage/sbx" SBX_TEST_DATA="$stage/tests/data" SBX_TEST_STRICT="${SBX_TEST_STRICT:-}" \
-      SBX_TEST_USER="$TEST_USER" SBX_TEST_NOSUB_USER="$NOSUB_USER" \
-      "$stage/tests/$name" crossuser_ asroot_ "${filter[@]}" 2>&1 | count || failed+=("$name (as root)")
-  done
+  run_tier root root "crossuser_ asroot_" ""
+else
+  echo "== integration tests as $(id -un)"
+  run_tier user self "" "nosubuid_ cgroup_ crossuser_ asroot_"
+  tier_not_run nosub "needs root to run tests as the second test user"
+  tier_not_run root "needs root"
 fi
 
 # The cgroup v2 tests: these hosts have no cgroup v2 controllers, so a VM with full cgroup v2
-# boots (once) and runs them as the test user in a delegated subtree (ci/vm-test.sh).
+# boots (once per mode) and runs them as the test user (ci/vm-test.sh).
+vm_tier() {
+  local label=$1; shift
+  local exe="$stage/tests/limits" out="$stage/$label.out"
+  mapfile -t names < <(select_tests "$exe" "cgroup_" "")
+  if [ ${#names[@]} = 0 ]; then
+    [ -n "$filter" ] && return 0
+    failed+=("$label tier: no cgroup_ test")
+    return 0
+  fi
+  SBX_BIN="$stage/sbx" SBX_TEST_DATA="$stage/tests/data" SBX_TEST_STRICT="$strict" \
+    bash ci/vm-test.sh "$@" -- "$exe" --test-threads=1 --exact "${names[@]}" 2>&1 | tee "$out" | count ||
+    failed+=("limits (cgroup_) in the $label tier")
+  # The VM must have run every selected test: a guest that ran none exits 0 too.
+  local ran
+  ran=$(sed -n 's/^test result: [a-z]*\. \([0-9]*\) passed.*/\1/p' "$out" | tail -1)
+  if [ "${ran:-0}" != ${#names[@]} ]; then
+    echo "ci/test.sh: the $label tier passed ${ran:-0} of ${#names[@]} cgroup_ tests" >&2
+    failed+=("$label tier: ${ran:-0} of ${#names[@]} cgroup_ tests passed")
+  fi
+}
 if [ "$(id -u)" -eq 0 ]; then
   echo "== cgroup v2 tests in a VM as $TEST_USER"
-  SBX_BIN="$stage/sbx" SBX_TEST_DATA="$stage/tests/data" SBX_TEST_STRICT="${SBX_TEST_STRICT:-}" \
-    bash ci/vm-test.sh -- "$stage/tests/limits" --test-threads=1 cgroup_ 2>&1 | count ||
-    failed+=("limits (cgroup_) in the VM")
-  # The same tests where nothing is delegated but a systemd user manager runs (a login
-  # session, as after ssh): sbx reruns itself in a scope with Delegate=yes.
+  vm_tier vm
+  # Nothing delegated but a systemd user manager runs (a login session, as after ssh): sbx
+  # reruns itself in a scope with Delegate=yes.
   echo "== cgroup v2 tests in a VM booting systemd, as $TEST_USER in a login session"
-  SBX_BIN="$stage/sbx" SBX_TEST_DATA="$stage/tests/data" SBX_TEST_STRICT="${SBX_TEST_STRICT:-}" \
-    bash ci/vm-test.sh --systemd -- "$stage/tests/limits" --test-threads=1 cgroup_ 2>&1 | count ||
-    failed+=("limits (cgroup_) in the systemd VM")
+  vm_tier vm-systemd --systemd
 else
-  echo "SKIP cgroup v2 tests: ci/vm-test.sh needs root to boot its VM" | count
+  tier_not_run vm "ci/vm-test.sh needs root to boot its VM"
+  tier_not_run vm-systemd "ci/vm-test.sh needs root to boot its VM"
 fi
 
-# pipefail has stopped the script at any failing binary; this is the sum of what ran.
-python3 - "$results" <<'PY'
+if [ -s "$skips" ]; then
+  echo "== skipped tests"
+  sort -u "$skips"
+fi
+# The sum of what ran: libtest's lines, the skips it swallowed, and tiers not run.
+python3 - "$results" "$skips" "$notrun" <<'PY'
 import re, sys
 passed = failed = skipped = 0
 for line in open(sys.argv[1], errors="replace"):
     m = re.match(r"test result: \w+\. (\d+) passed; (\d+) failed; (\d+) ignored", line)
     if m:
         passed += int(m[1]); failed += int(m[2]); skipped += int(m[3])
-    if line.startswith("SKIP "):
-        skipped += 1
+skipped += len(set(open(sys.argv[2], errors="replace").read().splitlines()))
+skipped += len(open(sys.argv[3], errors="replace").read().splitlines())
 print(f"total: {passed} passed, {failed} failed, {skipped} skipped")
 PY
 if [ ${#failed[@]} -gt 0 ]; then

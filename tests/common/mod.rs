@@ -116,12 +116,28 @@ pub fn test_name() -> String {
 
 /// Skips the running test with a reason (prints `SKIP name: reason`), or fails it under
 /// `SBX_TEST_STRICT=1`. Returns false so callers can write `if !skip(..) { return; }`.
+///
+/// libtest swallows the output of a passing test, so the line also goes to the file
+/// `$SBX_TEST_SKIP_FILE` when that is set: ci/test.sh counts and lists the skips from it.
 pub fn skip(reason: &str) -> bool {
     let name = test_name();
     if strict() {
         panic!("{name}: {reason} (SBX_TEST_STRICT=1 turns this skip into a failure)");
     }
-    eprintln!("SKIP {name}: {reason}");
+    let line = format!("SKIP {name}: {reason}");
+    eprintln!("{line}");
+    if let Some(file) = std::env::var_os("SBX_TEST_SKIP_FILE").filter(|f| !f.is_empty()) {
+        let appended = fs::OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .and_then(|mut f| writeln!(f, "{line}"));
+        if let Err(e) = appended {
+            panic!(
+                "{name}: cannot record the skip in {}: {e}",
+                Path::new(&file).display()
+            );
+        }
+    }
     false
 }
 
