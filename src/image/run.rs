@@ -3,6 +3,7 @@
 //! env, working directory and user as defaults beneath the profile's own settings.
 
 use std::fs::{self, File};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -62,7 +63,7 @@ pub fn describe_overlay(overlay: &OverlayKind) -> String {
 #[derive(Debug, Clone)]
 pub struct ImagePlan {
     pub image: Resolved,
-    pub upper: Option<PathBuf>,
+    pub upper: Option<UpperDir>,
     pub overlay: OverlayKind,
 }
 
@@ -108,7 +109,21 @@ pub fn plan(spec: &ImageRootfs) -> Result<ImagePlan> {
     })
 }
 
-pub fn upper_dir(dir: &Path) -> Result<PathBuf> {
+/// A kept upper directory: the host path the planner resolved once, and the directory it
+/// named then. The child opens it again without following any symlink and checks that it
+/// is the same directory (dev and inode) before anything is made in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpperDir {
+    pub path: PathBuf,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// Resolves the upper directory the user named (symlinks in `dir` itself are the user's
+/// own choice and followed, once), creating it (mode 0700) when missing. It must be a
+/// directory of the caller's. What lies below it (`upper`, `work`, `work.fuse`) is checked
+/// by the child, beneath a descriptor of this very directory.
+pub fn upper_dir(dir: &Path) -> Result<UpperDir> {
     if !dir.exists() {
         fs::DirBuilder::new()
             .recursive(true)
@@ -119,10 +134,37 @@ pub fn upper_dir(dir: &Path) -> Result<PathBuf> {
     let canonical = dir
         .canonicalize()
         .with_context(|| format!("upper directory {}", dir.display()))?;
-    if !canonical.is_dir() {
-        bail!("upper {} is not a directory", dir.display());
+    let path = crate::sys::cstr(canonical.as_os_str().as_bytes())?;
+    let fd = crate::sys::openat2(
+        nix::fcntl::AT_FDCWD,
+        &path,
+        libc::O_PATH | libc::O_DIRECTORY,
+        0,
+        crate::sys::RESOLVE_NO_SYMLINKS | crate::sys::RESOLVE_NO_MAGICLINKS,
+    )
+    .map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOTDIR) => anyhow::anyhow!(
+            "upper {} is not a directory; give a directory for the upper layer",
+            dir.display()
+        ),
+        _ => anyhow::anyhow!("upper directory {}: {e}", dir.display()),
+    })?;
+    let st =
+        nix::sys::stat::fstat(&fd).with_context(|| format!("upper directory {}", dir.display()))?;
+    let me = nix::unistd::getuid().as_raw();
+    if st.st_uid != me {
+        bail!(
+            "upper directory {} belongs to uid {}, not to you (uid {me}); give a directory of \
+             your own",
+            canonical.display(),
+            st.st_uid
+        );
     }
-    Ok(canonical)
+    Ok(UpperDir {
+        path: canonical,
+        dev: st.st_dev,
+        ino: st.st_ino,
+    })
 }
 
 /// Looks up `spec`, then `alias` (the reference a profile says to pull it from).

@@ -82,7 +82,7 @@ pub enum Rootfs {
         layers: Vec<PathBuf>,
         /// Host directory keeping the upper layer between runs; None: a tmpfs in the
         /// sandbox's own mount namespace, discarded at exit.
-        upper: Option<PathBuf>,
+        upper: Option<crate::image::run::UpperDir>,
         overlay: OverlayKind,
     },
 }
