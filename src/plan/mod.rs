@@ -241,6 +241,10 @@ pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
     let (ids, run_as) = match &image {
         None => {
             let (inside_uid, inside_gid) = inside_ids(profile, args, vars, network.join.as_ref())?;
+            for (kind, id) in [("uid", inside_uid), ("gid", inside_gid)] {
+                let what = format!("{kind} {id} (--{kind}, or the profile's user.{kind})");
+                idmap::check_settable(kind, id, &what)?;
+            }
             let ids = idmap::plan(&vars.user, vars.uid, vars.gid, inside_uid, inside_gid);
             (ids, None)
         }
