@@ -296,6 +296,21 @@ pub fn xattr_size(path: &CStr, name: &CStr) -> io::Result<usize> {
     usize::try_from(size).map_err(|_| io::Error::last_os_error())
 }
 
+/// Whether the open file `fd` (not O_PATH) has extended attribute `name`.
+pub fn has_xattr(fd: BorrowedFd, name: &CStr) -> io::Result<bool> {
+    // SAFETY: `name` is NUL-terminated; a null buffer of size 0 asks only for the size, so
+    // the kernel writes nothing.
+    let size = unsafe { libc::fgetxattr(fd.as_raw_fd(), name.as_ptr(), std::ptr::null_mut(), 0) };
+    if size >= 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::ENODATA) | Some(libc::ENOTSUP) => Ok(false),
+        _ => Err(e),
+    }
+}
+
 /// `fsetxattr(fd, name, value, 0)`: sets an extended attribute of an open file.
 pub fn set_xattr(fd: BorrowedFd, name: &CStr, value: &[u8]) -> io::Result<()> {
     // SAFETY: `name` is NUL-terminated and `value` is a valid buffer of the length passed.

@@ -207,25 +207,48 @@ pub fn resolve(spec: &str, alias: Option<&str>) -> Result<Option<Resolved>> {
 /// Image roots map the caller to uid 0, as the store does, so the image's files show
 /// their owners; the command then switches to its own ids: `uid`/`gid` (the CLI's or the
 /// profile's), the image config's, else root. Without a subordinate range only the
-/// caller's id exists, and the map puts it at the command's ids as elsewhere.
+/// caller's id exists, and the map puts it at the command's ids as elsewhere. An id the
+/// sandbox's user namespace does not map is an error, never a silent other identity.
 pub fn ids(
     image: &Resolved,
     uid: Option<u32>,
     gid: Option<u32>,
     vars: &Vars,
 ) -> Result<(IdPlan, Option<(u32, u32)>)> {
+    let from_image = uid.is_none();
     let (uid, image_gid) = match uid {
-        Some(uid) => (uid, primary_gid(image, uid)),
+        Some(uid) if gid.is_none() => (uid, primary_gid(image, uid)?),
+        Some(uid) => (uid, None),
         None => match user_ids(image)? {
             Some((uid, gid)) => (uid, gid),
             None => (0, Some(0)),
         },
     };
     let gid = gid.or(image_gid).unwrap_or(uid);
+    let what = |id: &str| {
+        if from_image {
+            format!(
+                "image {}: its User {:?} names {id}",
+                image.name,
+                image.config.user.as_deref().unwrap_or_default()
+            )
+        } else {
+            format!("image {}: {id}", image.name)
+        }
+    };
     let mut ids = super::userns::store_ids();
     if matches!(ids.mode, IdMode::Single { .. }) {
+        idmap::check_settable("uid", uid, &what(&format!("uid {uid}")))?;
+        idmap::check_settable("gid", gid, &what(&format!("gid {gid}")))?;
         let ids = idmap::plan(&vars.user, vars.uid, vars.gid, uid, gid);
         return Ok((ids, None));
+    }
+    if let IdMode::Full {
+        uid_map, gid_map, ..
+    } = &ids.mode
+    {
+        idmap::check_mapped("uid", uid, uid_map, &what(&format!("uid {uid}")))?;
+        idmap::check_mapped("gid", gid, gid_map, &what(&format!("gid {gid}")))?;
     }
     ids.inside_uid = uid;
     ids.inside_gid = gid;
@@ -234,7 +257,7 @@ pub fn ids(
 }
 
 /// The image config's `User` as ids: `uid[:gid]`, or names from the image's own
-/// /etc/passwd and /etc/group (the topmost layer that has the file).
+/// /etc/passwd and /etc/group (as the image shows them: see `lookup`).
 pub fn user_ids(image: &Resolved) -> Result<Option<(u32, Option<u32>)>> {
     let Some(user) = image.config.user.as_deref() else {
         return Ok(None);
@@ -246,9 +269,12 @@ pub fn user_ids(image: &Resolved) -> Result<Option<(u32, Option<u32>)>> {
     let uid = match user_part.parse::<u32>() {
         Ok(uid) => (uid, None),
         Err(_) => {
-            let passwd = image_file(image, "etc/passwd");
+            let passwd = image_file(image, "/etc/passwd", user_part, "--uid and --gid")?;
             let entry = find_entry(&passwd, user_part).with_context(|| {
-                format!("the image's user {user_part:?} is not in its /etc/passwd; give --uid")
+                format!(
+                    "image {}: its user {user_part:?} is not in its /etc/passwd; give --uid",
+                    image.name
+                )
             })?;
             (
                 entry.get(2).and_then(|u| u.parse().ok()).unwrap_or(0),
@@ -261,9 +287,12 @@ pub fn user_ids(image: &Resolved) -> Result<Option<(u32, Option<u32>)>> {
         Some(g) => match g.parse::<u32>() {
             Ok(gid) => Some(gid),
             Err(_) => {
-                let group = image_file(image, "etc/group");
+                let group = image_file(image, "/etc/group", g, "--gid")?;
                 let entry = find_entry(&group, g).with_context(|| {
-                    format!("the image's group {g:?} is not in its /etc/group; give --gid")
+                    format!(
+                        "image {}: its group {g:?} is not in its /etc/group; give --gid",
+                        image.name
+                    )
                 })?;
                 entry.get(2).and_then(|x| x.parse().ok())
             }
@@ -273,22 +302,27 @@ pub fn user_ids(image: &Resolved) -> Result<Option<(u32, Option<u32>)>> {
 }
 
 /// The primary group of `uid` in the image's /etc/passwd.
-pub fn primary_gid(image: &Resolved, uid: u32) -> Option<u32> {
-    let passwd = image_file(image, "etc/passwd");
-    passwd
+pub fn primary_gid(image: &Resolved, uid: u32) -> Result<Option<u32>> {
+    let passwd = image_file(image, "/etc/passwd", &format!("uid {uid}"), "--gid")?;
+    Ok(passwd
         .lines()
         .map(|l| l.split(':').collect::<Vec<_>>())
         .find(|f| f.get(2).and_then(|u| u.parse::<u32>().ok()) == Some(uid))
-        .and_then(|f| f.get(3).and_then(|g| g.parse().ok()))
+        .and_then(|f| f.get(3).and_then(|g| g.parse().ok())))
 }
 
-fn image_file(image: &Resolved, path: &str) -> String {
-    image
-        .layers
-        .iter()
-        .rev()
-        .find_map(|layer| fs::read_to_string(layer.join(path)).ok())
-        .unwrap_or_default()
+/// A file of the image, read beneath its layers (never through a link to the host's
+/// files); empty when the image has none.
+fn image_file(image: &Resolved, path: &str, looked_for: &str, give: &str) -> Result<String> {
+    super::lookup::read(&image.layers, path)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "image {}: cannot look up {looked_for} in its {path}: {e:#}; give {give} as \
+                 numbers",
+                image.name
+            )
+        })
 }
 
 fn find_entry<'a>(text: &'a str, name: &str) -> Option<Vec<&'a str>> {
