@@ -10,6 +10,11 @@
 //! and returned as a detached mount that `rootfs` attaches on top. The upper layer lives
 //! on that tmpfs (discarded at exit, nothing on the host) unless the Plan names a directory
 //! to keep it in.
+//!
+//! A kept directory is hostile ground: an earlier sandbox may have written it. It is
+//! cloned only if it is still the directory the planner resolved (dev and inode, reached
+//! without a symlink), and its `upper` and `work` directories are opened beneath it
+//! without following any symlink; kernel overlayfs gets those descriptors, never a name.
 
 use std::ffi::{CStr, CString};
 use std::io;
