@@ -117,7 +117,7 @@ fn describe(plan: &plan::Plan, why: &str) {
             upper
                 .as_ref()
                 .map_or("on a tmpfs, discarded at exit".to_string(), |u| {
-                    format!("kept in {}", u.display())
+                    format!("kept in {}", u.path.display())
                 })
         ),
         other => eprintln!("sbx: rootfs: {other:?}"),

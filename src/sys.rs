@@ -2,7 +2,7 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use libc::{c_int, c_uint, c_void};
 
@@ -12,6 +12,7 @@ pub use libc::{
     OPEN_TREE_CLOEXEC, OPEN_TREE_CLONE,
 };
 
+pub const RESOLVE_NO_XDEV: u64 = 0x01;
 pub const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
 pub const RESOLVE_NO_SYMLINKS: u64 = 0x04;
 pub const RESOLVE_BENEATH: u64 = 0x08;
@@ -124,26 +125,58 @@ pub fn new_mount(
     options: &[(&CStr, Option<&CStr>)],
     attrs: u64,
 ) -> io::Result<OwnedFd> {
-    // SAFETY: `fstype` is a valid NUL-terminated string.
-    let fs = check(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) })
-        .map(owned)?;
+    let fs = fs_open(fstype)?;
     for (key, value) in options {
-        let (cmd, value_ptr) = match value {
-            Some(v) => (libc::FSCONFIG_SET_STRING, v.as_ptr()),
-            None => (libc::FSCONFIG_SET_FLAG, std::ptr::null()),
+        let value = match value {
+            Some(v) => FsValue::String(v),
+            None => FsValue::Flag,
         };
-        // SAFETY: `key` and `value` are valid NUL-terminated strings (or null for a flag).
-        check(unsafe {
-            libc::syscall(
-                libc::SYS_fsconfig,
-                fs.as_raw_fd(),
-                cmd,
-                key.as_ptr(),
-                value_ptr,
-                0,
-            )
-        })?;
+        fs_set(fs.as_fd(), key, value)?;
     }
+    fs_mount(fs.as_fd(), attrs)
+}
+
+/// The value of one `fsconfig(2)` parameter.
+#[derive(Clone, Copy)]
+pub enum FsValue<'a> {
+    Flag,
+    String(&'a CStr),
+    /// FSCONFIG_SET_FD: the file itself, never a path to look up again (overlayfs takes
+    /// its layers this way since Linux 6.13). The fd must not be O_PATH.
+    Fd(BorrowedFd<'a>),
+}
+
+/// `fsopen(2)`: a filesystem context of `fstype`, to configure with `fs_set`.
+pub fn fs_open(fstype: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: `fstype` is a valid NUL-terminated string.
+    check(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) }).map(owned)
+}
+
+/// `fsconfig(2)` of one parameter. A refused parameter leaves the context usable, so the
+/// caller may try another form of the same value.
+pub fn fs_set(fs: BorrowedFd, key: &CStr, value: FsValue) -> io::Result<()> {
+    let (cmd, value_ptr, aux) = match value {
+        FsValue::Flag => (libc::FSCONFIG_SET_FLAG, std::ptr::null(), 0),
+        FsValue::String(v) => (libc::FSCONFIG_SET_STRING, v.as_ptr(), 0),
+        FsValue::Fd(fd) => (libc::FSCONFIG_SET_FD, std::ptr::null(), fd.as_raw_fd()),
+    };
+    // SAFETY: `key` and `value` are valid NUL-terminated strings (or null for a flag or an
+    // fd); `aux` is an open descriptor for FSCONFIG_SET_FD, which the kernel only reads.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            cmd,
+            key.as_ptr(),
+            value_ptr,
+            aux,
+        )
+    })
+    .map(drop)
+}
+
+/// FSCONFIG_CMD_CREATE and `fsmount(2)`: the configured filesystem as a detached mount.
+pub fn fs_mount(fs: BorrowedFd, attrs: u64) -> io::Result<OwnedFd> {
     // SAFETY: no pointers are passed; `fs` is an open filesystem context.
     check(unsafe {
         libc::syscall(
@@ -261,6 +294,21 @@ pub fn xattr_size(path: &CStr, name: &CStr) -> io::Result<usize> {
     // attribute's size, so the kernel writes nothing.
     let size = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
     usize::try_from(size).map_err(|_| io::Error::last_os_error())
+}
+
+/// Whether the open file `fd` (not O_PATH) has extended attribute `name`.
+pub fn has_xattr(fd: BorrowedFd, name: &CStr) -> io::Result<bool> {
+    // SAFETY: `name` is NUL-terminated; a null buffer of size 0 asks only for the size, so
+    // the kernel writes nothing.
+    let size = unsafe { libc::fgetxattr(fd.as_raw_fd(), name.as_ptr(), std::ptr::null_mut(), 0) };
+    if size >= 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::ENODATA) | Some(libc::ENOTSUP) => Ok(false),
+        _ => Err(e),
+    }
 }
 
 /// `fsetxattr(fd, name, value, 0)`: sets an extended attribute of an open file.

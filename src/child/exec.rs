@@ -81,11 +81,19 @@ fn prepare_and_exec(
 /// capabilities so `security::apply` can still shape them, and making them effective again.
 fn switch_ids(uid: u32, gid: u32) -> anyhow::Result<()> {
     use anyhow::Context;
+    // -1 means "unchanged" to setresuid: the command would stay root. The planner refuses
+    // it; this is the last line.
+    if uid == u32::MAX || gid == u32::MAX {
+        anyhow::bail!("-1 is not an id that can be set");
+    }
     nix::sys::prctl::set_keepcaps(true).context("PR_SET_KEEPCAPS")?;
     let gid = nix::unistd::Gid::from_raw(gid);
     nix::unistd::setresgid(gid, gid, gid).context("setresgid")?;
     let uid = nix::unistd::Uid::from_raw(uid);
     nix::unistd::setresuid(uid, uid, uid).context("setresuid")?;
+    if nix::unistd::geteuid() != uid || nix::unistd::getegid() != gid {
+        anyhow::bail!("the ids did not change");
+    }
     let permitted = caps::read(None, caps::CapSet::Permitted).context("read capabilities")?;
     caps::set(None, caps::CapSet::Effective, &permitted).context("raise capabilities")?;
     nix::sys::prctl::set_keepcaps(false).context("PR_SET_KEEPCAPS")

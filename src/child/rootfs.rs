@@ -134,7 +134,7 @@ fn open_sources(plan: &Plan) -> Result<Sources> {
     };
     let overlay = match &plan.rootfs {
         Rootfs::Image { layers, upper, .. } => {
-            Some(super::overlay::open_parts(layers, upper.as_deref())?)
+            Some(super::overlay::open_parts(layers, upper.as_ref())?)
         }
         _ => None,
     };

@@ -3,6 +3,7 @@
 
 mod decompress;
 mod import;
+mod lookup;
 mod progress;
 pub mod run;
 mod source;

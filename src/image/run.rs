@@ -3,6 +3,7 @@
 //! env, working directory and user as defaults beneath the profile's own settings.
 
 use std::fs::{self, File};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -62,7 +63,7 @@ pub fn describe_overlay(overlay: &OverlayKind) -> String {
 #[derive(Debug, Clone)]
 pub struct ImagePlan {
     pub image: Resolved,
-    pub upper: Option<PathBuf>,
+    pub upper: Option<UpperDir>,
     pub overlay: OverlayKind,
 }
 
@@ -108,7 +109,21 @@ pub fn plan(spec: &ImageRootfs) -> Result<ImagePlan> {
     })
 }
 
-pub fn upper_dir(dir: &Path) -> Result<PathBuf> {
+/// A kept upper directory: the host path the planner resolved once, and the directory it
+/// named then. The child opens it again without following any symlink and checks that it
+/// is the same directory (dev and inode) before anything is made in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpperDir {
+    pub path: PathBuf,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// Resolves the upper directory the user named (symlinks in `dir` itself are the user's
+/// own choice and followed, once), creating it (mode 0700) when missing. It must be a
+/// directory of the caller's. What lies below it (`upper`, `work`, `work.fuse`) is checked
+/// by the child, beneath a descriptor of this very directory.
+pub fn upper_dir(dir: &Path) -> Result<UpperDir> {
     if !dir.exists() {
         fs::DirBuilder::new()
             .recursive(true)
@@ -119,10 +134,37 @@ pub fn upper_dir(dir: &Path) -> Result<PathBuf> {
     let canonical = dir
         .canonicalize()
         .with_context(|| format!("upper directory {}", dir.display()))?;
-    if !canonical.is_dir() {
-        bail!("upper {} is not a directory", dir.display());
+    let path = crate::sys::cstr(canonical.as_os_str().as_bytes())?;
+    let fd = crate::sys::openat2(
+        nix::fcntl::AT_FDCWD,
+        &path,
+        libc::O_PATH | libc::O_DIRECTORY,
+        0,
+        crate::sys::RESOLVE_NO_SYMLINKS | crate::sys::RESOLVE_NO_MAGICLINKS,
+    )
+    .map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOTDIR) => anyhow::anyhow!(
+            "upper {} is not a directory; give a directory for the upper layer",
+            dir.display()
+        ),
+        _ => anyhow::anyhow!("upper directory {}: {e}", dir.display()),
+    })?;
+    let st =
+        nix::sys::stat::fstat(&fd).with_context(|| format!("upper directory {}", dir.display()))?;
+    let me = nix::unistd::getuid().as_raw();
+    if st.st_uid != me {
+        bail!(
+            "upper directory {} belongs to uid {}, not to you (uid {me}); give a directory of \
+             your own",
+            canonical.display(),
+            st.st_uid
+        );
     }
-    Ok(canonical)
+    Ok(UpperDir {
+        path: canonical,
+        dev: st.st_dev,
+        ino: st.st_ino,
+    })
 }
 
 /// Looks up `spec`, then `alias` (the reference a profile says to pull it from).
@@ -165,25 +207,48 @@ pub fn resolve(spec: &str, alias: Option<&str>) -> Result<Option<Resolved>> {
 /// Image roots map the caller to uid 0, as the store does, so the image's files show
 /// their owners; the command then switches to its own ids: `uid`/`gid` (the CLI's or the
 /// profile's), the image config's, else root. Without a subordinate range only the
-/// caller's id exists, and the map puts it at the command's ids as elsewhere.
+/// caller's id exists, and the map puts it at the command's ids as elsewhere. An id the
+/// sandbox's user namespace does not map is an error, never a silent other identity.
 pub fn ids(
     image: &Resolved,
     uid: Option<u32>,
     gid: Option<u32>,
     vars: &Vars,
 ) -> Result<(IdPlan, Option<(u32, u32)>)> {
+    let from_image = uid.is_none();
     let (uid, image_gid) = match uid {
-        Some(uid) => (uid, primary_gid(image, uid)),
+        Some(uid) if gid.is_none() => (uid, primary_gid(image, uid)?),
+        Some(uid) => (uid, None),
         None => match user_ids(image)? {
             Some((uid, gid)) => (uid, gid),
             None => (0, Some(0)),
         },
     };
     let gid = gid.or(image_gid).unwrap_or(uid);
+    let what = |id: &str| {
+        if from_image {
+            format!(
+                "image {}: its User {:?} names {id}",
+                image.name,
+                image.config.user.as_deref().unwrap_or_default()
+            )
+        } else {
+            format!("image {}: {id}", image.name)
+        }
+    };
     let mut ids = super::userns::store_ids();
     if matches!(ids.mode, IdMode::Single { .. }) {
+        idmap::check_settable("uid", uid, &what(&format!("uid {uid}")))?;
+        idmap::check_settable("gid", gid, &what(&format!("gid {gid}")))?;
         let ids = idmap::plan(&vars.user, vars.uid, vars.gid, uid, gid);
         return Ok((ids, None));
+    }
+    if let IdMode::Full {
+        uid_map, gid_map, ..
+    } = &ids.mode
+    {
+        idmap::check_mapped("uid", uid, uid_map, &what(&format!("uid {uid}")))?;
+        idmap::check_mapped("gid", gid, gid_map, &what(&format!("gid {gid}")))?;
     }
     ids.inside_uid = uid;
     ids.inside_gid = gid;
@@ -192,7 +257,7 @@ pub fn ids(
 }
 
 /// The image config's `User` as ids: `uid[:gid]`, or names from the image's own
-/// /etc/passwd and /etc/group (the topmost layer that has the file).
+/// /etc/passwd and /etc/group (as the image shows them: see `lookup`).
 pub fn user_ids(image: &Resolved) -> Result<Option<(u32, Option<u32>)>> {
     let Some(user) = image.config.user.as_deref() else {
         return Ok(None);
@@ -204,9 +269,12 @@ pub fn user_ids(image: &Resolved) -> Result<Option<(u32, Option<u32>)>> {
     let uid = match user_part.parse::<u32>() {
         Ok(uid) => (uid, None),
         Err(_) => {
-            let passwd = image_file(image, "etc/passwd");
+            let passwd = image_file(image, "/etc/passwd", user_part, "--uid and --gid")?;
             let entry = find_entry(&passwd, user_part).with_context(|| {
-                format!("the image's user {user_part:?} is not in its /etc/passwd; give --uid")
+                format!(
+                    "image {}: its user {user_part:?} is not in its /etc/passwd; give --uid",
+                    image.name
+                )
             })?;
             (
                 entry.get(2).and_then(|u| u.parse().ok()).unwrap_or(0),
@@ -219,9 +287,12 @@ pub fn user_ids(image: &Resolved) -> Result<Option<(u32, Option<u32>)>> {
         Some(g) => match g.parse::<u32>() {
             Ok(gid) => Some(gid),
             Err(_) => {
-                let group = image_file(image, "etc/group");
+                let group = image_file(image, "/etc/group", g, "--gid")?;
                 let entry = find_entry(&group, g).with_context(|| {
-                    format!("the image's group {g:?} is not in its /etc/group; give --gid")
+                    format!(
+                        "image {}: its group {g:?} is not in its /etc/group; give --gid",
+                        image.name
+                    )
                 })?;
                 entry.get(2).and_then(|x| x.parse().ok())
             }
@@ -231,22 +302,27 @@ pub fn user_ids(image: &Resolved) -> Result<Option<(u32, Option<u32>)>> {
 }
 
 /// The primary group of `uid` in the image's /etc/passwd.
-pub fn primary_gid(image: &Resolved, uid: u32) -> Option<u32> {
-    let passwd = image_file(image, "etc/passwd");
-    passwd
+pub fn primary_gid(image: &Resolved, uid: u32) -> Result<Option<u32>> {
+    let passwd = image_file(image, "/etc/passwd", &format!("uid {uid}"), "--gid")?;
+    Ok(passwd
         .lines()
         .map(|l| l.split(':').collect::<Vec<_>>())
         .find(|f| f.get(2).and_then(|u| u.parse::<u32>().ok()) == Some(uid))
-        .and_then(|f| f.get(3).and_then(|g| g.parse().ok()))
+        .and_then(|f| f.get(3).and_then(|g| g.parse().ok())))
 }
 
-fn image_file(image: &Resolved, path: &str) -> String {
-    image
-        .layers
-        .iter()
-        .rev()
-        .find_map(|layer| fs::read_to_string(layer.join(path)).ok())
-        .unwrap_or_default()
+/// A file of the image, read beneath its layers (never through a link to the host's
+/// files); empty when the image has none.
+fn image_file(image: &Resolved, path: &str, looked_for: &str, give: &str) -> Result<String> {
+    super::lookup::read(&image.layers, path)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "image {}: cannot look up {looked_for} in its {path}: {e:#}; give {give} as \
+                 numbers",
+                image.name
+            )
+        })
 }
 
 fn find_entry<'a>(text: &'a str, name: &str) -> Option<Vec<&'a str>> {

@@ -87,7 +87,7 @@ pub enum Rootfs {
         layers: Vec<PathBuf>,
         /// Host directory keeping the upper layer between runs; None: a tmpfs in the
         /// sandbox's own mount namespace, discarded at exit.
-        upper: Option<PathBuf>,
+        upper: Option<crate::image::run::UpperDir>,
         overlay: OverlayKind,
     },
 }
@@ -250,6 +250,10 @@ pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
     let (ids, run_as) = match &image {
         None => {
             let (inside_uid, inside_gid) = inside_ids(profile, args, vars, network.join.as_ref())?;
+            for (kind, id) in [("uid", inside_uid), ("gid", inside_gid)] {
+                let what = format!("{kind} {id} (--{kind}, or the profile's user.{kind})");
+                idmap::check_settable(kind, id, &what)?;
+            }
             let ids = idmap::plan(&vars.user, vars.uid, vars.gid, inside_uid, inside_gid);
             (ids, None)
         }

@@ -8,6 +8,10 @@
     mkimage.py oci-tar OUT.tar                 the same as an OCI layout in a tar
     mkimage.py hostile-KIND OUT TARGET         an archive that tries to write to TARGET:
         dotdot, absolute, symlink, hardlink, symlink-layer (OCI), digest (OCI, tampered)
+    mkimage.py user OUT.tar USER PASSWD        a docker-archive whose config's User is USER and
+        whose /etc/passwd is PASSWD: file (carol, uid 777), host (a link to /etc/passwd),
+        zero (a link to /dev/zero), fifo, big (2 MiB), relative (a link in a second layer
+        to ../usr/lib/passwd of the first, where carol is uid 778)
     mkimage.py big OUT.tar SIZE_MB             a rootfs tarball with SIZE_MB of random data
     mkimage.py source-tree OUT.tar FILES       a tar of FILES small files in nested directories
                                                (a stand-in for a source tarball, for ci/bench.sh)
@@ -238,6 +242,54 @@ def hostile(kind, out, target):
         f.write(tar_bytes(fill))
 
 
+def user_image(out, user, passwd):
+    """An image whose User is USER, with a crafted /etc/passwd (see the usage)."""
+    carol = b"root:x:0:0:root:/root:/bin/sh\ncarol:x:777:779::/:/bin/sh\n"
+
+    def base(tar):
+        tar.addfile(info("./", tarfile.DIRTYPE, 0o755))
+        for d in ["bin", "etc", "tmp", "usr", "usr/lib"]:
+            tar.addfile(info(d + "/", tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755))
+        with open(BUSYBOX, "rb") as f:
+            add_file(tar, "bin/busybox", f.read(), mode=0o755)
+        for applet in APPLETS:
+            tar.addfile(info("bin/" + applet, tarfile.SYMTYPE, 0o777, link="busybox"))
+        add_file(tar, "etc/group", b"root:x:0:\ncarol:x:779:\n")
+        add_file(tar, "usr/lib/passwd", carol.replace(b"777", b"778"))
+        if passwd == "file" or passwd == "relative":
+            add_file(tar, "etc/passwd", carol)
+        elif passwd == "host":
+            tar.addfile(info("etc/passwd", tarfile.SYMTYPE, 0o777, link="/etc/passwd"))
+        elif passwd == "zero":
+            tar.addfile(info("etc/passwd", tarfile.SYMTYPE, 0o777, link="/dev/zero"))
+        elif passwd == "fifo":
+            tar.addfile(info("etc/passwd", tarfile.FIFOTYPE, 0o644))
+        elif passwd == "big":
+            add_file(tar, "etc/passwd", carol + b"#" * (2 << 20) + b"\n")
+        else:
+            sys.exit(f"unknown passwd kind {passwd}")
+
+    def relink(tar):
+        tar.addfile(info("etc/", tarfile.DIRTYPE, 0o755))
+        tar.addfile(info("etc/passwd", tarfile.SYMTYPE, 0o777, link="../usr/lib/passwd"))
+
+    layers = [tar_bytes(base)]
+    if passwd == "relative":
+        layers.append(tar_bytes(relink))
+    cfg = json.loads(config([sha(l) for l in layers]))
+    cfg["config"] = {"Env": ["PATH=/bin"], "User": user}
+    cfg = json.dumps(cfg).encode()
+    cfg_name = hashlib.sha256(cfg).hexdigest() + ".json"
+    members = [(cfg_name, cfg)]
+    names = []
+    for i, layer in enumerate(layers):
+        names.append(f"layer{i}/layer.tar")
+        members.append((names[-1], layer))
+    manifest = [{"Config": cfg_name, "RepoTags": ["test:latest"], "Layers": names}]
+    members.append(("manifest.json", json.dumps(manifest).encode()))
+    write_tar(out, members)
+
+
 def big(out, megabytes):
     def fill(tar):
         base_layer(tar)
@@ -287,6 +339,8 @@ def main():
         source_tree(out, int(sys.argv[3]))
     elif kind == "big":
         big(out, int(sys.argv[3]))
+    elif kind == "user":
+        user_image(out, sys.argv[3], sys.argv[4])
     else:
         sys.exit(f"unknown kind {kind}")
 
