@@ -546,6 +546,7 @@ fn run_from_home_does_not_expose_it() {
     }
     let home = home();
     let marker = unique("planted");
+    let _cleanup = TempFile(home.join(&marker));
     let script =
         format!("pwd; ls -A; touch {marker} && echo wrote; ls ~/.bashrc 2>/dev/null; true");
     let out = sandbox_sh(&home, &[], &script);
@@ -570,7 +571,6 @@ fn run_from_home_does_not_expose_it() {
     out.assert_success();
     assert_eq!(out.lines(), ["/", "read-only"], "{out}");
     // Control: asked for by name, the home is bound.
-    let _cleanup = TempFile(home.join(&marker));
     let out = sandbox_sh(
         &home,
         &["--bind", home.to_str().unwrap()],

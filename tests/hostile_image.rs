@@ -190,6 +190,38 @@ fn a_planted_upper_symlink_is_refused_with_fuse_overlayfs() {
 
 /// Only `work` (or `work.fuse/work`, which fuse-overlayfs opens by name) rigged: the
 /// upper layer alone is not enough to check.
+/// Run 1 replaces `./u` as a whole with a link to a directory in the home: the next
+/// `--upper ./u` must not create its `upper` and `work` there.
+#[test]
+fn an_upper_directory_that_is_a_planted_link_is_refused() {
+    // Dropped after the lab, which removes the sandbox's files from it.
+    let victim = TempDir::in_home();
+    let Some(mut lab) = lab() else { return };
+    lab.rootfs("img");
+    let out = sandbox_sh(lab.work.path(), &[], &format!("ln -s {} u", victim.str()));
+    out.assert_success();
+    let out = lab.sh(&["--image", "img", "--upper", "./u"], "echo pwned > /pwned");
+    out.assert_sbx_error(&["upper directory", "symbolic link", "writable bind"]);
+    assert!(
+        entries(victim.path()).is_empty(),
+        "{:?}",
+        entries(victim.path())
+    );
+    // Control: named by its own path (not through the planted link), the directory is
+    // used, and the write lands in it.
+    lab.keep.push(victim.join("upper"));
+    lab.keep.push(victim.join("work"));
+    let out = lab.sh(
+        &["--image", "img", "--upper", victim.str()],
+        "echo pwned > /pwned",
+    );
+    out.assert_success();
+    assert_eq!(
+        fs::read_to_string(victim.join("upper/pwned")).unwrap(),
+        "pwned\n"
+    );
+}
+
 #[test]
 fn a_planted_work_symlink_is_refused() {
     let Some(mut lab) = lab() else { return };

@@ -26,7 +26,7 @@ mod mounts;
 #[cfg(test)]
 mod tests;
 
-use mounts::{resolve_mounts, resolve_rootfs, writable_paths};
+use mounts::{host_root, resolve_mounts, resolve_rootfs, writable_paths};
 
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -176,12 +176,12 @@ pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
     let expanded = vars.expand_profile(&loaded.profile)?;
     let profile = &expanded;
 
-    let (rootfs, image) = resolve_rootfs(args, profile, Path::new(&vars.pwd))?;
+    let (mut mounts, warnings) = resolve_mounts(profile, args, vars, host_root(args, profile))?;
+    let (rootfs, image) = resolve_rootfs(args, profile, Path::new(&vars.pwd), &mounts)?;
     let image_config = image
         .as_ref()
         .map(|i| i.image.config.clone())
         .unwrap_or_default();
-    let (mut mounts, warnings) = resolve_mounts(profile, args, vars, rootfs == Rootfs::Host)?;
     // sbx's own directories: its profiles, and the records, state and images that `start`
     // and `exec` trust later.
     let mut own_dirs: Vec<PathBuf> = crate::profile::load::search_dirs()

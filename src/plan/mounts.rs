@@ -7,11 +7,28 @@ use anyhow::{bail, Context, Result};
 
 use super::*;
 
-/// The root filesystem, and the image behind it if it is one.
+/// Whether the root will be the host's `/` (decided without touching anything).
+pub(super) fn host_root(args: &RunArgs, profile: &Profile) -> bool {
+    let spec = match (&args.image, &args.rootfs) {
+        (Some(_), _) => return false,
+        (None, Some(dir)) => Some(RootfsSpec::Path(dir.clone())),
+        (None, None) => profile.rootfs.clone(),
+    };
+    match spec {
+        None => true,
+        Some(RootfsSpec::Path(dir)) => dir == "host" || Path::new(&dir) == Path::new("/"),
+        Some(RootfsSpec::Image(_)) => false,
+    }
+}
+
+/// The root filesystem, and the image behind it if it is one. `mounts` are the run's own
+/// (resolved first): a kept upper directory reached through a link planted in one of its
+/// writable binds is refused, as a bind source would be.
 pub(super) fn resolve_rootfs(
     args: &RunArgs,
     profile: &Profile,
     cwd: &Path,
+    mounts: &[Mount],
 ) -> Result<(Rootfs, Option<ImagePlan>)> {
     let spec = match (&args.image, &args.rootfs, &profile.rootfs) {
         (Some(image), _, Some(RootfsSpec::Image(p))) if p.image == *image => {
@@ -43,6 +60,10 @@ pub(super) fn resolve_rootfs(
     }
     if let Some(overlay) = &args.overlay {
         image.overlay = Some(overlay.parse().context("--overlay")?);
+    }
+    if let Some(upper) = &image.upper {
+        let given = normalize_absolute(Path::new(upper), "--upper")?;
+        check_links(&given, &writable_dirs(mounts), "upper directory")?;
     }
     let plan = crate::image::run::plan(&image)?;
     let rootfs = Rootfs::Image {
@@ -156,13 +177,11 @@ fn holds_home(spec: &MountSpec, home: &Path) -> Option<PathBuf> {
     (home_exists && source.is_dir() && crate::beneath::contains(identity, home)).then_some(source)
 }
 
-/// A bind source whose path goes through a symbolic link that lies inside a writable bind
-/// of this run is refused: an earlier run could have planted it (`ln -s ~ data`, then
-/// `--bind ./data`). Links elsewhere on the path (the user's own layout) are followed.
-fn check_planted_links(resolved: &[(Mount, Option<PathBuf>)]) -> Result<()> {
-    let writable: Vec<(crate::beneath::Identity, &Path)> = resolved
+/// The writable directory binds: where an earlier run may have planted links.
+fn writable_dirs(mounts: &[Mount]) -> Vec<(crate::beneath::Identity, &Path)> {
+    mounts
         .iter()
-        .filter_map(|(m, _)| match m {
+        .filter_map(|m| match m {
             Mount::Bind {
                 source,
                 readonly: false,
@@ -174,35 +193,55 @@ fn check_planted_links(resolved: &[(Mount, Option<PathBuf>)]) -> Result<()> {
             )),
             _ => None,
         })
-        .collect();
+        .collect()
+}
+
+/// A bind source whose path goes through a symbolic link that lies inside a writable bind
+/// of this run is refused: an earlier run could have planted it (`ln -s ~ data`, then
+/// `--bind ./data`). Links elsewhere on the path (the user's own layout) are followed.
+fn check_planted_links(resolved: &[(Mount, Option<PathBuf>)]) -> Result<()> {
+    let mounts: Vec<Mount> = resolved.iter().map(|(m, _)| m.clone()).collect();
+    let writable = writable_dirs(&mounts);
     for (_, given) in resolved {
-        let Some(given) = given else { continue };
-        let mut at = PathBuf::from("/");
-        for part in given.components().skip(1) {
-            let next = at.join(part);
-            let is_link = next
-                .symlink_metadata()
-                .is_ok_and(|meta| meta.file_type().is_symlink());
-            if is_link {
-                if let Some((_, bind)) = writable
-                    .iter()
-                    .find(|(top, _)| crate::beneath::contains(*top, &at))
-                {
-                    bail!(
-                        "bind source {}: {} is a symbolic link inside the writable bind {} (an \
-                         earlier sandbox run may have planted it); remove it, or name the \
-                         directory it points to",
-                        given.display(),
-                        next.display(),
-                        bind.display()
-                    );
-                }
-            }
-            at = match next.canonicalize() {
-                Ok(c) => c,
-                Err(_) => break,
-            };
+        if let Some(given) = given {
+            check_links(given, &writable, "bind source")?;
         }
+    }
+    Ok(())
+}
+
+/// Walks the absolute path `given` as the kernel would, and refuses it when a component is
+/// a symbolic link inside one of `writable`.
+fn check_links(
+    given: &Path,
+    writable: &[(crate::beneath::Identity, &Path)],
+    what: &str,
+) -> Result<()> {
+    let mut at = PathBuf::from("/");
+    for part in given.components().skip(1) {
+        let next = at.join(part);
+        let is_link = next
+            .symlink_metadata()
+            .is_ok_and(|meta| meta.file_type().is_symlink());
+        if is_link {
+            if let Some((_, bind)) = writable
+                .iter()
+                .find(|(top, _)| crate::beneath::contains(*top, &at))
+            {
+                bail!(
+                    "{what} {}: {} is a symbolic link inside the writable bind {} (an earlier \
+                     sandbox run may have planted it); remove it, or name the directory it \
+                     points to",
+                    given.display(),
+                    next.display(),
+                    bind.display()
+                );
+            }
+        }
+        at = match next.canonicalize() {
+            Ok(c) => c,
+            Err(_) => break,
+        };
     }
     Ok(())
 }
