@@ -12,12 +12,14 @@ mod common;
 
 use std::fs;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
+use serde_json::Value;
 
 /// One test's private sandbox store and working directory.
 struct Named {
@@ -58,6 +60,13 @@ impl Named {
         let out = self.sbx(&args);
         out.assert_success();
         assert_eq!(out.stdout().trim(), name, "run -d prints the name\n{out}");
+    }
+
+    #[track_caller]
+    fn inspect(&self, name: &str) -> Value {
+        let out = self.sbx(&["inspect", name]);
+        out.assert_success();
+        serde_json::from_str(&out.stdout()).unwrap_or_else(|e| panic!("{e}\n{out}"))
     }
 }
 
@@ -250,4 +259,59 @@ fn exec_relays_a_terminal_through_pipes() {
     let out = pty.run(n.cmd(&["exec", "-t", "t", "--", "sh", "-c", "test -t 0; exit $?"]));
     assert_eq!(out, 0, "{}", pty.screen());
     n.sbx(&["rm", "-f", "t"]).assert_success();
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. --net sandbox:NAME and nested namespaces
+// ---------------------------------------------------------------------------------------
+
+fn ns_inode(pid: i64, ns: &str) -> Option<u64> {
+    fs::metadata(format!("/proc/{pid}/ns/{ns}"))
+        .ok()
+        .map(|m| m.ino())
+}
+
+#[test]
+fn joining_a_network_does_not_follow_the_command_into_nested_namespaces() {
+    if !require_sandbox() || !require_tool("unshare") {
+        return;
+    }
+    let n = Named::new();
+    n.detach(
+        "moved",
+        &["--allow-nested"],
+        &["unshare", "-Urn", "sleep", "1000"],
+    );
+    let info = n.inspect("moved");
+    let pid = info["command_pid"].as_i64().expect("command_pid");
+    let recorded = info["namespaces"]["net"].as_u64().expect("namespaces.net");
+    // Control: the recorded command's process now lives in other namespaces, which a
+    // join through its pidfd would enter.
+    eventually("the command moves into new namespaces", || {
+        ns_inode(pid, "net").is_some_and(|ino| ino != recorded)
+    });
+    assert_ne!(
+        ns_inode(pid, "user"),
+        info["namespaces"]["user"].as_u64(),
+        "the user namespace moved too"
+    );
+    let out = n.sbx(&["run", "--net", "sandbox:moved", "--", "true"]);
+    out.assert_sbx_error(&["sandbox moved", "nested", "sbx stop moved"]);
+    assert_eq!(out.stderr().trim().lines().count(), 1, "one line\n{out}");
+
+    // A well-behaved sandbox with the same options is joined, in its recorded namespace.
+    n.detach("kept", &["--allow-nested"], &["sleep", "1000"]);
+    let info = n.inspect("kept");
+    let recorded = info["namespaces"]["net"].as_u64().expect("namespaces.net");
+    let out = n.sbx(&[
+        "run",
+        "--net",
+        "sandbox:kept",
+        "--",
+        "readlink",
+        "/proc/self/ns/net",
+    ]);
+    out.assert_success();
+    assert_eq!(out.stdout().trim(), format!("net:[{recorded}]"), "{out}");
+    n.sbx(&["rm", "-f", "moved", "kept"]).assert_success();
 }

@@ -150,13 +150,16 @@ fn namespace_flags(plan: &Plan) -> CloneFlags {
 }
 
 /// Enters the user and network namespaces of a running sandbox, through a pidfd of its
-/// command (checked to be the recorded process).
+/// command (checked to be the recorded process), and checks they are the ones its init
+/// reported at start: a command that moved into nested namespaces (`unshare -Urn` under
+/// `--allow-nested`) is not followed there, as `sbx exec` does not follow it.
 fn join_namespaces(join: &crate::instance::Join) -> Result<()> {
     let fd = join.target.pidfd().ok_or_else(|| {
         anyhow::anyhow!("--net sandbox:{}: the sandbox has just ended", join.name)
     })?;
     nix::sched::setns(&fd, CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNET)
-        .with_context(|| format!("--net sandbox:{}: enter its namespaces", join.name))
+        .with_context(|| format!("--net sandbox:{}: enter its namespaces", join.name))?;
+    join.check_namespaces("self")
 }
 
 fn supervisor_signals() -> SigSet {
