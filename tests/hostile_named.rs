@@ -315,3 +315,40 @@ fn joining_a_network_does_not_follow_the_command_into_nested_namespaces() {
     assert_eq!(out.stdout().trim(), format!("net:[{recorded}]"), "{out}");
     n.sbx(&["rm", "-f", "moved", "kept"]).assert_success();
 }
+
+// ---------------------------------------------------------------------------------------
+// 3. sbx logs onto a terminal
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn logs_show_escape_sequences_on_a_terminal_and_pass_them_through_a_pipe() {
+    if !require_sandbox() {
+        return;
+    }
+    let n = Named::new();
+    n.detach(
+        "esc",
+        &[],
+        &["printf", "a\\033]0;pwned\\007b\\033[2Jc\\ttab\\n"],
+    );
+    eventually("the sandbox ends", || n.inspect("esc")["state"] == "exited");
+    // Control: the log holds the raw sequences, and a pipe gets them as they are.
+    let piped = n.sbx(&["logs", "esc"]);
+    piped.assert_success();
+    assert_eq!(
+        piped.stdout, b"a\x1b]0;pwned\x07b\x1b[2Jc\ttab\n",
+        "{piped}"
+    );
+
+    let pty = Pty::new();
+    assert_eq!(pty.run(n.cmd(&["logs", "esc"])), 0);
+    let screen = pty.screen();
+    assert!(
+        !screen.contains('\x1b') && !screen.contains('\x07'),
+        "{screen:?}"
+    );
+    assert!(
+        screen.contains("a\\x1b]0;pwned\\x07b\\x1b[2Jc\ttab"),
+        "{screen:?}"
+    );
+}

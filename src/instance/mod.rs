@@ -17,6 +17,7 @@ pub mod enter;
 pub mod launch;
 pub mod show;
 pub mod state;
+mod termsafe;
 
 use std::fs::{self, File};
 use std::io::Write;
