@@ -352,3 +352,63 @@ fn logs_show_escape_sequences_on_a_terminal_and_pass_them_through_a_pipe() {
         "{screen:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// 4. --env-file lines with a bare name
+// ---------------------------------------------------------------------------------------
+
+const TOKEN: &str = "host-token-value";
+
+fn warning(file: &str, line: usize, name: &str) -> String {
+    format!(
+        "sbx: warning: --env-file {file}:{line}: passing the host's value of {name}; \
+         write {name}=VALUE to set it, or remove the line"
+    )
+}
+
+#[test]
+fn env_file_bare_names_pass_the_host_value_with_a_warning() {
+    if !require_sandbox() {
+        return;
+    }
+    let n = Named::new();
+    let file = n.work.join("pr.env");
+    // A .env from an untrusted pull request: GITHUB_TOKEN twice, one name the host lacks.
+    fs::write(
+        &file,
+        "A=1\nGITHUB_TOKEN\nSBX_TEST_UNSET_NAME\nexport GITHUB_TOKEN\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let script = "echo token=$GITHUB_TOKEN a=$A";
+
+    let mut cmd = n.cmd(&["run", "--env-file", f, "--", "sh", "-c", script]);
+    cmd.env("GITHUB_TOKEN", TOKEN)
+        .env_remove("SBX_TEST_UNSET_NAME");
+    let out = run(cmd);
+    out.assert_success();
+    // As docker does: the value passes.
+    assert_eq!(out.stdout().trim(), format!("token={TOKEN} a=1"), "{out}");
+    // Once, naming the file, the first line and the name.
+    assert_eq!(out.stderr().trim(), warning(f, 2, "GITHUB_TOKEN"), "{out}");
+
+    // Without the host's value: nothing passes, nothing to warn about.
+    let mut cmd = n.cmd(&["run", "--env-file", f, "--", "sh", "-c", script]);
+    cmd.env_remove("GITHUB_TOKEN");
+    let out = run(cmd);
+    out.assert_success();
+    assert_eq!(out.stdout().trim(), "token= a=1", "{out}");
+    assert_eq!(out.stderr().trim(), "", "{out}");
+
+    // exec as well; its bare names take values from the environment recorded at creation.
+    let mut cmd = n.cmd(&["run", "--name", "envs", "-d", "--", "sleep", "1000"]);
+    cmd.env("GITHUB_TOKEN", TOKEN);
+    run(cmd).assert_success();
+    let mut cmd = n.cmd(&["exec", "--env-file", f, "envs", "--", "sh", "-c", script]);
+    cmd.env("GITHUB_TOKEN", TOKEN);
+    let out = run(cmd);
+    out.assert_success();
+    assert_eq!(out.stdout().trim(), format!("token={TOKEN} a=1"), "{out}");
+    assert_eq!(out.stderr().trim(), warning(f, 2, "GITHUB_TOKEN"), "{out}");
+    n.sbx(&["rm", "-f", "envs"]).assert_success();
+}
