@@ -3,7 +3,8 @@
 //! under test is absent.
 //!
 //! - `sbx exec` without `-t` never hands the caller's terminal to the sandbox: a process
-//!   left behind cannot read what is typed after `exec` returned, nor write to the screen.
+//!   left behind cannot read what is typed after `exec` returned, nor write to the screen;
+//!   nor can `run` or `start -a` hand it to a longer-lived sandbox over a unix socket.
 //! - `--net sandbox:NAME` does not follow the target's command into nested namespaces.
 //! - `sbx logs` onto a terminal shows escape sequences instead of obeying them.
 //! - a bare name in `--env-file` passes the host's value, with a warning naming it.
@@ -108,8 +109,15 @@ impl Pty {
     /// Runs `cmd` with the terminal as its stdin, stdout and stderr, to its end.
     #[track_caller]
     fn run(&self, mut cmd: Command) -> i32 {
+        cmd.stdin(Stdio::from(self.slave.try_clone().expect("dup")));
+        self.run_out(cmd)
+    }
+
+    /// Runs `cmd` with the terminal as its stdout and stderr (stdin as `cmd` has it).
+    #[track_caller]
+    fn run_out(&self, mut cmd: Command) -> i32 {
         let fd = || Stdio::from(self.slave.try_clone().expect("dup"));
-        cmd.stdin(fd()).stdout(fd()).stderr(fd());
+        cmd.stdout(fd()).stderr(fd());
         let mut child = cmd.spawn().expect("spawn");
         let deadline = Instant::now() + TIMEOUT;
         loop {
@@ -259,6 +267,87 @@ fn exec_relays_a_terminal_through_pipes() {
     let out = pty.run(n.cmd(&["exec", "-t", "t", "--", "sh", "-c", "test -t 0; exit $?"]));
     assert_eq!(out, 0, "{}", pty.screen());
     n.sbx(&["rm", "-f", "t"]).assert_success();
+}
+
+/// Keeps whatever fd is sent to `./fd.sock` (a unix socket in the shared working
+/// directory), and 2 s later writes to it and reads a line from it into `./stolen`.
+const FD_KEEPER: &str = r#"
+import os, select, socket, time
+s = socket.socket(socket.AF_UNIX)
+s.bind("fd.sock")
+s.listen()
+print("listening", flush=True)
+while True:
+    c, _ = s.accept()
+    _, fds, _, _ = socket.recv_fds(c, 1, 1)
+    time.sleep(2)
+    open("alive", "w").close()
+    try:
+        os.write(fds[0], b"LEAKED-WRITE\n")
+    except OSError:
+        pass
+    got = ""
+    try:
+        if select.select([fds[0]], [], [], 5)[0]:
+            got = os.read(fds[0], 100).decode().strip()
+    except OSError as e:
+        got = "error %d" % e.errno
+    with open("stolen.tmp", "w") as f:
+        f.write("got:" + got)
+    os.rename("stolen.tmp", "stolen")
+"#;
+
+/// Sends its stdout to `./fd.sock`.
+const FD_SENDER: &str = r#"
+import socket
+c = socket.socket(socket.AF_UNIX)
+c.connect("fd.sock")
+socket.send_fds(c, [b"x"], [1])
+print("sent")
+"#;
+
+#[test]
+fn run_and_start_keep_the_callers_terminal_from_other_sandboxes() {
+    if !require_sandbox() || !require_tool("python3") {
+        return;
+    }
+    let n = Named::new();
+    n.detach("keeper", &[], &["python3", "-c", FD_KEEPER]);
+    eventually("the keeper listens", || {
+        n.sbx(&["logs", "keeper"]).stdout().contains("listening")
+    });
+    let stolen = n.work.join("stolen");
+    let attempt = |cmd: Command| {
+        let _ = fs::remove_file(&stolen);
+        let _ = fs::remove_file(n.work.join("alive"));
+        let pty = Pty::new();
+        let mut cmd = cmd;
+        cmd.stdin(Stdio::null());
+        assert_eq!(pty.run_out(cmd), 0, "{}", pty.screen());
+        after_the_thief(&pty, n.work.path())
+    };
+    // Control: a host process with the terminal as stdout hands it to the sandbox, which
+    // then reads the user's keystroke and writes to the screen.
+    let mut host = Command::new("python3");
+    host.args(["-c", FD_SENDER]).current_dir(n.work.path());
+    let (got, screen, left) = attempt(host);
+    assert_eq!(got, format!("got:{SECRET}"), "control");
+    assert!(screen.contains("LEAKED-WRITE"), "control: {screen:?}");
+    assert_eq!(left, None, "control");
+
+    let runs: [&[&str]; 3] = [
+        &["run", "--", "python3", "-c", FD_SENDER],
+        &["run", "--name", "fg", "--", "python3", "-c", FD_SENDER],
+        &["start", "-a", "fg"],
+    ];
+    for args in runs {
+        let (got, screen, left) = attempt(n.cmd(args));
+        assert!(!got.contains(SECRET), "sbx {args:?}: {got}");
+        assert!(screen.contains("sent"), "sbx {args:?}: {screen:?}");
+        assert!(!screen.contains("LEAKED-WRITE"), "sbx {args:?}: {screen:?}");
+        assert_eq!(left.as_deref().map(str::trim), Some(SECRET), "sbx {args:?}");
+    }
+    n.sbx(&["rm", "-f", "keeper", "fg"]).assert_success();
 }
 
 // ---------------------------------------------------------------------------------------

@@ -85,19 +85,28 @@ pub fn run(plan: &Plan, observer: &mut dyn Observer) -> Result<i32> {
     if let Some(join) = &plan.network.join {
         join_namespaces(join)?;
     }
+    // Without a pty of its own, a terminal among our fds 0-2 reaches the sandbox as a pipe
+    // we relay: a terminal fd passed on (SCM_RIGHTS to a longer-lived sandbox) would
+    // outlive the run.
+    let pipes = if plan.tty {
+        None
+    } else {
+        stdio::TerminalPipes::for_terminals()?
+    };
     let (chan, child_chan) = Channel::pair()?;
     // SAFETY: sbx is single-threaded here (no thread is ever started before a run), so the
     // child may do anything after the clone.
     let pid = match unsafe { sys::clone_process(namespace_flags(plan).bits()) } {
         Ok(Forked::Child) => {
             drop(chan);
-            crate::child::run(plan, child_chan, control)
+            crate::child::run(plan, child_chan, control, pipes.as_ref())
         }
         Ok(Forked::Parent(pid)) => pid,
         Err(e) => return Err(clone_error(e)),
     };
     drop(child_chan);
     drop(control);
+    let pipes = pipes.map(stdio::TerminalPipes::into_relay);
     let mut sandbox = Sandbox { pid, reaped: false };
 
     if let Some(leaf) = &leaf {
@@ -122,7 +131,7 @@ pub fn run(plan: &Plan, observer: &mut dyn Observer) -> Result<i32> {
         find_command: plan.instance.is_some(),
         cgroup: leaf.as_ref().map(|l| l.path.clone()),
     };
-    let ended = wait::supervise(&chan, &mask, &mut sandbox, &watch, observer)?;
+    let ended = wait::supervise(&chan, &mask, &mut sandbox, &watch, pipes, observer)?;
     if let Some(leaf) = &leaf {
         for line in leaf.report() {
             eprintln!("sbx: {line}");
