@@ -71,6 +71,21 @@ impl Named {
     }
 }
 
+impl Drop for Named {
+    fn drop(&mut self) {
+        // Whatever a failed test left running goes, before its directories do.
+        if let Ok(Value::Array(rows)) =
+            serde_json::from_slice::<Value>(&run(self.cmd(&["ps", "-a", "--json"])).stdout)
+        {
+            for row in rows {
+                if let Some(name) = row["name"].as_str() {
+                    let _ = run(self.cmd(&["rm", "-f", name]));
+                }
+            }
+        }
+    }
+}
+
 fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + TIMEOUT;
     while !cond() {
