@@ -113,6 +113,9 @@ impl Join {
                 anyhow::anyhow!("sandbox {name} does not map your id {outside} ({path})")
             })
         };
+        // Early, for a clear error before anything is built (and before its id maps are
+        // read); `supervisor` checks again where it counts, once it has entered them.
+        check_namespaces(name, &target.pid.to_string(), user_ns, net_ns)?;
         let join = Join {
             name: name.to_string(),
             target,
@@ -125,30 +128,29 @@ impl Join {
         if !target.alive() {
             bail!("sandbox {name} has just ended");
         }
-        // Early, for a clear error before anything is built; `supervisor` checks again
-        // where it counts, once it has entered them.
-        join.check_namespaces(&target.pid.to_string())?;
         Ok(join)
     }
 
     /// The user and network namespaces of `/proc/PROC` must be the ones recorded at start.
     pub fn check_namespaces(&self, proc: &str) -> Result<()> {
-        use std::os::unix::fs::MetadataExt;
-        for (ns, expected) in [("user", self.user_ns), ("net", self.net_ns)] {
-            let path = format!("/proc/{proc}/ns/{ns}");
-            let here = fs::metadata(&path)
-                .with_context(|| format!("--net sandbox:{}: {path}", self.name))?;
-            if here.ino() != expected {
-                bail!(
-                    "sandbox {name}: its command has moved from the sandbox's {ns} namespace \
-                     into a nested one, which --net sandbox:{name} will not join; restart it \
-                     with `sbx stop {name}; sbx start {name}`",
-                    name = self.name
-                );
-            }
-        }
-        Ok(())
+        check_namespaces(&self.name, proc, self.user_ns, self.net_ns)
     }
+}
+
+fn check_namespaces(name: &str, proc: &str, user_ns: u64, net_ns: u64) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    for (ns, expected) in [("user", user_ns), ("net", net_ns)] {
+        let path = format!("/proc/{proc}/ns/{ns}");
+        let here = fs::metadata(&path).with_context(|| format!("--net sandbox:{name}: {path}"))?;
+        if here.ino() != expected {
+            bail!(
+                "sandbox {name}: its command has moved from the sandbox's {ns} namespace into \
+                 a nested one, which --net sandbox:{name} will not join; restart it with \
+                 `sbx stop {name}; sbx start {name}`"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The id inside that `outside` maps to, from a uid_map or gid_map.
