@@ -3,17 +3,34 @@
 //! One variable per line; a line that is empty or starts with `#` (after blanks) is
 //! skipped; the value is everything after the first `=`, taken literally (no quotes, no
 //! expansion); a line with a name alone passes the caller's value of that name.
+//!
+//! That last rule is docker's, and a `.env` from an untrusted checkout can use it to pull
+//! `GITHUB_TOKEN` or `AWS_SECRET_ACCESS_KEY` into the sandbox; so each name taken from the
+//! caller's environment this way is named in a warning on stderr, once.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
 /// Reads the files named by `--env-file` into the `-e` list, before the entries given with
-/// `-e` (which win). Done once, up front: a named sandbox records the result.
-pub fn fold(files: &mut Vec<std::path::PathBuf>, env: &mut Vec<String>) -> Result<()> {
+/// `-e` (which win). Done once, up front: a named sandbox records the result. `host` is the
+/// environment a bare name takes its value from (for `exec`, the one recorded at creation).
+pub fn fold(
+    files: &mut Vec<std::path::PathBuf>,
+    env: &mut Vec<String>,
+    host: &BTreeMap<String, String>,
+) -> Result<()> {
     let mut folded = Vec::new();
+    let mut warned = BTreeSet::new();
     for file in files.iter() {
-        folded.extend(read(file)?);
+        for (line, entry) in read(file)? {
+            let warning = host_value_warning(file, line, &entry, env, host, &mut warned);
+            if let Some(warning) = warning {
+                eprintln!("sbx: warning: {warning}");
+            }
+            folded.push(entry);
+        }
     }
     folded.append(env);
     *env = folded;
@@ -21,8 +38,35 @@ pub fn fold(files: &mut Vec<std::path::PathBuf>, env: &mut Vec<String>) -> Resul
     Ok(())
 }
 
-/// The entries of one file, in order, in the same form as `-e` takes them.
-pub fn read(path: &Path) -> Result<Vec<String>> {
+/// A bare `NAME` line that takes a value from our environment (and `-e` does not name it
+/// too, which would be the caller's own choice) is worth one line, once per name.
+fn host_value_warning(
+    file: &Path,
+    line: usize,
+    entry: &str,
+    env: &[String],
+    host: &BTreeMap<String, String>,
+    warned: &mut BTreeSet<String>,
+) -> Option<String> {
+    if entry.contains('=') || !host.contains_key(entry) {
+        return None;
+    }
+    let named_by_e = env
+        .iter()
+        .any(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == entry);
+    if named_by_e || !warned.insert(entry.to_string()) {
+        return None;
+    }
+    Some(format!(
+        "--env-file {}:{line}: passing the host's value of {entry}; write {entry}=VALUE to \
+         set it, or remove the line",
+        file.display()
+    ))
+}
+
+/// The entries of one file, in order, in the same form as `-e` takes them, each with its
+/// line number.
+pub fn read(path: &Path) -> Result<Vec<(usize, String)>> {
     let text = std::fs::read(path)
         .with_context(|| format!("--env-file {}: cannot read it", path.display()))?;
     let text = String::from_utf8(text)
@@ -30,7 +74,7 @@ pub fn read(path: &Path) -> Result<Vec<String>> {
     parse(&text).with_context(|| format!("--env-file {}", path.display()))
 }
 
-fn parse(text: &str) -> Result<Vec<String>> {
+fn parse(text: &str) -> Result<Vec<(usize, String)>> {
     let mut entries = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim_start();
@@ -48,10 +92,13 @@ fn parse(text: &str) -> Result<Vec<String>> {
                 i + 1
             );
         }
-        entries.push(match line.split_once('=') {
-            Some(_) => line.to_string(),
-            None => key.to_string(),
-        });
+        entries.push((
+            i + 1,
+            match line.split_once('=') {
+                Some(_) => line.to_string(),
+                None => key.to_string(),
+            },
+        ));
     }
     Ok(entries)
 }
@@ -66,9 +113,42 @@ mod tests {
         let err = parse(text).unwrap_err();
         assert!(format!("{err:#}").contains("line 4"), "{err:#}");
         let text = "# a comment\n\nA=1\nexport C=\"q\" # kept\nD=a=b\nE\nF=\n";
+        let entries: Vec<String> = parse(text).unwrap().into_iter().map(|(_, e)| e).collect();
+        assert_eq!(entries, ["A=1", "C=\"q\" # kept", "D=a=b", "E", "F="]);
+        let lines: Vec<usize> = parse(text).unwrap().into_iter().map(|(l, _)| l).collect();
+        assert_eq!(lines, [3, 4, 5, 6, 7]);
+    }
+
+    #[test]
+    fn bare_names_from_the_host_warn_once() {
+        let file = Path::new("/w/.env");
+        let mut warned = BTreeSet::new();
+        let host: BTreeMap<String, String> = [("PATH".to_string(), "/bin".to_string())].into();
+        // A name the host does not set passes nothing and says nothing.
+        let first = host_value_warning(file, 3, "PATH", &[], &host, &mut warned).unwrap();
         assert_eq!(
-            parse(text).unwrap(),
-            ["A=1", "C=\"q\" # kept", "D=a=b", "E", "F="]
+            first,
+            "--env-file /w/.env:3: passing the host's value of PATH; write PATH=VALUE to set \
+             it, or remove the line"
+        );
+        assert_eq!(
+            host_value_warning(file, 9, "PATH", &[], &host, &mut warned),
+            None
+        );
+        let unset = "HOME";
+        assert_eq!(
+            host_value_warning(file, 4, unset, &[], &host, &mut warned),
+            None
+        );
+        assert_eq!(
+            host_value_warning(file, 5, "A=1", &[], &host, &mut warned),
+            None
+        );
+        let mut fresh = BTreeSet::new();
+        let e = ["PATH=/bin".to_string()];
+        assert_eq!(
+            host_value_warning(file, 3, "PATH", &e, &host, &mut fresh),
+            None
         );
     }
 

@@ -26,7 +26,19 @@ pub fn run(plan: &Plan, chan: &Channel, control: Option<OwnedFd>) -> Result<Infa
     // /proc/1/fd, /proc/1/mem or /proc/1/exe.
     nix::sys::prctl::set_dumpable(false).context("PR_SET_DUMPABLE")?;
     let pty = if plan.tty {
-        Some(open_pty(chan)?)
+        let pty = open_pty(chan)?;
+        // The command's fds 0-2 become the pty; init's need not stay the caller's terminal,
+        // which nothing in the sandbox may hold (not even init, non-dumpable as it is).
+        let null = nix::fcntl::open(
+            "/dev/null",
+            OFlag::O_RDWR | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .context("open /dev/null in the sandbox")?;
+        for fd in 0..3 {
+            crate::sys::dup_to(null.as_fd(), fd).context("/dev/null as fds 0-2")?;
+        }
+        Some(pty)
     } else {
         None
     };

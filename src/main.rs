@@ -56,8 +56,8 @@ fn dispatch() -> Result<i32> {
 
 fn run(args: &RunArgs) -> Result<i32> {
     let mut args = args.clone();
-    envfile::fold(&mut args.env_file, &mut args.env)?;
     let caller = plan::Caller::from_process()?;
+    envfile::fold(&mut args.env_file, &mut args.env, &caller.vars.env)?;
     let choice = profile::select::choose(args.profile.as_deref(), &args.command[0])?;
     let plan = plan::build(&choice.loaded, &args, &caller)?;
     if let IdMode::Single { warning } = &plan.ids.mode {

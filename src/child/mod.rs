@@ -18,13 +18,19 @@ use nix::sys::signal::Signal;
 use crate::error::exit::SBX_ERROR;
 use crate::plan::Plan;
 use crate::supervisor::idmap::IdMode;
+use crate::supervisor::stdio::TerminalPipes;
 use crate::sync::{Channel, Msg};
 
 pub use exec::{exec_command, read_exec_report};
 
 /// Entry point after clone, in the child. Never returns.
-pub fn run(plan: &Plan, chan: Channel, control: Option<OwnedFd>) -> ! {
-    let failure = match setup(plan, &chan, control) {
+pub fn run(
+    plan: &Plan,
+    chan: Channel,
+    control: Option<OwnedFd>,
+    stdio: Option<&TerminalPipes>,
+) -> ! {
+    let failure = match setup(plan, &chan, control, stdio) {
         Ok(never) => match never {},
         Err(e) => e,
     };
@@ -34,8 +40,17 @@ pub fn run(plan: &Plan, chan: Channel, control: Option<OwnedFd>) -> ! {
     unsafe { libc::_exit(SBX_ERROR) }
 }
 
-fn setup(plan: &Plan, chan: &Channel, control: Option<OwnedFd>) -> Result<Infallible> {
+fn setup(
+    plan: &Plan,
+    chan: &Channel,
+    control: Option<OwnedFd>,
+    stdio: Option<&TerminalPipes>,
+) -> Result<Infallible> {
     die_with_parent()?;
+    // The relay's pipes in place of the caller's terminals, before the originals close.
+    if let Some(pipes) = stdio {
+        pipes.install().context("stdio pipes")?;
+    }
     close_stray_fds(chan, control.as_ref())?;
     // A session of our own: the caller's terminal is not our controlling terminal, so
     // terminal signals reach only the runner, which forwards them once.

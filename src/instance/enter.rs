@@ -36,6 +36,7 @@ use crate::error::exit::SBX_ERROR;
 use crate::plan::{self, Plan};
 use crate::profile::NetworkMode;
 use crate::supervisor::idmap::IdMode;
+use crate::supervisor::stdio::{PipeRelay, TerminalPipes};
 use crate::supervisor::tty::Relay;
 use crate::supervisor::FORWARDED;
 use crate::sync::{Channel, Msg};
@@ -58,13 +59,15 @@ pub fn exec(args: &ExecArgs) -> Result<i32> {
     // The recorded plan with this command: the same hardening, never more.
     let mut run_args = record.args.clone();
     let mut env = args.env.clone();
-    crate::envfile::fold(&mut args.env_file.clone(), &mut env)?;
+    // A bare name takes its value from the environment recorded at creation.
+    let caller = record.caller(args.tty);
+    crate::envfile::fold(&mut args.env_file.clone(), &mut env, &caller.vars.env)?;
     run_args.env.extend(env);
     run_args.command = args.command.clone();
     if let Some(dir) = &args.workdir {
         run_args.workdir = Some(dir.clone());
     }
-    let plan = plan::build(&record.loaded(), &run_args, &record.caller(args.tty))
+    let plan = plan::build(&record.loaded(), &run_args, &caller)
         .with_context(|| format!("sandbox {} can no longer be built as recorded", args.name))?;
 
     // The cgroup first, for this process and so for all it starts: /sys/fs/cgroup is
@@ -85,6 +88,13 @@ pub fn exec(args: &ExecArgs) -> Result<i32> {
     let target = enter_target(tracking)
         .ok_or_else(|| anyhow!("sandbox {} has no command process to enter", args.name))?;
 
+    // Without -t, the terminals among our fds 0-2 reach the new process as pipes we relay:
+    // a terminal fd would outlive `sbx exec` in whatever the process leaves behind.
+    let pipes = if plan.tty {
+        None
+    } else {
+        TerminalPipes::for_terminals()?
+    };
     let mask = exec_signals();
     mask.thread_block().context("blocking signals")?;
     let (mine, theirs) = Channel::pair()?;
@@ -95,7 +105,7 @@ pub fn exec(args: &ExecArgs) -> Result<i32> {
             drop(mine);
             drop(report_r);
             drop(control);
-            let failure = match intermediate(&plan, state, &target, theirs, report_w) {
+            let failure = match intermediate(&plan, state, &target, pipes, theirs, report_w) {
                 Ok(never) => match never {},
                 Err((chan, e)) => (chan, e),
             };
@@ -109,6 +119,7 @@ pub fn exec(args: &ExecArgs) -> Result<i32> {
             let _ = waitpid(child, None);
         }
     }
+    let pipes = pipes.map(TerminalPipes::into_relay);
     let (pid, pidfd) = match mine.recv()? {
         Some((Msg::Enter { pid }, Some(fd))) => (pid, fd),
         Some((Msg::Failed(why), _)) => bail!("cannot enter sandbox {}: {why}", args.name),
@@ -140,7 +151,7 @@ pub fn exec(args: &ExecArgs) -> Result<i32> {
         eprintln!("sbx: {message}");
         return Ok(code);
     }
-    wait(&control, &mask, &pidfd, relay)
+    wait(&control, &mask, &pidfd, relay, pipes)
 }
 
 fn join_cgroup(leaf: &std::path::Path) -> Result<()> {
@@ -164,10 +175,14 @@ fn intermediate(
     plan: &Plan,
     state: &State,
     target: &OwnedFd,
+    pipes: Option<TerminalPipes>,
     chan: Channel,
     report: OwnedFd,
 ) -> Result<std::convert::Infallible, (Channel, anyhow::Error)> {
     let result = (|| -> Result<()> {
+        if let Some(pipes) = pipes {
+            pipes.install().context("stdio pipes")?;
+        }
         crate::sys::close_fds_except(&[
             chan.as_fd().as_raw_fd(),
             report.as_raw_fd(),
@@ -277,6 +292,7 @@ fn wait(
     mask: &SigSet,
     pidfd: &OwnedFd,
     mut relay: Option<Relay>,
+    mut pipes: Option<PipeRelay>,
 ) -> Result<i32> {
     let signals = SignalFd::with_flags(mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .context("signalfd")?;
@@ -293,8 +309,14 @@ fn wait(
                 fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
             }
         }
+        // The pipes' fds come last, after the terminal's.
+        let first_pipe = fds.len();
+        let polled_pipes = pipes.as_ref().map(|p| p.watch(&mut fds));
         let ready = crate::sys::poll_ready(&mut fds, PollTimeout::NONE).context("poll")?;
         drop(fds);
+        if let (Some(p), Some(polled)) = (&mut pipes, &polled_pipes) {
+            p.pump(polled, &ready[first_pipe..first_pipe + polled.count()]);
+        }
         if ready[0] {
             while let Ok(Some(info)) = signals.read_signal() {
                 match Signal::try_from(info.ssi_signo as i32) {
@@ -322,6 +344,10 @@ fn wait(
             let outcome = control.recv()?;
             if let Some(r) = &mut relay {
                 r.drain();
+            }
+            // The command has ended: nothing in the sandbox keeps a way to our terminal.
+            if let Some(p) = pipes.take() {
+                p.finish();
             }
             return match outcome {
                 Some((Msg::Exited(code), _)) => Ok(code),

@@ -17,6 +17,7 @@ pub mod enter;
 pub mod launch;
 pub mod show;
 pub mod state;
+mod termsafe;
 
 use std::fs::{self, File};
 use std::os::fd::AsFd;
@@ -68,6 +69,10 @@ pub struct Join {
     /// The ids our own uid and gid have in its user namespace: the new sandbox's ids.
     pub uid: u32,
     pub gid: u32,
+    /// Its user and network namespaces as init reported them at start (inode numbers):
+    /// the ones we may land in. Its command could have moved into nested ones since.
+    pub user_ns: u64,
+    pub net_ns: u64,
 }
 
 impl Join {
@@ -80,7 +85,8 @@ impl Join {
         };
         match tracking.network.as_str() {
             "host" => bail!(
-                "sandbox {name} uses the host's network, which is not a namespace to share;                  use --net host"
+                "sandbox {name} uses the host's network, which is not a namespace to share; \
+                 use --net host"
             ),
             "" => bail!("sandbox {name} was started by an older sbx; restart it"),
             _ => {}
@@ -88,6 +94,18 @@ impl Join {
         let target = tracking
             .command
             .ok_or_else(|| anyhow::anyhow!("sandbox {name} has no command process to join"))?;
+        let recorded = |ns: &str| {
+            state
+                .as_ref()
+                .and_then(|s| s.namespaces.get(ns).copied())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "sandbox {name} has no record of its {ns} namespace; restart it with \
+                         `sbx stop {name}; sbx start {name}`"
+                    )
+                })
+        };
+        let (user_ns, net_ns) = (recorded("user")?, recorded("net")?);
         let inside = |file: &str, outside: u32| -> Result<u32> {
             let path = format!("/proc/{}/{file}", target.pid);
             let map = fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
@@ -95,18 +113,44 @@ impl Join {
                 anyhow::anyhow!("sandbox {name} does not map your id {outside} ({path})")
             })
         };
+        // Early, for a clear error before anything is built (and before its id maps are
+        // read); `supervisor` checks again where it counts, once it has entered them.
+        check_namespaces(name, &target.pid.to_string(), user_ns, net_ns)?;
         let join = Join {
             name: name.to_string(),
             target,
             nat: tracking.network == "slirp4netns",
             uid: inside("uid_map", nix::unistd::getuid().as_raw())?,
             gid: inside("gid_map", nix::unistd::getgid().as_raw())?,
+            user_ns,
+            net_ns,
         };
         if !target.alive() {
             bail!("sandbox {name} has just ended");
         }
         Ok(join)
     }
+
+    /// The user and network namespaces of `/proc/PROC` must be the ones recorded at start.
+    pub fn check_namespaces(&self, proc: &str) -> Result<()> {
+        check_namespaces(&self.name, proc, self.user_ns, self.net_ns)
+    }
+}
+
+fn check_namespaces(name: &str, proc: &str, user_ns: u64, net_ns: u64) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    for (ns, expected) in [("user", user_ns), ("net", net_ns)] {
+        let path = format!("/proc/{proc}/ns/{ns}");
+        let here = fs::metadata(&path).with_context(|| format!("--net sandbox:{name}: {path}"))?;
+        if here.ino() != expected {
+            bail!(
+                "sandbox {name}: its command has moved from the sandbox's {ns} namespace into \
+                 a nested one, which --net sandbox:{name} will not join; restart it with \
+                 `sbx stop {name}; sbx start {name}`"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The id inside that `outside` maps to, from a uid_map or gid_map.

@@ -1,6 +1,6 @@
 //! What `sbx ps`, `sbx inspect` and `sbx logs` show: read-only views of named sandboxes.
 
-use std::io::{Read, Seek, Write};
+use std::io::{IsTerminal, Read, Seek, Write};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::cmd::{find, load_state};
 use super::state::{Liveness, Record, State};
+use super::termsafe::TerminalSafe;
 use super::{read_json, Dirs, LOG, RECORD};
 use crate::cli::{InspectArgs, LogsArgs, PsArgs};
 use crate::plan;
@@ -153,7 +154,9 @@ pub fn logs(args: &LogsArgs) -> Result<i32> {
             args.name
         );
     }
-    let mut out = std::io::stdout().lock();
+    // Onto a terminal, the sandbox's escape sequences are shown, not obeyed.
+    let tty = std::io::stdout().is_terminal();
+    let mut out = TerminalSafe::new(std::io::stdout().lock(), tty);
     if let Ok(old) = std::fs::read(log.with_extension("1")) {
         out.write_all(&old)?;
     }
@@ -161,6 +164,7 @@ pub fn logs(args: &LogsArgs) -> Result<i32> {
     std::io::copy(&mut file, &mut out)?;
     out.flush()?;
     if !args.follow {
+        out.finish()?;
         return Ok(0);
     }
     // Follow: new bytes as they come, across a rotation, until the sandbox has ended.
@@ -183,6 +187,7 @@ pub fn logs(args: &LogsArgs) -> Result<i32> {
             continue;
         }
         if !live {
+            out.finish()?;
             return Ok(0);
         }
         std::thread::sleep(Duration::from_millis(100));

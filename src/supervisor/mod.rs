@@ -6,6 +6,7 @@
 pub mod cgroup;
 pub mod idmap;
 mod net;
+pub mod stdio;
 pub mod tty;
 mod wait;
 
@@ -84,19 +85,28 @@ pub fn run(plan: &Plan, observer: &mut dyn Observer) -> Result<i32> {
     if let Some(join) = &plan.network.join {
         join_namespaces(join)?;
     }
+    // Without a pty of its own, a terminal among our fds 0-2 reaches the sandbox as a pipe
+    // we relay: a terminal fd passed on (SCM_RIGHTS to a longer-lived sandbox) would
+    // outlive the run.
+    let pipes = if plan.tty {
+        None
+    } else {
+        stdio::TerminalPipes::for_terminals()?
+    };
     let (chan, child_chan) = Channel::pair()?;
     // SAFETY: sbx is single-threaded here (no thread is ever started before a run), so the
     // child may do anything after the clone.
     let pid = match unsafe { sys::clone_process(namespace_flags(plan).bits()) } {
         Ok(Forked::Child) => {
             drop(chan);
-            crate::child::run(plan, child_chan, control)
+            crate::child::run(plan, child_chan, control, pipes.as_ref())
         }
         Ok(Forked::Parent(pid)) => pid,
         Err(e) => return Err(clone_error(e)),
     };
     drop(child_chan);
     drop(control);
+    let pipes = pipes.map(stdio::TerminalPipes::into_relay);
     let mut sandbox = Sandbox { pid, reaped: false };
 
     if let Some(leaf) = &leaf {
@@ -121,7 +131,7 @@ pub fn run(plan: &Plan, observer: &mut dyn Observer) -> Result<i32> {
         find_command: plan.instance.is_some(),
         cgroup: leaf.as_ref().map(|l| l.path.clone()),
     };
-    let ended = wait::supervise(&chan, &mask, &mut sandbox, &watch, observer)?;
+    let ended = wait::supervise(&chan, &mask, &mut sandbox, &watch, pipes, observer)?;
     if let Some(leaf) = &leaf {
         for line in leaf.report() {
             eprintln!("sbx: {line}");
@@ -149,13 +159,16 @@ fn namespace_flags(plan: &Plan) -> CloneFlags {
 }
 
 /// Enters the user and network namespaces of a running sandbox, through a pidfd of its
-/// command (checked to be the recorded process).
+/// command (checked to be the recorded process), and checks they are the ones its init
+/// reported at start: a command that moved into nested namespaces (`unshare -Urn` under
+/// `--allow-nested`) is not followed there, as `sbx exec` does not follow it.
 fn join_namespaces(join: &crate::instance::Join) -> Result<()> {
     let fd = join.target.pidfd().ok_or_else(|| {
         anyhow::anyhow!("--net sandbox:{}: the sandbox has just ended", join.name)
     })?;
     nix::sched::setns(&fd, CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNET)
-        .with_context(|| format!("--net sandbox:{}: enter its namespaces", join.name))
+        .with_context(|| format!("--net sandbox:{}: enter its namespaces", join.name))?;
+    join.check_namespaces("self")
 }
 
 fn supervisor_signals() -> SigSet {

@@ -15,6 +15,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use super::stdio::PipeRelay;
 use super::tty::Relay;
 use super::{Ended, Observer, Sandbox, Started};
 use crate::sync::{Channel, Msg};
@@ -61,6 +62,7 @@ pub fn supervise(
     mask: &SigSet,
     sandbox: &mut Sandbox,
     watch: &Watch,
+    mut pipes: Option<PipeRelay>,
     observer: &mut dyn Observer,
 ) -> Result<Ended> {
     let timeout = watch.timeout;
@@ -96,8 +98,14 @@ pub fn supervise(
             }
             None => PollTimeout::NONE,
         };
+        // The pipes' fds come last.
+        let first_pipe = fds.len();
+        let polled_pipes = pipes.as_ref().map(|p| p.watch(&mut fds));
         let ready = crate::sys::poll_ready(&mut fds, wait).context("poll")?;
         drop(fds);
+        if let (Some(p), Some(polled)) = (&mut pipes, &polled_pipes) {
+            p.pump(polled, &ready[first_pipe..first_pipe + polled.count()]);
+        }
 
         if let Some((at, sig)) = deadline {
             if Instant::now() >= at {
@@ -173,6 +181,9 @@ pub fn supervise(
         r.drain();
     }
     drop(relay);
+    if let Some(p) = pipes {
+        p.finish();
+    }
     while chan_open {
         match chan.recv()? {
             Some((msg, _)) => {
