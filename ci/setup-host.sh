@@ -2,7 +2,7 @@
 # Prepares a fresh Debian/Ubuntu machine to build and test sbx. Run as root.
 #
 # Installs the packages the tests use, creates the unprivileged test users and opens the
-# devices an ordinary distribution leaves open (shared/TEST_HOSTS.md lists what these
+# devices an ordinary distribution leaves open (docs/testing.md lists what these
 # machines lack). Idempotent: safe to run again.
 set -euo pipefail
 
