@@ -59,6 +59,7 @@ impl Layout {
             size,
             written: 0,
             hasher: Sha256::new(),
+            source: None,
             file,
             partial,
             path,
@@ -118,7 +119,7 @@ pub fn sha256_hex(digest: &str) -> Result<&str> {
     Ok(hex)
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -129,6 +130,8 @@ pub struct BlobWriter {
     size: u64,
     written: u64,
     hasher: Sha256,
+    /// The host that sent it, for messages.
+    source: Option<String>,
     file: File,
     partial: PathBuf,
     path: PathBuf,
@@ -139,8 +142,9 @@ impl BlobWriter {
         self.written += chunk.len() as u64;
         if self.written > self.size {
             bail!(
-                "blob {} is larger than the {} bytes its descriptor says; nothing was imported",
+                "blob {}{} is larger than the {} bytes its descriptor says; nothing was imported",
                 self.digest,
+                self.source_text(),
                 self.size
             );
         }
@@ -148,6 +152,18 @@ impl BlobWriter {
         self.file
             .write_all(chunk)
             .with_context(|| format!("write {}", self.partial.display()))
+    }
+
+    /// Names the host the bytes come from in errors.
+    pub fn served_by(&mut self, host: &str) {
+        self.source = Some(host.to_string());
+    }
+
+    fn source_text(&self) -> String {
+        self.source
+            .as_ref()
+            .map(|h| format!(" from {h}"))
+            .unwrap_or_default()
     }
 
     pub fn written(&self) -> u64 {
@@ -158,16 +174,18 @@ impl BlobWriter {
     pub fn commit(self) -> Result<()> {
         if self.written != self.size {
             bail!(
-                "blob {} has {} bytes where its descriptor says {}; nothing was imported",
+                "blob {}{} has {} bytes where its descriptor says {}; nothing was imported",
                 self.digest,
+                self.source_text(),
                 self.written,
                 self.size
             );
         }
+        let from = self.source_text();
         let actual = format!("sha256:{}", hex(&self.hasher.finalize()));
         if actual != self.digest {
             bail!(
-                "blob {} does not match its digest (its content hashes to {actual}); \
+                "blob {} does not match its digest (the content{from} hashes to {actual}); \
                  nothing was imported",
                 self.digest
             );
