@@ -259,6 +259,24 @@ fn pull_fetches_foreign_layer_urls_only_when_asked() {
     home.assert_no_leftovers(&["image"]);
 }
 
+#[test]
+fn pull_refuses_a_redirect_to_a_link_local_address() {
+    let Some(registry) = Hostile::registry(&[]) else {
+        return;
+    };
+    let home = Home::new();
+    let started = Instant::now();
+    let out = home.pull(&[&registry.reference("redirect")]);
+    out.assert_sbx_error(&[
+        &format!("registry {} answered blob sha256:", registry.host()),
+        "with a redirect sbx does not follow",
+        "refused a redirect to 169.254.169.254",
+    ]);
+    assert_one_short_error(&out);
+    assert!(started.elapsed() < Duration::from_secs(20), "{out}");
+    home.assert_no_leftovers(&[]);
+}
+
 // ---------------------------------------------------------------------------------------
 // Item 6: an overall deadline per request
 // ---------------------------------------------------------------------------------------

@@ -125,6 +125,7 @@ impl Registry {
             .connect_timeout(Duration::from_secs(30))
             .read_timeout(Duration::from_secs(120))
             .user_agent(concat!("sbx/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::custom(redirect))
             .build()
             .context("set up the registry client")?;
         let reference = &request.reference;
@@ -155,7 +156,7 @@ impl Registry {
             .get(format!("{}/v2/", self.base))
             .send()
             .await
-            .map_err(|e| login(e.into()))?;
+            .map_err(|e| send_error(e, request, Step::Login, "the login"))?;
         let challenge = bearer_challenge(ping.headers());
         // The ping's body is never read.
         drop(ping);
@@ -182,7 +183,10 @@ impl Registry {
         if let Some((user, password)) = &creds {
             token_request = token_request.basic_auth(user, Some(password));
         }
-        let mut answer = token_request.send().await.map_err(|e| login(e.into()))?;
+        let mut answer = token_request
+            .send()
+            .await
+            .map_err(|e| send_error(e, request, Step::Login, "the token request"))?;
         if answer.status() != StatusCode::OK {
             let body = error_body(&mut answer).await;
             return Err(login(OciDistributionError::AuthenticationFailure(quote(
@@ -244,7 +248,7 @@ impl Registry {
                 .authorized(self.http.get(&url).header(ACCEPT, accept.join(", ")))
                 .send()
                 .await
-                .map_err(|e| explain(e.into(), request, step))?;
+                .map_err(|e| send_error(e, request, step, &what))?;
             check_status(&mut response, request, step).await?;
             let header = response
                 .headers()
@@ -276,7 +280,7 @@ impl Registry {
         self.authorized(self.http.get(&url))
             .send()
             .await
-            .map_err(|e| explain(e.into(), request, Step::Blob(digest)))
+            .map_err(|e| send_error(e, request, Step::Blob(digest), &format!("blob {digest}")))
     }
 
     /// Starts downloading from a layer's foreign URL: no credentials, ever (they belong
@@ -288,6 +292,84 @@ impl Registry {
             .await
             .with_context(|| format!("cannot reach {}, a foreign URL of the layer", host_of(url)))
     }
+}
+
+/// Which redirects are followed. Registries send blobs to CDNs and storage services, so
+/// redirects to other hosts are normal; but never more than 10, never from HTTPS down to
+/// plain HTTP, and never to this machine or a link-local address (`169.254.169.254`
+/// answers cloud metadata requests) from a registry that is not there itself, which
+/// would let a registry make this machine send requests to hosts of its choosing. (A host
+/// name that resolves to such an address is not caught here.)
+fn redirect(attempt: reqwest::redirect::Attempt) -> reqwest::redirect::Action {
+    let Some(first) = attempt.previous().first() else {
+        return attempt.follow();
+    };
+    let refusal = if attempt.previous().len() > 10 {
+        Some("more than 10 redirects".to_string())
+    } else if first.scheme() == "https" && attempt.url().scheme() != "https" {
+        Some(format!(
+            "a redirect from https to {}://{}",
+            attempt.url().scheme(),
+            host_of(attempt.url())
+        ))
+    } else if local(attempt.url()).is_some_and(|to| local(first) != Some(to)) {
+        Some(format!(
+            "a redirect to {}, an address on this machine or its link",
+            host_of(attempt.url())
+        ))
+    } else {
+        None
+    };
+    match refusal {
+        Some(why) => attempt.error(format!("refused {why}")),
+        None => attempt.follow(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Local {
+    /// This machine: loopback, `localhost`, the unspecified address.
+    Machine,
+    /// The local link: 169.254.0.0/16, fe80::/10.
+    Link,
+}
+
+/// Whether a URL's host is an IP literal (or `localhost`) of this machine or its link.
+fn local(url: &Url) -> Option<Local> {
+    let host = url.host_str()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let (machine, link) = match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => {
+            (ip.is_loopback() || ip.is_unspecified(), ip.is_link_local())
+        }
+        Ok(std::net::IpAddr::V6(ip)) => (
+            ip.is_loopback() || ip.is_unspecified(),
+            (ip.segments()[0] & 0xffc0) == 0xfe80,
+        ),
+        Err(_) => (host.eq_ignore_ascii_case("localhost"), false),
+    };
+    if machine {
+        Some(Local::Machine)
+    } else if link {
+        Some(Local::Link)
+    } else {
+        None
+    }
+}
+
+/// A request that could not be sent or answered; a redirect sbx refused says so.
+fn send_error(e: reqwest::Error, request: &Request, step: Step, what: &str) -> anyhow::Error {
+    if e.is_redirect() {
+        let why = std::error::Error::source(&e)
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| e.to_string());
+        return anyhow!(
+            "registry {} answered {what} with a redirect sbx does not follow: {why}; \
+             nothing was imported",
+            request.reference.resolve_registry()
+        );
+    }
+    explain(e.into(), request, step)
 }
 
 /// Runs `work` under `limit`; past it the error names `what` and how the limit came about.
@@ -493,6 +575,32 @@ mod tests {
         let long = quote(&[b'a'; 5000]);
         assert_eq!(long.len(), QUOTED + 3);
         assert!(!quote(b"a\nb\x1b[2J").contains(['\n', '\x1b']));
+    }
+
+    #[test]
+    fn local_and_link_local_addresses_are_told_apart() {
+        let class = |u: &str| local(&Url::parse(u).unwrap());
+        for machine in [
+            "http://127.0.0.1:5000/x",
+            "http://[::1]/x",
+            "http://LOCALHOST/x",
+            "http://0.0.0.0/x",
+        ] {
+            assert_eq!(class(machine), Some(Local::Machine), "{machine}");
+        }
+        for link in [
+            "http://169.254.169.254/latest/meta-data",
+            "http://[fe80::1]/x",
+        ] {
+            assert_eq!(class(link), Some(Local::Link), "{link}");
+        }
+        for remote in [
+            "https://cdn.example/x",
+            "http://10.0.0.1/x",
+            "http://[2001:db8::1]/x",
+        ] {
+            assert_eq!(class(remote), None, "{remote}");
+        }
     }
 
     #[test]

@@ -13,6 +13,8 @@ Repositories (any tag; no authentication):
   hostile/foreign         a layer the registry 404s, whose descriptor's `urls` name the
                           foreign server (--foreign-port), which serves it
   hostile/foreign-missing the same, with `urls` the foreign server 404s
+  hostile/redirect        a small image whose layer is redirected to 169.254.169.254 (cloud
+                          metadata's address)
   hostile/trickle         a manifest sent at one byte per second
   hostile/trickle-blob    a small image whose layer is sent at one byte per second
   hostile/bomb            a gzip layer of a few MB that expands to --bomb-size bytes of zeros,
@@ -135,6 +137,7 @@ def build(bomb_size):
     State.trickled_blob = (sha256(odd), odd)
     manifest("hostile/error-huge", config([odd_diff]), [odd_desc])
     manifest("hostile/trickle-blob", config([odd_diff]), [odd_desc])
+    manifest("hostile/redirect", config([odd_diff]), [odd_desc])
     manifest("hostile/trickle", config([diff_id]), [plain_layer])
 
     # config-huge: 1 GiB of zeros, declared as such.
@@ -246,6 +249,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         trickled, odd = State.trickled_blob
         if digest == trickled and repo == "hostile/error-huge":
             return self.chunked(404, "application/json", huge_error())
+        if digest == trickled and repo == "hostile/redirect":
+            self.send_response(307)
+            self.send_header("Location", "http://169.254.169.254/latest/meta-data/")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if digest == trickled and repo == "hostile/trickle-blob":
             return self.trickle(odd, "application/octet-stream")
         if digest == State.huge_config[0]:
