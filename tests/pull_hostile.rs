@@ -277,6 +277,25 @@ fn pull_refuses_a_redirect_to_a_link_local_address() {
     home.assert_no_leftovers(&[]);
 }
 
+#[test]
+fn pull_refuses_a_token_service_on_a_link_local_address() {
+    let realm = "http://169.254.169.254/latest/meta-data/token";
+    let Some(registry) = Hostile::registry(&["--realm", realm]) else {
+        return;
+    };
+    let home = Home::new();
+    let out = home.pull(&[&registry.reference("trickle")]);
+    out.assert_sbx_error(&[
+        &format!(
+            "registry {} names {realm:?} as its token service",
+            registry.host()
+        ),
+        "an address on this machine or its link",
+    ]);
+    assert_one_short_error(&out);
+    home.assert_no_leftovers(&[]);
+}
+
 // ---------------------------------------------------------------------------------------
 // Item 6: an overall deadline per request
 // ---------------------------------------------------------------------------------------

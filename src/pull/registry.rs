@@ -172,6 +172,24 @@ impl Registry {
         };
         let mut url = Url::parse(&realm)
             .with_context(|| format!("the registry's token service {realm:?} is not a URL"))?;
+        // The realm is the registry's choice of host, as a redirect is: the same rules.
+        let base = Url::parse(&self.base).context("the registry's URL")?;
+        let downgrade = base.scheme() == "https" && url.scheme() != "https";
+        let local_target = local(&url).is_some_and(|to| local(&base) != Some(to));
+        if downgrade || local_target || !matches!(url.scheme(), "http" | "https") {
+            bail!(
+                "registry {} names {realm:?} as its token service; sbx does not send a token \
+                 request there ({}); nothing was imported",
+                request.reference.resolve_registry(),
+                if downgrade {
+                    "plain HTTP from an HTTPS registry"
+                } else if local_target {
+                    "an address on this machine or its link"
+                } else {
+                    "not an http or https URL"
+                }
+            );
+        }
         {
             let mut query = url.query_pairs_mut();
             query.append_pair("scope", &format!("repository:{}:pull", self.repository));

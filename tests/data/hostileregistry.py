@@ -2,6 +2,7 @@
 """A hostile registry on 127.0.0.1 for tests/pull_hostile.rs: each repository is one attack.
 
     hostileregistry.py PORTFILE LOGFILE --arch ARCH [--foreign-port PORT] [--bomb-size BYTES]
+                       [--realm URL]
     hostileregistry.py PORTFILE LOGFILE --foreign
 
 Repositories (any tag; no authentication):
@@ -20,7 +21,8 @@ Repositories (any tag; no authentication):
   hostile/bomb            a gzip layer of a few MB that expands to --bomb-size bytes of zeros,
                           with a config whose diff_id is right (only with --bomb-size)
 
-With --foreign it is the second server instead: it serves the foreign layer at
+With --realm, /v2/ answers 401 with a bearer challenge naming URL as the token service
+(cloud metadata's address, say). With --foreign it is the second server instead: it serves the foreign layer at
 /layer/DIGEST and 404s everything else. Both log each request line to LOGFILE. The port
 goes to PORTFILE once everything is ready. Serves until killed.
 """
@@ -96,6 +98,7 @@ class Bomb:
 class State:
     arch = "amd64"
     foreign_port = None
+    realm = None
     log = None
     manifests = {}  # repository -> manifest bytes
     blobs = {}  # digest -> bytes
@@ -223,6 +226,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if State.foreign_port is None:
             return self.foreign()
         path = self.path.split("?")[0]
+        if path == "/v2/" and State.realm:
+            body = b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}'
+            challenge = f'Bearer realm="{State.realm}",service="hostile"'
+            return self.send(401, body, headers={"WWW-Authenticate": challenge})
         if path == "/v2/":
             return self.send(200, b"{}")
         if not path.startswith("/v2/"):
@@ -319,6 +326,7 @@ def main(argv):
         State.arch = rest[rest.index("--arch") + 1]
         State.foreign_port = int(rest[rest.index("--foreign-port") + 1]) if "--foreign-port" in rest else 9
         bomb = int(rest[rest.index("--bomb-size") + 1]) if "--bomb-size" in rest else None
+        State.realm = rest[rest.index("--realm") + 1] if "--realm" in rest else None
         build(bomb)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
