@@ -12,11 +12,13 @@ use oci_client::manifest::{
 use reqwest::{Response, StatusCode, Url};
 use serde_json::{json, Value};
 
+use super::deadline::within;
 use super::explain::Step;
+use super::hosts::host_of;
 use super::layout::{sha256_hex, Layout};
 use super::platform::{self, Platform};
 use super::progress::Progress;
-use super::registry::{self, host_of, within, Registry, MAX_CONFIG};
+use super::registry::{self, Registry, MAX_CONFIG};
 use super::Request;
 use crate::image::byte_size;
 

@@ -8,8 +8,10 @@
 //! happens, interrupts included.
 
 mod auth;
+mod deadline;
 mod explain;
 mod fetch;
+mod hosts;
 mod layout;
 mod platform;
 mod progress;
@@ -24,9 +26,9 @@ use oci_client::Reference;
 use crate::cli::PullArgs;
 use crate::image::store::{Claim, Store};
 use auth::Credentials;
+use deadline::Deadlines;
 use layout::Layout;
 use platform::Platform;
-use registry::Deadlines;
 
 /// A validated pull: what to fetch, how, and where it goes.
 pub struct Request {

@@ -2,8 +2,9 @@
 //! request helpers, because those read whole bodies into memory: what a registry sends is
 //! hostile until checked. Here every body is read with a limit that holds while it
 //! streams (manifests and tokens a few MiB, error bodies a few KiB, blobs their declared
-//! size), every request runs under a deadline of its own (see [`Deadlines`]), and the
-//! host that actually answered (after redirects) is what errors name.
+//! size), every request runs under a deadline of its own (see `deadline`), redirects
+//! and token services are held to `hosts`' rules, and the host that actually answered
+//! (after redirects) is what errors name.
 //!
 //! Errors from the registry's status codes become oci-client's `OciDistributionError`
 //! values, so `explain` words them the same way whichever code path met them.
@@ -17,7 +18,9 @@ use reqwest::header::{HeaderMap, ACCEPT, WWW_AUTHENTICATE};
 use reqwest::{RequestBuilder, Response, StatusCode, Url};
 use serde::Deserialize;
 
+use super::deadline::{within, Deadlines};
 use super::explain::{explain, Step};
+use super::hosts::{self, host_of};
 use super::Request;
 use crate::image::byte_size;
 
@@ -31,68 +34,6 @@ const MAX_ERROR_BODY: u64 = 16 << 10;
 const MAX_TOKEN: u64 = 1 << 20;
 /// How much of an error body a message quotes.
 const QUOTED: usize = 200;
-
-/// How long one request may take in all: `floor + size / rate`, so a registry trickling
-/// bytes cannot keep a pull alive for ever, while a large layer on a slow link still
-/// arrives. `SBX_PULL_DEADLINE=FLOOR_SECONDS:RATE` (such as `60:64K`) overrides the
-/// default of 60 s plus one second per 64 KiB.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Deadlines {
-    pub floor: Duration,
-    /// Bytes per second that must arrive on average beyond the floor.
-    pub rate: u64,
-}
-
-impl Deadlines {
-    pub const VARIABLE: &'static str = "SBX_PULL_DEADLINE";
-
-    pub fn from_env() -> Result<Deadlines> {
-        match std::env::var(Self::VARIABLE) {
-            Ok(text) if !text.trim().is_empty() => Self::parse(&text),
-            _ => Ok(Deadlines {
-                floor: Duration::from_secs(60),
-                rate: 64 << 10,
-            }),
-        }
-    }
-
-    pub fn parse(text: &str) -> Result<Deadlines> {
-        let bad = || {
-            anyhow!(
-                "{}={text:?}: expected FLOOR_SECONDS:MIN_RATE (bytes per second, K/M/G \
-                 suffixes), such as 60:64K",
-                Self::VARIABLE
-            )
-        };
-        let (floor, rate) = text.trim().split_once(':').ok_or_else(bad)?;
-        let floor: f64 = floor.trim().parse().map_err(|_| bad())?;
-        let rate = crate::plan::parse_size(rate).map_err(|_| bad())?;
-        if !(floor.is_finite() && floor >= 0.0) || rate == 0 {
-            return Err(bad());
-        }
-        Ok(Deadlines {
-            floor: Duration::from_secs_f64(floor),
-            rate,
-        })
-    }
-
-    /// The deadline of a request for `size` bytes.
-    pub fn for_size(&self, size: u64) -> Duration {
-        self.floor + Duration::from_secs_f64(size as f64 / self.rate as f64)
-    }
-
-    /// How the deadline came about, for the message when it passes.
-    pub fn describe(&self, size: u64) -> String {
-        format!(
-            "{:.0} s: {:.0} s plus 1 s per {} of its {}; {} sets this as FLOOR_SECONDS:MIN_RATE",
-            self.for_size(size).as_secs_f64(),
-            self.floor.as_secs_f64(),
-            byte_size(self.rate),
-            byte_size(size),
-            Self::VARIABLE
-        )
-    }
-}
 
 /// How requests to the registry itself are authorized (never sent to other hosts).
 enum Auth {
@@ -125,7 +66,7 @@ impl Registry {
             .connect_timeout(Duration::from_secs(30))
             .read_timeout(Duration::from_secs(120))
             .user_agent(concat!("sbx/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::custom(redirect))
+            .redirect(reqwest::redirect::Policy::custom(hosts::redirect))
             .build()
             .context("set up the registry client")?;
         let reference = &request.reference;
@@ -174,20 +115,11 @@ impl Registry {
             .with_context(|| format!("the registry's token service {realm:?} is not a URL"))?;
         // The realm is the registry's choice of host, as a redirect is: the same rules.
         let base = Url::parse(&self.base).context("the registry's URL")?;
-        let downgrade = base.scheme() == "https" && url.scheme() != "https";
-        let local_target = local(&url).is_some_and(|to| local(&base) != Some(to));
-        if downgrade || local_target || !matches!(url.scheme(), "http" | "https") {
+        if let Some(why) = hosts::refusal(&base, &url) {
             bail!(
                 "registry {} names {realm:?} as its token service; sbx does not send a token \
-                 request there ({}); nothing was imported",
-                request.reference.resolve_registry(),
-                if downgrade {
-                    "plain HTTP from an HTTPS registry"
-                } else if local_target {
-                    "an address on this machine or its link"
-                } else {
-                    "not an http or https URL"
-                }
+                 request there ({why}); nothing was imported",
+                request.reference.resolve_registry()
             );
         }
         {
@@ -312,69 +244,6 @@ impl Registry {
     }
 }
 
-/// Which redirects are followed. Registries send blobs to CDNs and storage services, so
-/// redirects to other hosts are normal; but never more than 10, never from HTTPS down to
-/// plain HTTP, and never to this machine or a link-local address (`169.254.169.254`
-/// answers cloud metadata requests) from a registry that is not there itself, which
-/// would let a registry make this machine send requests to hosts of its choosing. (A host
-/// name that resolves to such an address is not caught here.)
-fn redirect(attempt: reqwest::redirect::Attempt) -> reqwest::redirect::Action {
-    let Some(first) = attempt.previous().first() else {
-        return attempt.follow();
-    };
-    let refusal = if attempt.previous().len() > 10 {
-        Some("more than 10 redirects".to_string())
-    } else if first.scheme() == "https" && attempt.url().scheme() != "https" {
-        Some(format!(
-            "a redirect from https to {}://{}",
-            attempt.url().scheme(),
-            host_of(attempt.url())
-        ))
-    } else if local(attempt.url()).is_some_and(|to| local(first) != Some(to)) {
-        Some(format!(
-            "a redirect to {}, an address on this machine or its link",
-            host_of(attempt.url())
-        ))
-    } else {
-        None
-    };
-    match refusal {
-        Some(why) => attempt.error(format!("refused {why}")),
-        None => attempt.follow(),
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Local {
-    /// This machine: loopback, `localhost`, the unspecified address.
-    Machine,
-    /// The local link: 169.254.0.0/16, fe80::/10.
-    Link,
-}
-
-/// Whether a URL's host is an IP literal (or `localhost`) of this machine or its link.
-fn local(url: &Url) -> Option<Local> {
-    let host = url.host_str()?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let (machine, link) = match host.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(ip)) => {
-            (ip.is_loopback() || ip.is_unspecified(), ip.is_link_local())
-        }
-        Ok(std::net::IpAddr::V6(ip)) => (
-            ip.is_loopback() || ip.is_unspecified(),
-            (ip.segments()[0] & 0xffc0) == 0xfe80,
-        ),
-        Err(_) => (host.eq_ignore_ascii_case("localhost"), false),
-    };
-    if machine {
-        Some(Local::Machine)
-    } else if link {
-        Some(Local::Link)
-    } else {
-        None
-    }
-}
-
 /// A request that could not be sent or answered; a redirect sbx refused says so.
 fn send_error(e: reqwest::Error, request: &Request, step: Step, what: &str) -> anyhow::Error {
     if e.is_redirect() {
@@ -388,22 +257,6 @@ fn send_error(e: reqwest::Error, request: &Request, step: Step, what: &str) -> a
         );
     }
     explain(e.into(), request, step)
-}
-
-/// Runs `work` under `limit`; past it the error names `what` and how the limit came about.
-pub async fn within<T>(
-    limit: Duration,
-    what: &str,
-    describe: &str,
-    work: impl std::future::Future<Output = Result<T>>,
-) -> Result<T> {
-    match tokio::time::timeout(limit, work).await {
-        Ok(result) => result,
-        Err(_) => Err(anyhow!(
-            "{what} did not arrive within its deadline of {describe} (a stalled or hostile \
-             registry?); nothing was imported"
-        )),
-    }
 }
 
 /// A failure status becomes the registry's error; success passes.
@@ -498,15 +351,6 @@ fn declared(too_large: &TooLarge) -> String {
     }
 }
 
-/// `host[:port]` of a URL, as errors name the host that answered.
-pub fn host_of(url: &Url) -> String {
-    match (url.host_str(), url.port()) {
-        (Some(host), Some(port)) => format!("{host}:{port}"),
-        (Some(host), None) => host.to_string(),
-        _ => url.to_string(),
-    }
-}
-
 /// Printable text from an untrusted body: one line, at most [`QUOTED`] characters.
 pub fn quote(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
@@ -576,49 +420,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn deadlines_grow_with_the_size_from_a_floor() {
-        let d = Deadlines::parse("60:64K").unwrap();
-        assert_eq!(d.for_size(0), Duration::from_secs(60));
-        assert_eq!(d.for_size(64 << 20), Duration::from_secs(60 + 1024));
-        let quick = Deadlines::parse("2:1M").unwrap();
-        assert_eq!(quick.for_size(4 << 20), Duration::from_secs(6));
-        for bad in ["", "60", "x:64K", "60:0", "-1:64K", "60:fast"] {
-            assert!(Deadlines::parse(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
     fn quoted_bodies_are_one_short_line() {
         assert_eq!(quote(b"  not found\n"), "not found");
         let long = quote(&[b'a'; 5000]);
         assert_eq!(long.len(), QUOTED + 3);
         assert!(!quote(b"a\nb\x1b[2J").contains(['\n', '\x1b']));
-    }
-
-    #[test]
-    fn local_and_link_local_addresses_are_told_apart() {
-        let class = |u: &str| local(&Url::parse(u).unwrap());
-        for machine in [
-            "http://127.0.0.1:5000/x",
-            "http://[::1]/x",
-            "http://LOCALHOST/x",
-            "http://0.0.0.0/x",
-        ] {
-            assert_eq!(class(machine), Some(Local::Machine), "{machine}");
-        }
-        for link in [
-            "http://169.254.169.254/latest/meta-data",
-            "http://[fe80::1]/x",
-        ] {
-            assert_eq!(class(link), Some(Local::Link), "{link}");
-        }
-        for remote in [
-            "https://cdn.example/x",
-            "http://10.0.0.1/x",
-            "http://[2001:db8::1]/x",
-        ] {
-            assert_eq!(class(remote), None, "{remote}");
-        }
     }
 
     #[test]
