@@ -383,6 +383,30 @@ fn a_decompression_bomb_stops_at_max_size_in_pull_and_import() {
 }
 
 #[test]
+fn a_huge_blob_stops_downloading_at_the_store_reserve() {
+    let Some(registry) = Hostile::registry(&[]) else {
+        return;
+    };
+    let home = Home::new();
+    // A reserve 128 MiB below what is free now: the 4 GiB layer cannot fit above it.
+    let fs = nix::sys::statvfs::statvfs(&home.path("data")).unwrap();
+    let free = fs.blocks_available() as u64 * fs.fragment_size() as u64;
+    let reserve = free.saturating_sub(128 << 20).to_string();
+    let out = home.pull_with(
+        &[&registry.reference("blob-huge")],
+        &[("SBX_STORE_RESERVE", reserve.as_str())],
+    );
+    out.assert_sbx_error(&[
+        "sbx keeps in reserve",
+        "of blob sha256:0000000000000000000000000000000000000000000000000000000000000000 (4.0 GiB by its descriptor) downloaded",
+        "SBX_STORE_RESERVE",
+    ]);
+    assert_one_short_error(&out);
+    assert_store_empty(&home);
+    home.assert_no_leftovers(&[]);
+}
+
+#[test]
 fn a_decompression_bomb_stops_at_the_store_reserve() {
     let size = (2u64 << 30).to_string();
     let Some(registry) = Hostile::registry(&["--bomb-size", &size]) else {

@@ -17,8 +17,30 @@ use anyhow::{anyhow, Context, Result};
 use super::progress::size;
 
 /// How many bytes may pass between two looks at the free space.
-const CHECK_EVERY: u64 = 8 << 20;
-const RESERVE_VARIABLE: &str = "SBX_STORE_RESERVE";
+pub const CHECK_EVERY: u64 = 8 << 20;
+pub const RESERVE_VARIABLE: &str = "SBX_STORE_RESERVE";
+
+/// The free space no write of the store's may eat into on the filesystem of `dir`:
+/// `SBX_STORE_RESERVE`, else the smaller of 1 GiB and 5% of the filesystem.
+pub fn reserve(dir: &Path) -> Result<u64> {
+    match std::env::var(RESERVE_VARIABLE) {
+        Ok(text) if !text.trim().is_empty() => {
+            crate::plan::parse_size(&text).with_context(|| format!("{RESERVE_VARIABLE}={text:?}"))
+        }
+        _ => {
+            let fs = nix::sys::statvfs::statvfs(dir)
+                .with_context(|| format!("statvfs {}", dir.display()))?;
+            let total = fs.blocks() as u64 * fs.fragment_size() as u64;
+            Ok((total / 20).min(1 << 30))
+        }
+    }
+}
+
+/// The bytes an unprivileged writer may still use on the filesystem of `dir`.
+pub fn free_space(dir: &Path) -> io::Result<u64> {
+    let fs = nix::sys::statvfs::statvfs(dir).map_err(io::Error::from)?;
+    Ok(fs.blocks_available() as u64 * fs.fragment_size() as u64)
+}
 
 /// The limits of one import, shared by the readers of all its layers.
 #[derive(Clone)]
@@ -39,16 +61,7 @@ struct State {
 impl Budget {
     /// Limits for importing `image` into the store whose `tmp/` is `dir`.
     pub fn new(image: &str, dir: &Path, max: Option<u64>) -> Result<Budget> {
-        let reserve = match std::env::var(RESERVE_VARIABLE) {
-            Ok(text) if !text.trim().is_empty() => crate::plan::parse_size(&text)
-                .with_context(|| format!("{RESERVE_VARIABLE}={text:?}"))?,
-            _ => {
-                let fs = nix::sys::statvfs::statvfs(dir)
-                    .with_context(|| format!("statvfs {}", dir.display()))?;
-                let total = fs.blocks() as u64 * fs.fragment_size() as u64;
-                (total / 20).min(1 << 30)
-            }
-        };
+        let reserve = reserve(dir)?;
         Ok(Budget(Rc::new(RefCell::new(State {
             image: image.to_string(),
             dir: dir.to_path_buf(),
@@ -102,8 +115,7 @@ impl State {
         if self.reserve == 0 {
             return Ok(None);
         }
-        let fs = nix::sys::statvfs::statvfs(&self.dir).map_err(io::Error::from)?;
-        let free = fs.blocks_available() as u64 * fs.fragment_size() as u64;
+        let free = free_space(&self.dir)?;
         Ok((free < self.reserve).then(|| {
             format!(
                 "the image store's filesystem ({}) is down to {} free, below the {} sbx keeps \

@@ -1,7 +1,7 @@
 //! Images: a content-addressed store of unpacked layers, `sbx image import | ls | rm |
 //! inspect`, and the lookup `sbx run --image` does.
 
-mod budget;
+pub mod budget;
 mod decompress;
 mod import;
 mod progress;

@@ -9,12 +9,17 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
+
+use crate::image::budget::{self, CHECK_EVERY, RESERVE_VARIABLE};
+use crate::image::byte_size;
 use sha2::{Digest, Sha256};
 
 /// A layout being written: a fresh directory under `parent`, removed on drop.
 pub struct Layout {
     dir: PathBuf,
     keep: bool,
+    /// Free space on its filesystem that downloads never eat into (the store's reserve).
+    reserve: u64,
 }
 
 impl Layout {
@@ -28,7 +33,12 @@ impl Layout {
         let template = parent.join(format!("{prefix}XXXXXX"));
         let dir = nix::unistd::mkdtemp(&template)
             .with_context(|| format!("create a temporary directory in {}", parent.display()))?;
-        let layout = Layout { dir, keep: false };
+        let reserve = budget::reserve(&dir)?;
+        let layout = Layout {
+            dir,
+            keep: false,
+            reserve,
+        };
         fs::create_dir_all(layout.blob_dir())
             .with_context(|| format!("create {}", layout.blob_dir().display()))?;
         fs::write(
@@ -60,6 +70,8 @@ impl Layout {
             written: 0,
             hasher: Sha256::new(),
             source: None,
+            reserve: self.reserve,
+            since_check: CHECK_EVERY,
             file,
             partial,
             path,
@@ -132,6 +144,9 @@ pub struct BlobWriter {
     hasher: Sha256,
     /// The host that sent it, for messages.
     source: Option<String>,
+    /// The layout's free-space reserve, and how much was written since it was checked.
+    reserve: u64,
+    since_check: u64,
     file: File,
     partial: PathBuf,
     path: PathBuf,
@@ -147,6 +162,25 @@ impl BlobWriter {
                 self.source_text(),
                 self.size
             );
+        }
+        self.since_check += chunk.len() as u64;
+        if self.reserve > 0 && self.since_check >= CHECK_EVERY {
+            self.since_check = 0;
+            let free = budget::free_space(&self.partial)
+                .with_context(|| format!("statvfs {}", self.partial.display()))?;
+            if free < self.reserve {
+                bail!(
+                    "the filesystem of {} is down to {} free, below the {} sbx keeps in \
+                     reserve, with {} of blob {} ({} by its descriptor) downloaded; nothing \
+                     was imported; free some space, or set {RESERVE_VARIABLE} to a smaller size",
+                    self.partial.parent().unwrap_or(Path::new(".")).display(),
+                    byte_size(free),
+                    byte_size(self.reserve),
+                    byte_size(self.written),
+                    self.digest,
+                    byte_size(self.size)
+                );
+            }
         }
         self.hasher.update(chunk);
         self.file

@@ -11,6 +11,8 @@ Repositories (any tag; no authentication):
                           sent and never held in memory
   hostile/error-huge      a small image whose layer answers 404 with a 2 GiB error body
   hostile/config-huge     a manifest whose config is 1 GiB (declared and served)
+  hostile/blob-huge       a layer declared and served as 4 GiB of zeros (its digest is not
+                          theirs: it is never meant to arrive whole)
   hostile/foreign         a layer the registry 404s, whose descriptor's `urls` name the
                           foreign server (--foreign-port), which serves it
   hostile/foreign-missing the same, with `urls` the foreign server 404s
@@ -103,6 +105,7 @@ class State:
     manifests = {}  # repository -> manifest bytes
     blobs = {}  # digest -> bytes
     huge_config = None  # (digest, size)
+    huge_blob = None  # (digest, size)
     bomb = None
     foreign_layer = None  # (bytes, digest)
 
@@ -154,6 +157,11 @@ def build(bomb_size):
         {"mediaType": OCI_CONFIG, "digest": State.huge_config[0], "size": GiB},
         [plain_layer],
     )
+
+    # blob-huge: a layer as large as it says, and larger than the free space may allow.
+    State.huge_blob = ("sha256:" + "0" * 64, 4 * GiB)
+    huge_desc = {"mediaType": LAYER_GZIP, "digest": State.huge_blob[0], "size": 4 * GiB}
+    manifest("hostile/blob-huge", config([diff_id]), [huge_desc])
 
     # foreign: the layer lives only on the foreign server.
     far, far_diff = small_layer("hello from a foreign host\n")
@@ -264,14 +272,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         if digest == trickled and repo == "hostile/trickle-blob":
             return self.trickle(odd, "application/octet-stream")
-        if digest == State.huge_config[0]:
+        huge = {State.huge_config[0]: GiB, State.huge_blob[0]: 4 * GiB}
+        if digest in huge:
             self.send_response(200)
             self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(GiB))
+            self.send_header("Content-Length", str(huge[digest]))
             self.end_headers()
             try:
                 block = b"\0" * MiB
-                for _ in range(1024):
+                for _ in range(huge[digest] // MiB):
                     self.wfile.write(block)
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True
