@@ -142,6 +142,10 @@ pub enum ImageCommand {
         name: String,
         #[arg(value_name = "SOURCE")]
         source: std::path::PathBuf,
+        /// Refuse the image if its layers unpack to more than SIZE in all (K/M/G/T
+        /// suffixes); nothing is imported then.
+        #[arg(long = "max-size", value_name = "SIZE")]
+        max_size: Option<String>,
     },
     /// The images in the store.
     Ls {
@@ -215,6 +219,15 @@ pub struct PullArgs {
     /// unchecked; only on a network you trust. Loopback registries get it without this.
     #[arg(long = "plain-http")]
     pub plain_http: bool,
+
+    /// Fetch a layer the registry does not serve from the foreign URLs its descriptor
+    /// names (other hosts, chosen by the image). Off by default.
+    #[arg(long = "allow-foreign-layers")]
+    pub allow_foreign_layers: bool,
+
+    /// Refuse the image if its layers unpack to more than SIZE in all (K/M/G/T suffixes).
+    #[arg(long = "max-size", value_name = "SIZE")]
+    pub max_size: Option<String>,
 }
 
 #[derive(Args, Debug, Default, Clone)]

@@ -38,5 +38,21 @@ fn main() -> ExitCode {
             }
         },
     };
+    report_peak_memory();
     ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+/// With `SBX_REPORT_PEAK_RSS=1`, the process's peak resident memory (VmHWM) goes to
+/// stderr as it exits: the tests check that hostile responses cannot inflate it.
+fn report_peak_memory() {
+    if !std::env::var_os("SBX_REPORT_PEAK_RSS").is_some_and(|v| !v.is_empty()) {
+        return;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if let Some(line) = status.lines().find(|l| l.starts_with("VmHWM:")) {
+        eprintln!(
+            "sbx-pull: peak memory {}",
+            line.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+    }
 }

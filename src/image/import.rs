@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use super::budget::Budget;
 use super::decompress::{self, Hashing, Tally};
 use super::progress::{size, Progress};
 use super::source::{self, Blob, Kind, LayerSource};
@@ -14,19 +15,22 @@ use super::store::{remove_any, Claim, Record, Store};
 use super::unpack::{self, Stats};
 use super::ImageName;
 
-/// Imports `source` as `name`; prints progress and a summary on stderr.
-pub fn import(name: &ImageName, source: &Path) -> Result<()> {
+/// Imports `source` as `name`; prints progress and a summary on stderr. The layers may
+/// unpack to `max_size` bytes at most, and never eat into the store's free-space reserve
+/// (see `budget`).
+pub fn import(name: &ImageName, source: &Path, max_size: Option<u64>) -> Result<()> {
     let store = Store::create()?;
     {
         let lock = store.lock(true)?;
         store.clean_tmp(&lock)?;
     }
+    let budget = Budget::new(&name.full(), &store.tmp_dir(), max_size)?;
     let progress = Progress::new();
     let mut src = source::inspect(source, &name.tag)?;
     // A compressed docker-archive or OCI tar is decompressed into tmp/ and looked at again.
     let _decompressed = match src.layers.first() {
         Some(compressed) if src.kind == Kind::CompressedArchive => {
-            let plain = decompress_to_tmp(&store, &compressed.blob)?;
+            let plain = decompress_to_tmp(&store, &compressed.blob, &budget)?;
             src = source::inspect(&plain.0.path, &name.tag)?;
             Some(plain)
         }
@@ -69,7 +73,25 @@ pub fn import(name: &ImageName, source: &Path) -> Result<()> {
             .iter()
             .map(|d| store.layer_path(d))
             .collect::<Result<Vec<_>>>()?;
-        let done = import_layer(&store, &pending.0, layer, &lowers, &label, &progress)?;
+        let imported = import_layer(
+            &store, &pending.0, layer, &lowers, &label, &progress, &budget,
+        )
+        .and_then(|done| {
+            let what = format!("layer {}/{count}", i + 1);
+            budget.add_existing(done.known, &what).map(|()| done)
+        })
+        .map_err(|e| budget.tripped().unwrap_or(e));
+        let done = match imported {
+            Ok(done) => done,
+            Err(e) => {
+                // Layers this import already put in place belong to no image: they go
+                // now rather than at the next import.
+                drop(pending);
+                let lock = store.lock(true)?;
+                store.collect_garbage(&lock)?;
+                return Err(e);
+            }
+        };
         progress.line(&format!("{label}: {} {}", short(&done.digest), done.note));
         sizes.push(done.size);
         stats.add(&done.stats);
@@ -126,6 +148,8 @@ pub fn import(name: &ImageName, source: &Path) -> Result<()> {
 struct Done {
     digest: String,
     size: u64,
+    /// Bytes of a layer that was in the store already (not read, so not yet counted).
+    known: u64,
     stats: Stats,
     note: String,
 }
@@ -137,14 +161,17 @@ fn import_layer(
     lowers: &[PathBuf],
     label: &str,
     progress: &Progress,
+    budget: &Budget,
 ) -> Result<Done> {
     if let Some(diff_id) = &layer.diff_id {
         let lock = store.lock(true)?;
         if store.layer_path(diff_id)?.is_dir() {
             store.note_pending(pending, diff_id, &lock)?;
+            let size = store.known_layer_size(diff_id);
             return Ok(Done {
                 digest: diff_id.clone(),
-                size: store.known_layer_size(diff_id),
+                size,
+                known: size,
                 stats: Stats::default(),
                 note: "already in the store".to_string(),
             });
@@ -154,8 +181,12 @@ fn import_layer(
     let (blob_tally, diff_tally) = (Tally::default(), Tally::default());
     let input = Hashing::new(layer.blob.open()?, blob_tally.clone());
     let input = progress.reader(input, label.to_string(), layer.blob.len);
+    let what = label.trim_start_matches("sbx: ");
     let mut stream = Hashing::new(
-        decompress::decompressed(input).context("open the layer's stream")?,
+        budget.reader(
+            decompress::decompressed(input).context("open the layer's stream")?,
+            what,
+        ),
         diff_tally.clone(),
     );
     let dir = tmp.path()?.to_path_buf();
@@ -178,6 +209,7 @@ fn import_layer(
     Ok(Done {
         digest,
         size: diff_tally.bytes(),
+        known: 0,
         stats,
         note: format!(
             "{}{}",
@@ -217,15 +249,18 @@ fn archive_directory(store: &Store, source: &Path) -> Result<TmpFile> {
     Ok(tmp)
 }
 
-fn decompress_to_tmp(store: &Store, blob: &Blob) -> Result<TmpFile> {
+fn decompress_to_tmp(store: &Store, blob: &Blob, budget: &Budget) -> Result<TmpFile> {
     let tmp = TmpFile(store.claim_tmp("archive.tar", false)?);
     let mut file = fs::File::options()
         .write(true)
         .open(&tmp.0.path)
         .with_context(|| format!("open {}", tmp.0.path.display()))?;
-    let mut stream = decompress::decompressed(blob.open()?)?;
-    io::copy(&mut stream, &mut file)
-        .with_context(|| format!("decompress {}", blob.path.display()))?;
+    let mut stream = budget.reader(decompress::decompressed(blob.open()?)?, "the archive");
+    if let Err(e) = io::copy(&mut stream, &mut file) {
+        return Err(budget.tripped().unwrap_or_else(|| {
+            anyhow::Error::new(e).context(format!("decompress {}", blob.path.display()))
+        }));
+    }
     Ok(tmp)
 }
 

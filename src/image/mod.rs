@@ -1,6 +1,7 @@
 //! Images: a content-addressed store of unpacked layers, `sbx image import | ls | rm |
 //! inspect`, and the lookup `sbx run --image` does.
 
+pub mod budget;
 mod decompress;
 mod import;
 mod lookup;
@@ -63,21 +64,23 @@ impl ImageName {
 
 /// Imports `source` (a rootfs tarball, plain or gzip/xz/zstd; a docker-archive; an OCI
 /// layout directory or tar; a plain directory) as `name`, exactly as
-/// `sbx image import NAME SOURCE` does, progress on stderr included.
-pub fn import_path(name: &str, source: &Path) -> Result<()> {
+/// `sbx image import NAME SOURCE` does, progress on stderr included. With `max_size`,
+/// an image whose layers unpack to more is refused (see `import::Budget`).
+pub fn import_path(name: &str, source: &Path, max_size: Option<u64>) -> Result<()> {
     let image = ImageName::parse(name)?;
     let source = std::path::absolute(source)
         .with_context(|| format!("import source {}", source.display()))?;
     if userns::single_threaded() {
-        return userns::run(|| import::import(&image, &source));
+        return userns::run(|| import::import(&image, &source, max_size));
     }
     // fork() is only safe single-threaded: a caller with threads (a registry client) gets
     // a fresh sbx process to do it.
-    let status = std::process::Command::new("/proc/self/exe")
-        .args(["image", "import", name])
-        .arg(&source)
-        .status()
-        .context("run sbx image import")?;
+    let mut cmd = std::process::Command::new("/proc/self/exe");
+    cmd.args(["image", "import", name]).arg(&source);
+    if let Some(max) = max_size {
+        cmd.arg(format!("--max-size={max}"));
+    }
+    let status = cmd.status().context("run sbx image import")?;
     if !status.success() {
         bail!(
             "sbx image import {name} {} failed ({status})",
@@ -90,7 +93,17 @@ pub fn import_path(name: &str, source: &Path) -> Result<()> {
 /// `sbx image ...`.
 pub fn command(cmd: ImageCommand) -> Result<i32> {
     match cmd {
-        ImageCommand::Import { name, source } => import_path(&name, &source).map(|()| 0),
+        ImageCommand::Import {
+            name,
+            source,
+            max_size,
+        } => {
+            let max_size = max_size
+                .as_deref()
+                .map(|s| crate::plan::parse_size(s).with_context(|| format!("--max-size {s}")))
+                .transpose()?;
+            import_path(&name, &source, max_size).map(|()| 0)
+        }
         ImageCommand::Ls { json } => list(json),
         ImageCommand::Rm { names } => remove(&names),
         ImageCommand::Inspect { name } => inspect(&name),

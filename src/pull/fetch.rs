@@ -1,26 +1,26 @@
 //! The network part of a pull: log in, resolve the reference to one image manifest for
 //! the wanted platform, and download the manifest, the config and every layer into the
-//! layout, each verified against its digest and size before it gets its name.
+//! layout, each verified against its digest and size before it gets its name. Every
+//! request is bounded in size and in time (see `registry`); a layer's foreign `urls` are
+//! followed only with `--allow-foreign-layers`.
 
-use std::time::Duration;
-
-use anyhow::{bail, Context, Result};
-use futures_util::StreamExt;
-use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::DigestError;
+use anyhow::{anyhow, bail, Context, Result};
 use oci_client::manifest::{
     OciDescriptor, OciImageIndex, OciImageManifest, IMAGE_MANIFEST_LIST_MEDIA_TYPE,
     IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE,
 };
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, RegistryOperation};
+use reqwest::{Response, StatusCode, Url};
 use serde_json::{json, Value};
 
-use super::explain::{explain, Step};
+use super::deadline::within;
+use super::explain::Step;
+use super::hosts::host_of;
 use super::layout::{sha256_hex, Layout};
 use super::platform::{self, Platform};
 use super::progress::Progress;
+use super::registry::{self, Registry, MAX_CONFIG};
 use super::Request;
+use crate::image::byte_size;
 
 const ACCEPT: &[&str] = &[
     OCI_IMAGE_MEDIA_TYPE,
@@ -28,9 +28,6 @@ const ACCEPT: &[&str] = &[
     OCI_IMAGE_INDEX_MEDIA_TYPE,
     IMAGE_MANIFEST_LIST_MEDIA_TYPE,
 ];
-
-/// Manifests and configs are small; a registry sending more is refused.
-const MAX_MANIFEST: usize = 4 << 20;
 
 /// The image manifest chosen for this host, as it goes into index.json.
 struct Chosen {
@@ -42,25 +39,27 @@ struct Chosen {
 
 /// Downloads the image `request` names into `layout` and writes its index.json.
 pub async fn fetch(request: &Request, layout: &Layout) -> Result<()> {
-    let client = client(request)?;
-    let auth = match &request.credentials {
-        Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
-        None => RegistryAuth::Anonymous,
-    };
-    let reference = &request.reference;
-    client
-        .auth(reference, &auth, RegistryOperation::Pull)
-        .await
-        .map_err(|e| explain(e, request, Step::Login))?;
-    let chosen = resolve(&client, request, &auth).await?;
+    let registry = Registry::login(request, request.deadlines).await?;
+    let chosen = resolve(&registry, request).await?;
     let manifest: OciImageManifest = serde_json::from_slice(&chosen.bytes)
         .with_context(|| format!("parse the image manifest {}", chosen.digest))?;
     save(layout, &chosen.digest, &chosen.bytes)?;
 
     let mut progress = Progress::new();
     let config = &manifest.config;
+    // The config is read whole later: its declared size is checked before any byte.
+    if u64::try_from(config.size).map_or(true, |n| n > MAX_CONFIG) {
+        bail!(
+            "the image config {} of {} is {} bytes by its manifest, more than the {} sbx \
+             accepts for a config (a hostile registry?); nothing was imported",
+            config.digest,
+            request.given,
+            config.size,
+            byte_size(MAX_CONFIG)
+        );
+    }
     download(
-        &client,
+        &registry,
         request,
         config,
         layout,
@@ -72,7 +71,7 @@ pub async fn fetch(request: &Request, layout: &Layout) -> Result<()> {
     let count = manifest.layers.len();
     for (i, layer) in manifest.layers.iter().enumerate() {
         let label = format!("layer {}/{count} {}", i + 1, short(&layer.digest));
-        download(&client, request, layer, layout, &mut progress, label).await?;
+        download(&registry, request, layer, layout, &mut progress, label).await?;
     }
     let mut descriptor = json!({
         "mediaType": chosen.media_type,
@@ -82,37 +81,17 @@ pub async fn fetch(request: &Request, layout: &Layout) -> Result<()> {
     if let Some(platform) = chosen.platform {
         descriptor["platform"] = platform;
     }
-    layout.finish(descriptor, reference.tag())
-}
-
-fn client(request: &Request) -> Result<Client> {
-    let config = ClientConfig {
-        protocol: if request.plain_http {
-            ClientProtocol::Http
-        } else {
-            ClientProtocol::Https
-        },
-        // Index resolution is ours, so a miss can list what the image has.
-        platform_resolver: None,
-        connect_timeout: Some(Duration::from_secs(30)),
-        read_timeout: Some(Duration::from_secs(120)),
-        user_agent: concat!("sbx/", env!("CARGO_PKG_VERSION")),
-        ..ClientConfig::default()
-    };
-    Client::try_from(config).context("set up the registry client")
+    layout.finish(descriptor, request.reference.tag())
 }
 
 /// The reference's manifest; for an index or manifest list, the entry for the platform.
-async fn resolve(client: &Client, request: &Request, auth: &RegistryAuth) -> Result<Chosen> {
+async fn resolve(registry: &Registry, request: &Request) -> Result<Chosen> {
     let reference = &request.reference;
-    let (bytes, digest) = client
-        .pull_manifest_raw(reference, auth, ACCEPT)
-        .await
-        .map_err(|e| explain(e, request, Step::Manifest))?;
+    let (bytes, digest) = registry.manifest(request, reference, ACCEPT).await?;
     let media_type = media_type_of(&bytes, &digest)?;
     if media_type != OCI_IMAGE_INDEX_MEDIA_TYPE && media_type != IMAGE_MANIFEST_LIST_MEDIA_TYPE {
         return Ok(Chosen {
-            bytes: bytes.to_vec(),
+            bytes,
             digest,
             media_type,
             platform: None,
@@ -123,10 +102,7 @@ async fn resolve(client: &Client, request: &Request, auth: &RegistryAuth) -> Res
     let entry = platform::choose(&index.manifests, &request.platform, &request.given)?;
     sha256_hex(&entry.digest)?;
     let by_digest = reference.clone_with_digest(entry.digest.clone());
-    let (bytes, _) = client
-        .pull_manifest_raw(&by_digest, auth, ACCEPT)
-        .await
-        .map_err(|e| explain(e, request, Step::Manifest))?;
+    let (bytes, _) = registry.manifest(request, &by_digest, ACCEPT).await?;
     if u64::try_from(entry.size).ok() != Some(bytes.len() as u64) {
         bail!(
             "manifest {} has {} bytes where the index of {} says {}; nothing was imported",
@@ -146,7 +122,7 @@ async fn resolve(client: &Client, request: &Request, auth: &RegistryAuth) -> Res
         );
     }
     Ok(Chosen {
-        bytes: bytes.to_vec(),
+        bytes,
         digest: entry.digest.clone(),
         media_type,
         platform: entry
@@ -161,12 +137,6 @@ async fn resolve(client: &Client, request: &Request, auth: &RegistryAuth) -> Res
 /// The manifest's media type, from its `mediaType` field or, where it has none (older
 /// OCI manifests), from its shape.
 fn media_type_of(bytes: &[u8], digest: &str) -> Result<String> {
-    if bytes.len() > MAX_MANIFEST {
-        bail!(
-            "manifest {digest} is {} bytes, more than sbx accepts",
-            bytes.len()
-        );
-    }
     let value: Value =
         serde_json::from_slice(bytes).with_context(|| format!("parse manifest {digest}"))?;
     if value.get("schemaVersion").and_then(Value::as_i64) != Some(2) {
@@ -186,8 +156,9 @@ fn save(layout: &Layout, digest: &str, data: &[u8]) -> Result<()> {
     blob.commit()
 }
 
+/// Downloads one blob into the layout within its deadline.
 async fn download(
-    client: &Client,
+    registry: &Registry,
     request: &Request,
     desc: &OciDescriptor,
     layout: &Layout,
@@ -196,15 +167,111 @@ async fn download(
 ) -> Result<()> {
     let size = u64::try_from(desc.size)
         .with_context(|| format!("blob {} has a negative size", desc.digest))?;
-    let mut blob = layout.blob(&desc.digest, size)?;
+    let what = format!(
+        "blob {} ({}) from {}",
+        desc.digest,
+        label.split(' ').take(2).collect::<Vec<_>>().join(" "),
+        request.reference.resolve_registry()
+    );
+    let limit = registry.deadlines.for_size(size);
+    let describe = registry.deadlines.describe(size);
+    within(limit, &what, &describe, async {
+        let response = respond(registry, request, desc).await?;
+        receive(response, desc, size, layout, progress, label).await
+    })
+    .await
+}
+
+/// The response that will carry the blob: the registry's, or with
+/// `--allow-foreign-layers` and a registry that does not serve it, a foreign URL's.
+async fn respond(registry: &Registry, request: &Request, desc: &OciDescriptor) -> Result<Response> {
     let step = Step::Blob(&desc.digest);
-    let mut stream = client
-        .pull_blob_stream(&request.reference, desc)
-        .await
-        .map_err(|e| explain(e, request, step))?;
+    let mut response = registry.blob(request, &desc.digest).await?;
+    if response.status() == StatusCode::OK {
+        return Ok(response);
+    }
+    let urls = foreign_urls(desc);
+    if urls.is_empty() {
+        registry::check_status(&mut response, request, step).await?;
+        return Ok(response);
+    }
+    let hosts: Vec<String> = urls.iter().map(host_of).collect();
+    if !request.allow_foreign_layers {
+        bail!(
+            "{} answered {} for blob {}, whose descriptor names foreign URLs on {} instead; \
+             sbx does not fetch layers from other hosts unless asked: pass \
+             --allow-foreign-layers if you trust them; nothing was imported",
+            host_of(response.url()),
+            response.status(),
+            desc.digest,
+            hosts.join(", ")
+        );
+    }
+    drop(response);
+    let mut failures = Vec::new();
+    for url in &urls {
+        match registry.foreign(url).await {
+            Ok(response) if response.status() == StatusCode::OK => return Ok(response),
+            Ok(mut response) => {
+                let body = registry::error_body(&mut response).await;
+                failures.push(format!(
+                    "{} answered {} ({})",
+                    host_of(response.url()),
+                    response.status(),
+                    registry::quote(&body)
+                ));
+            }
+            Err(e) => failures.push(format!("{e:#}")),
+        }
+    }
+    bail!(
+        "blob {} is neither on {} nor at its foreign URLs: {}; nothing was imported",
+        desc.digest,
+        request.reference.resolve_registry(),
+        failures.join("; ")
+    )
+}
+
+/// A layer's `urls` that sbx would fetch: http and https only.
+fn foreign_urls(desc: &OciDescriptor) -> Vec<Url> {
+    desc.urls
+        .iter()
+        .flatten()
+        .filter_map(|u| Url::parse(u).ok())
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .collect()
+}
+
+/// Streams the body into the layout, cut off at the declared size and checked against
+/// the digest before the blob gets its name.
+async fn receive(
+    mut response: Response,
+    desc: &OciDescriptor,
+    size: u64,
+    layout: &Layout,
+    progress: &mut Progress,
+    label: String,
+) -> Result<()> {
+    let source = host_of(response.url());
+    if let Some(announced) = response.content_length().filter(|&n| n > size) {
+        bail!(
+            "{source} announces {announced} bytes for blob {}, whose descriptor says {size}; \
+             nothing was imported",
+            desc.digest
+        );
+    }
+    let mut blob = layout.blob(&desc.digest, size)?;
+    blob.served_by(&source);
     progress.start(label, size);
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| stream_error(e, request, step))?;
+    loop {
+        let chunk = response.chunk().await.map_err(|e| {
+            anyhow!(
+                "the download of blob {} from {source} broke off ({:#}); nothing was imported",
+                desc.digest,
+                anyhow::Error::new(e)
+            )
+        })?;
+        let Some(chunk) = chunk else { break };
         blob.write(&chunk)?;
         progress.advance(chunk.len() as u64);
     }
@@ -212,26 +279,6 @@ async fn download(
         progress.finish();
     }
     blob.commit()
-}
-
-/// Errors inside a blob's byte stream: the crate's own digest check, or the connection.
-fn stream_error(err: std::io::Error, request: &Request, step: Step) -> anyhow::Error {
-    let inner = err.get_ref().and_then(|e| e.downcast_ref::<DigestError>());
-    match (inner, step) {
-        (Some(DigestError::VerificationError { actual, .. }), Step::Blob(digest)) => {
-            anyhow::anyhow!(
-                "blob {digest} does not match its digest (its content hashes to {actual}); \
-                 nothing was imported"
-            )
-        }
-        (Some(other), Step::Blob(digest)) => {
-            anyhow::anyhow!("blob {digest} cannot be verified ({other}); nothing was imported")
-        }
-        _ => anyhow::Error::new(err).context(format!(
-            "download from {}",
-            request.reference.resolve_registry()
-        )),
-    }
 }
 
 /// A single-platform image for another platform is refused unless asked for by name.

@@ -9,12 +9,17 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
+
+use crate::image::budget::{self, CHECK_EVERY, RESERVE_VARIABLE};
+use crate::image::byte_size;
 use sha2::{Digest, Sha256};
 
 /// A layout being written: a fresh directory under `parent`, removed on drop.
 pub struct Layout {
     dir: PathBuf,
     keep: bool,
+    /// Free space on its filesystem that downloads never eat into (the store's reserve).
+    reserve: u64,
 }
 
 impl Layout {
@@ -28,7 +33,12 @@ impl Layout {
         let template = parent.join(format!("{prefix}XXXXXX"));
         let dir = nix::unistd::mkdtemp(&template)
             .with_context(|| format!("create a temporary directory in {}", parent.display()))?;
-        let layout = Layout { dir, keep: false };
+        let reserve = budget::reserve(&dir)?;
+        let layout = Layout {
+            dir,
+            keep: false,
+            reserve,
+        };
         fs::create_dir_all(layout.blob_dir())
             .with_context(|| format!("create {}", layout.blob_dir().display()))?;
         fs::write(
@@ -59,6 +69,9 @@ impl Layout {
             size,
             written: 0,
             hasher: Sha256::new(),
+            source: None,
+            reserve: self.reserve,
+            since_check: CHECK_EVERY,
             file,
             partial,
             path,
@@ -118,7 +131,7 @@ pub fn sha256_hex(digest: &str) -> Result<&str> {
     Ok(hex)
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -129,6 +142,11 @@ pub struct BlobWriter {
     size: u64,
     written: u64,
     hasher: Sha256,
+    /// The host that sent it, for messages.
+    source: Option<String>,
+    /// The layout's free-space reserve, and how much was written since it was checked.
+    reserve: u64,
+    since_check: u64,
     file: File,
     partial: PathBuf,
     path: PathBuf,
@@ -139,15 +157,47 @@ impl BlobWriter {
         self.written += chunk.len() as u64;
         if self.written > self.size {
             bail!(
-                "blob {} is larger than the {} bytes its descriptor says; nothing was imported",
+                "blob {}{} is larger than the {} bytes its descriptor says; nothing was imported",
                 self.digest,
+                self.source_text(),
                 self.size
             );
+        }
+        self.since_check += chunk.len() as u64;
+        if self.reserve > 0 && self.since_check >= CHECK_EVERY {
+            self.since_check = 0;
+            let free = budget::free_space(&self.partial)
+                .with_context(|| format!("statvfs {}", self.partial.display()))?;
+            if free < self.reserve {
+                bail!(
+                    "the filesystem of {} is down to {} free, below the {} sbx keeps in \
+                     reserve, with {} of blob {} ({} by its descriptor) downloaded; nothing \
+                     was imported; free some space, or set {RESERVE_VARIABLE} to a smaller size",
+                    self.partial.parent().unwrap_or(Path::new(".")).display(),
+                    byte_size(free),
+                    byte_size(self.reserve),
+                    byte_size(self.written),
+                    self.digest,
+                    byte_size(self.size)
+                );
+            }
         }
         self.hasher.update(chunk);
         self.file
             .write_all(chunk)
             .with_context(|| format!("write {}", self.partial.display()))
+    }
+
+    /// Names the host the bytes come from in errors.
+    pub fn served_by(&mut self, host: &str) {
+        self.source = Some(host.to_string());
+    }
+
+    fn source_text(&self) -> String {
+        self.source
+            .as_ref()
+            .map(|h| format!(" from {h}"))
+            .unwrap_or_default()
     }
 
     pub fn written(&self) -> u64 {
@@ -158,16 +208,18 @@ impl BlobWriter {
     pub fn commit(self) -> Result<()> {
         if self.written != self.size {
             bail!(
-                "blob {} has {} bytes where its descriptor says {}; nothing was imported",
+                "blob {}{} has {} bytes where its descriptor says {}; nothing was imported",
                 self.digest,
+                self.source_text(),
                 self.written,
                 self.size
             );
         }
+        let from = self.source_text();
         let actual = format!("sha256:{}", hex(&self.hasher.finalize()));
         if actual != self.digest {
             bail!(
-                "blob {} does not match its digest (its content hashes to {actual}); \
+                "blob {} does not match its digest (the content{from} hashes to {actual}); \
                  nothing was imported",
                 self.digest
             );

@@ -8,11 +8,14 @@
 //! happens, interrupts included.
 
 mod auth;
+mod deadline;
 mod explain;
 mod fetch;
+mod hosts;
 mod layout;
 mod platform;
 mod progress;
+mod registry;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -23,6 +26,7 @@ use oci_client::Reference;
 use crate::cli::PullArgs;
 use crate::image::store::{Claim, Store};
 use auth::Credentials;
+use deadline::Deadlines;
 use layout::Layout;
 use platform::Platform;
 
@@ -38,6 +42,12 @@ pub struct Request {
     /// Where credentials were looked for (for messages).
     pub credential_files: Vec<PathBuf>,
     pub destination: Destination,
+    /// Follow a layer's foreign `urls` (`--allow-foreign-layers`).
+    pub allow_foreign_layers: bool,
+    /// `--max-size`: the most the image may unpack to.
+    pub max_size: Option<u64>,
+    /// Each request's overall deadline.
+    pub deadlines: Deadlines,
 }
 
 pub enum Destination {
@@ -71,6 +81,14 @@ impl Request {
             reference.registry(),
             reference.repository(),
         )?;
+        let max_size = args
+            .max_size
+            .as_deref()
+            .map(|s| crate::plan::parse_size(s).with_context(|| format!("--max-size {s}")))
+            .transpose()?;
+        if max_size.is_some() && matches!(destination, Destination::Layout(_)) {
+            bail!("--max-size limits what is imported into the store; --layout imports nothing (pass it to `sbx image import` later)");
+        }
         Ok(Request {
             given,
             reference,
@@ -79,6 +97,9 @@ impl Request {
             credentials,
             credential_files,
             destination,
+            allow_foreign_layers: args.allow_foreign_layers,
+            max_size,
+            deadlines: Deadlines::from_env()?,
         })
     }
 
@@ -102,6 +123,9 @@ impl Request {
             destination: Destination::Store {
                 name: reference.to_string(),
             },
+            allow_foreign_layers: false,
+            max_size: None,
+            deadlines: Deadlines::parse("60:64K").unwrap(),
         }
     }
 }
@@ -133,7 +157,7 @@ pub fn run(args: &PullArgs) -> Result<i32> {
             Err(e)
         }
         (Destination::Store { name }, Ok(())) => {
-            let imported = crate::image::import_path(name, layout.path())
+            let imported = crate::image::import_path(name, layout.path(), request.max_size)
                 .with_context(|| format!("import {} as {name}", request.given));
             drop(layout);
             release(claim);
