@@ -259,8 +259,13 @@ fn pull_fetches_foreign_layer_urls_only_when_asked() {
     home.assert_no_leftovers(&["image"]);
 }
 
+/// The redirect rules are sbx-pull's own (`pull::hosts`): a registry that redirects
+/// without end is cut off. Which addresses a redirect or a token service may not name
+/// (this machine, the local link such as 169.254.169.254) is checked by the unit tests of
+/// `pull::hosts`: a test here never names an address off this machine, not even one sbx
+/// is expected to refuse.
 #[test]
-fn pull_refuses_a_redirect_to_a_link_local_address() {
+fn pull_stops_following_a_registry_that_redirects_without_end() {
     let Some(registry) = Hostile::registry(&[]) else {
         return;
     };
@@ -269,30 +274,10 @@ fn pull_refuses_a_redirect_to_a_link_local_address() {
     let out = home.pull(&[&registry.reference("redirect")]);
     out.assert_sbx_error(&[
         &format!("registry {} answered blob sha256:", registry.host()),
-        "with a redirect sbx does not follow",
-        "refused a redirect to 169.254.169.254",
+        "more than 10 redirects",
     ]);
     assert_one_short_error(&out);
     assert!(started.elapsed() < Duration::from_secs(20), "{out}");
-    home.assert_no_leftovers(&[]);
-}
-
-#[test]
-fn pull_refuses_a_token_service_on_a_link_local_address() {
-    let realm = "http://169.254.169.254/latest/meta-data/token";
-    let Some(registry) = Hostile::registry(&["--realm", realm]) else {
-        return;
-    };
-    let home = Home::new();
-    let out = home.pull(&[&registry.reference("trickle")]);
-    out.assert_sbx_error(&[
-        &format!(
-            "registry {} names {realm:?} as its token service",
-            registry.host()
-        ),
-        "an address on this machine or its link",
-    ]);
-    assert_one_short_error(&out);
     home.assert_no_leftovers(&[]);
 }
 

@@ -16,8 +16,7 @@ Repositories (any tag; no authentication):
   hostile/foreign         a layer the registry 404s, whose descriptor's `urls` name the
                           foreign server (--foreign-port), which serves it
   hostile/foreign-missing the same, with `urls` the foreign server 404s
-  hostile/redirect        a small image whose layer is redirected to 169.254.169.254 (cloud
-                          metadata's address)
+  hostile/redirect        a small image whose layer redirects to itself, again and again
   hostile/trickle         a manifest sent at one byte per second
   hostile/trickle-blob    a small image whose layer is sent at one byte per second
   hostile/bomb            a gzip layer of a few MB that expands to --bomb-size bytes of zeros,
@@ -265,8 +264,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if digest == trickled and repo == "hostile/error-huge":
             return self.chunked(404, "application/json", huge_error())
         if digest == trickled and repo == "hostile/redirect":
+            # Round and round on this server: the tests never name an address off this
+            # machine, even to see that sbx refuses it (hosts.rs's unit tests do that).
+            n = int(self.path.rsplit("n=", 1)[1]) + 1 if "n=" in self.path else 1
             self.send_response(307)
-            self.send_header("Location", "http://169.254.169.254/latest/meta-data/")
+            self.send_header("Location", f"{self.path.split('?')[0]}?n={n}")
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
