@@ -414,7 +414,7 @@ fn exec_shares_the_sandbox_and_is_a_child_of_its_init() {
 
 #[test]
 fn exec_gets_the_same_hardening_as_the_command() {
-    if !require_sandbox() || !require("seccomp") || !require("landlock") {
+    if !require_sandbox() || !require("seccomp") {
         return;
     }
     let n = Named::new();
@@ -436,17 +436,21 @@ fn exec_gets_the_same_hardening_as_the_command() {
     assert!(of_exec.contains("CapEff:\t0000000000000000"), "{of_exec}");
     assert!(of_exec.contains("NoNewPrivs:\t1"), "{of_exec}");
     assert!(of_exec.contains("Seccomp:\t2"), "{of_exec}");
-    // Landlock: under --net none TCP is denied outright (EACCES), where a plain process
-    // would get "connection refused" from loopback.
+    // The seccomp filter too: unshare is refused.
+    let out = n.sbx(&["exec", "hard", "--", "unshare", "--user", "true"]);
+    assert_ne!(out.code, 0, "unshare worked inside exec\n{out}");
+    assert!(out.stderr().contains("Operation not permitted"), "{out}");
+    // Landlock (network rules, ABI 4): under --net none TCP is denied outright (EACCES),
+    // where a plain process would get "connection refused" from loopback.
+    if !landlock::has_abi(4, n.work.path()) {
+        return;
+    }
     let out = n.exec_sh(
         "hard",
         "python3 -c 'import socket\ntry:\n socket.create_connection((\"127.0.0.1\", 9))\nexcept OSError as e:\n print(e.errno)'",
     );
     out.assert_success();
     assert_eq!(out.stdout().trim(), "13", "Landlock applies to exec\n{out}");
-    // The seccomp filter too: unshare is refused.
-    let out = n.sbx(&["exec", "hard", "--", "unshare", "--user", "true"]);
-    assert_ne!(out.code, 0, "unshare worked inside exec\n{out}");
 }
 
 #[test]
@@ -1072,7 +1076,7 @@ const SERVER: &str = r#"
 import socket
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", 7777))
+s.bind(("127.0.0.1", PORT))
 s.listen()
 print("listening", flush=True)
 while True:
@@ -1084,11 +1088,33 @@ while True:
 const CLIENT: &str = r#"
 import socket, sys
 try:
-    c = socket.create_connection(("127.0.0.1", 7777), timeout=5)
+    c = socket.create_connection(("127.0.0.1", PORT), timeout=5)
     print(c.recv(100).decode().strip())
 except OSError as e:
     print("refused", e.errno)
 "#;
+
+/// A TCP port nothing listens on on the host's loopback right now: the kernel picks it.
+/// (The servers here listen inside a sandbox; the host's side must find nothing there.)
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// The namespaces whose ids a process in a sandbox has, as `readlink /proc/PID/ns/NS`.
+const NAMESPACES: [&str; 5] = ["pid", "ipc", "uts", "mnt", "net"];
+
+/// `NS ns:[ID]` for each of [`NAMESPACES`] of the process `pid` ("self": this one).
+fn namespace_ids(pid: &str) -> Vec<(String, String)> {
+    NAMESPACES
+        .iter()
+        .map(|ns| {
+            let link = std::fs::read_link(format!("/proc/{pid}/ns/{ns}"))
+                .unwrap_or_else(|e| panic!("readlink /proc/{pid}/ns/{ns}: {e}"));
+            (ns.to_string(), link.to_string_lossy().into_owned())
+        })
+        .collect()
+}
 
 #[test]
 fn a_sandbox_joins_anothers_network() {
@@ -1096,35 +1122,61 @@ fn a_sandbox_joins_anothers_network() {
         return;
     }
     let n = Named::new();
+    let port = free_port().to_string();
+    let (server, client) = (SERVER.replace("PORT", &port), CLIENT.replace("PORT", &port));
     // The server's side needs TCP, which Landlock denies under --net none.
-    n.detach("db", &["--landlock", "off"], &["python3", "-c", SERVER]);
+    n.detach("db", &["--landlock", "off"], &["python3", "-c", &server]);
     eventually("the server", || {
         n.sbx(&["logs", "db"]).stdout().contains("listening")
     });
-    let out = n.sbx(&["run", "--net", "sandbox:db", "--", "python3", "-c", CLIENT]);
+    let out = n.sbx(&["run", "--net", "sandbox:db", "--", "python3", "-c", &client]);
     out.assert_success();
     assert_eq!(out.stdout().trim(), "hello from db", "{out}");
     // Control: a sandbox of its own does not reach it, and neither does the host.
-    let out = n.sbx(&["run", "--landlock", "off", "--", "python3", "-c", CLIENT]);
+    let out = n.sbx(&["run", "--landlock", "off", "--", "python3", "-c", &client]);
     assert_eq!(out.stdout().trim(), "refused 111", "{out}");
     let host = run({
         let mut c = Command::new("python3");
-        c.args(["-c", CLIENT]);
+        c.args(["-c", &client]);
         c
     });
-    assert!(host.stdout().starts_with("refused"), "{host}");
-    // Its other namespaces are its own.
-    let out = n.sbx(&[
-        "run",
-        "--net",
-        "sandbox:db",
-        "--",
-        "sh",
-        "-c",
-        "hostname; ls /proc | grep -c '^[0-9]'",
-    ]);
+    assert_eq!(host.stdout().trim(), "refused 111", "{host}");
+    // Its other namespaces are its own: the joiner's ids against the server's (read on
+    // the host, through the server's /proc entry) and the host's.
+    let db_pid = n.inspect("db")["command_pid"]
+        .as_i64()
+        .expect("inspect names the command's pid")
+        .to_string();
+    let db = namespace_ids(&db_pid);
+    let host = namespace_ids("self");
+    let script = NAMESPACES
+        .map(|ns| format!("echo {ns} $(readlink /proc/self/ns/{ns})"))
+        .join("; ");
+    let out = n.sbx(&["run", "--net", "sandbox:db", "--", "sh", "-c", &script]);
     out.assert_success();
-    assert_ne!(out.lines()[0], "", "{out}");
+    let joiner: Vec<(String, String)> = out
+        .lines()
+        .iter()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(ns, id)| (ns.to_string(), id.to_string()))
+        .collect();
+    assert_eq!(joiner.len(), NAMESPACES.len(), "{out}");
+    for (((ns, mine), (_, of_db)), (_, of_host)) in joiner.iter().zip(&db).zip(&host) {
+        assert!(mine.starts_with(&format!("{ns}:[")), "{ns}: {mine}\n{out}");
+        if ns == "net" {
+            assert_eq!(mine, of_db, "the joiner shares db's network\n{out}");
+        } else {
+            assert_ne!(
+                mine, of_db,
+                "the joiner has a {ns} namespace of its own\n{out}"
+            );
+            assert_ne!(
+                mine, of_host,
+                "the joiner's {ns} namespace is not the host's\n{out}"
+            );
+        }
+    }
+    assert_ne!(db[4].1, host[4].1, "db has a network of its own");
 }
 
 #[test]
@@ -1371,20 +1423,22 @@ fn sandboxes_on_images_share_a_network() {
         return;
     };
     // busybox nc serving on the first sandbox's loopback (TCP needs Landlock off there).
+    let port = free_port();
     n.detach(
         "db",
         &["--image", "app", "--landlock", "off"],
         &[
             "sh",
             "-c",
-            "echo up; while :; do echo hello-from-db | nc -l -p 7777; done",
+            &format!("echo up; while :; do echo hello-from-db | nc -l -p {port}; done"),
         ],
     );
     eventually("the server", || {
         n.sbx(&["logs", "db"]).stdout().contains("up")
     });
-    let fetch =
-        "for i in 1 2 3 4 5 6 7 8 9 10; do nc 127.0.0.1 7777 </dev/null && exit; sleep 0.2; done";
+    let fetch = format!(
+        "for i in 1 2 3 4 5 6 7 8 9 10; do nc 127.0.0.1 {port} </dev/null && exit; sleep 0.2; done"
+    );
     let out = n.sbx(&[
         "run",
         "--image",
@@ -1394,7 +1448,7 @@ fn sandboxes_on_images_share_a_network() {
         "--",
         "sh",
         "-c",
-        fetch,
+        &fetch,
     ]);
     out.assert_success();
     assert_eq!(out.stdout().trim(), "hello-from-db", "{out}");
