@@ -965,10 +965,11 @@ fn tcp_is_not_restricted_by_landlock_with_slirp4netns() {
     let Some(_net) = require_slirp() else {
         return;
     };
-    if !require("landlock") {
+    let dir = TempDir::new();
+    // Landlock's network rules came with ABI 4; below, nothing restricts TCP at all.
+    if !landlock::has_abi(4, dir.path()) {
         return;
     }
-    let dir = TempDir::new();
     let (out, results) = probe(dir.path(), &SLIRP, &["ifaces", "loopback"]);
     assert_slirp_interfaces(&results, &out);
     assert_eq!(result(&results, "loopback", &out), "ok", "{out}");
@@ -986,10 +987,10 @@ fn landlock_limits_tcp_connect_to_the_listed_ports() {
     let Some(_net) = require_slirp() else {
         return;
     };
-    if !require("landlock") {
+    let dir = TempDir::new();
+    if !landlock::has_abi(4, dir.path()) {
         return;
     }
-    let dir = TempDir::new();
     let listed = HostServer::tcp(LOCALHOST);
     let other = HostServer::tcp(LOCALHOST);
     let (lp, op) = (listed.port(), other.port());
