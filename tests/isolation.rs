@@ -796,3 +796,80 @@ fn binds_are_nosuid_and_nodev() {
         );
     }
 }
+
+#[test]
+fn verbose_run_lists_the_mounts_it_makes() {
+    if !require_sandbox() {
+        return;
+    }
+    let dir = TempDir::new();
+    let src = TempDir::new();
+    let (rw, ro, tmp) = ("/tmp/v-rw", "/tmp/v-ro", "/tmp/v-tmp");
+    let out = sandbox_sh(
+        dir.path(),
+        &[
+            "-v",
+            "--bind",
+            &format!("{}:{rw}", src.str()),
+            "--ro-bind",
+            &format!("{}:{ro}", src.str()),
+            "--tmpfs",
+            tmp,
+        ],
+        "cat /proc/self/mountinfo",
+    );
+    out.assert_success();
+    let listed: Vec<String> = out
+        .stderr()
+        .lines()
+        .filter_map(|l| l.strip_prefix("sbx: mount: "))
+        .map(String::from)
+        .collect();
+    let find = |needle: &str| {
+        listed
+            .iter()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("-v lists no mount with {needle}\n{out}"))
+            .clone()
+    };
+    let bind_rw = find(&format!("destination: {rw:?}"));
+    assert!(bind_rw.starts_with("Bind {"), "{bind_rw}");
+    assert!(
+        bind_rw.contains(&format!("source: {:?}", src.str())),
+        "{bind_rw}"
+    );
+    assert!(bind_rw.contains("readonly: false"), "{bind_rw}");
+    let bind_ro = find(&format!("destination: {ro:?}"));
+    assert!(
+        bind_ro.contains(&format!("source: {:?}", src.str())),
+        "{bind_ro}"
+    );
+    assert!(bind_ro.contains("readonly: true"), "{bind_ro}");
+    let tmpfs = find(&format!("destination: {tmp:?}"));
+    assert!(tmpfs.starts_with("Tmpfs {"), "{tmpfs}");
+    let cwd = find(&format!("destination: {:?}", dir.str()));
+    assert!(
+        cwd.contains("readonly: false"),
+        "the working directory: {cwd}"
+    );
+    // Every destination listed is a mount point inside, with the access it was listed with.
+    let inside = parse_mountinfo(&out.stdout());
+    for line in &listed {
+        let destination = line
+            .split("destination: \"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("no destination in {line}"));
+        let entry = entry_for(&inside, destination, &out);
+        let access = if line.contains("readonly: true") {
+            "ro"
+        } else {
+            "rw"
+        };
+        assert!(
+            has_option(&entry.options, access),
+            "-v says {line}, inside: {}",
+            entry.line
+        );
+    }
+}
