@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::fs;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -284,6 +285,56 @@ fn names_are_unique_and_validated() {
     }
     n.sbx(&["run", "-d", "--", "true"]).assert_code(125);
     assert_eq!(n.ps(true).len(), 1);
+}
+
+#[test]
+fn names_are_at_most_64_characters() {
+    if !require_sandbox() {
+        return;
+    }
+    let n = Named::new();
+    let longest = "n".repeat(64);
+    let too_long = "n".repeat(65);
+    n.sbx(&["run", "--name", &too_long, "--", "true"])
+        .assert_sbx_error(&["invalid sandbox name", "at most 64 characters"]);
+    assert!(n.ps(true).is_empty(), "nothing recorded for a refused name");
+    n.sbx(&["run", "--name", &longest, "--", "true"])
+        .assert_success();
+    assert_eq!(n.row(&longest)["state"], "exited");
+}
+
+#[test]
+fn exec_will_not_follow_the_command_into_nested_namespaces() {
+    if !require_sandbox() {
+        return;
+    }
+    let n = Named::new();
+    // Control: with --allow-nested and a command that stays put, exec works.
+    n.detach("flat", &["--allow-nested"], &["sleep", "1000"]);
+    let out = n.exec_sh("flat", "echo entered");
+    out.assert_success();
+    assert_eq!(out.lines(), ["entered"], "{out}");
+    // The command moves into a user and mount namespace of its own.
+    n.detach(
+        "nested",
+        &["--allow-nested"],
+        &["unshare", "--user", "--mount", "sleep", "1000"],
+    );
+    let info = n.inspect("nested");
+    let pid = info["command_pid"].as_i64().expect("command_pid");
+    let recorded = info["namespaces"]["user"].clone();
+    let user_ns = || {
+        std::fs::metadata(format!("/proc/{pid}/ns/user")).map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.ino()
+        })
+    };
+    eventually("the command's unshare", || {
+        user_ns().is_ok_and(|ino| Value::from(ino) != recorded)
+    });
+    let out = n.exec_sh("nested", "echo entered");
+    out.assert_sbx_error(&["has left the sandbox's", "will not enter a nested one"]);
+    assert!(!out.stdout().contains("entered"), "{out}");
 }
 
 #[test]
@@ -1305,6 +1356,105 @@ fn crossuser_sandboxes_are_private_to_their_user() {
     // Its owner still can.
     sbx_as(&owner, &[], &["exec", &name, "--", "true"]).assert_success();
     sbx_as(&owner, &[], &["rm", "-f", &name]).assert_success();
+}
+
+/// Connects to the SOCK_SEQPACKET socket argv[1] and says what init does with the
+/// connection: `closed` (dropped at once), `kept` (open, waiting for a request) or
+/// `error ERRNO` (no connection at all).
+const CONTROL_CLIENT: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+try:
+    s.connect(sys.argv[1])
+except OSError as e:
+    print("error", e.errno)
+    sys.exit(0)
+s.settimeout(2)
+try:
+    print("closed" if s.recv(4096) == b"" else "data")
+except socket.timeout:
+    print("kept")
+except OSError as e:
+    print("closed", e.errno)
+"#;
+
+/// Run by ci/test.sh as root. The control socket sits in a private directory, which is the
+/// first layer; init's check of the peer's uid is the second. Root opens the first (the
+/// directories searchable, the socket writable by all) to show the second alone keeps the
+/// other user out, while the owner's connection through the same path is served.
+#[test]
+fn crossuser_init_serves_only_its_own_user_on_the_control_socket() {
+    if uid() != 0 {
+        skip("needs root, to act as two users (ci/test.sh runs it as root)");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let owner = std::env::var("SBX_TEST_USER").unwrap_or_else(|_| "sbxtest".into());
+    let other = std::env::var("SBX_TEST_NOSUB_USER").unwrap_or_else(|_| "sbxnosub".into());
+    let pw = nix::unistd::User::from_name(&owner)
+        .ok()
+        .flatten()
+        .expect("the test user");
+    // The owner's sandbox state in directories of this test's own.
+    let base = TempDir::new();
+    fs::set_permissions(base.path(), fs::Permissions::from_mode(0o711)).unwrap();
+    let (data, runtime) = (base.join("data"), base.join("runtime"));
+    for dir in [&data, &runtime] {
+        fs::create_dir(dir).unwrap();
+        nix::unistd::chown(dir, Some(pw.uid), Some(pw.gid)).unwrap();
+    }
+    let env = [
+        ("XDG_DATA_HOME", data.as_path()),
+        ("XDG_RUNTIME_DIR", runtime.as_path()),
+    ];
+    let name = format!("ctl{}", std::process::id());
+    sbx_as(
+        &owner,
+        &env,
+        &["run", "--name", &name, "-d", "--", "sleep", "1000"],
+    )
+    .assert_success();
+    struct Remove<'a>(&'a str, [(&'a str, &'a Path); 2], String);
+    impl Drop for Remove<'_> {
+        fn drop(&mut self) {
+            let _ = sbx_as(self.0, &self.1, &["rm", "-f", &self.2]);
+        }
+    }
+    let _remove = Remove(&owner, env, name.clone());
+    let info: Value = serde_json::from_str(&sbx_as(&owner, &env, &["inspect", &name]).stdout())
+        .expect("inspect JSON");
+    let dir = Path::new(info["runtime_dir"].as_str().expect("runtime_dir")).to_path_buf();
+    let socket = dir.join("ctl.sock");
+    assert!(socket.exists(), "no control socket at {}", socket.display());
+    // Open the first layer: every directory from the runtime dir down searchable, the
+    // socket writable by anyone.
+    let mut at = dir.clone();
+    while at.starts_with(&runtime) {
+        let mode = fs::metadata(&at).unwrap().permissions().mode();
+        fs::set_permissions(&at, fs::Permissions::from_mode(mode | 0o011)).unwrap();
+        if !at.pop() {
+            break;
+        }
+    }
+    fs::set_permissions(&socket, fs::Permissions::from_mode(0o777)).unwrap();
+    let client = |user: &str| {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", user, "--", "python3", "-c", CONTROL_CLIENT])
+            .arg(&socket)
+            .current_dir("/");
+        let out = run(cmd);
+        out.assert_success();
+        out.stdout().trim().to_string()
+    };
+    let of_other = client(&other);
+    assert!(
+        of_other == "closed" || of_other.starts_with("closed "),
+        "{other} got a connection init kept: {of_other}"
+    );
+    // Control: the owner, through the same path, is served.
+    assert_eq!(client(&owner), "kept", "the owner's connection");
+    // And the sandbox still works for its owner.
+    sbx_as(&owner, &env, &["exec", &name, "--", "true"]).assert_success();
 }
 
 #[test]
