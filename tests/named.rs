@@ -322,7 +322,9 @@ fn exec_will_not_follow_the_command_into_nested_namespaces() {
     );
     let info = n.inspect("nested");
     let pid = info["command_pid"].as_i64().expect("command_pid");
-    let recorded = info["namespaces"]["user"].clone();
+    let recorded = info["namespaces"]["user"]
+        .as_u64()
+        .expect("the recorded user namespace");
     let user_ns = || {
         std::fs::metadata(format!("/proc/{pid}/ns/user")).map(|m| {
             use std::os::unix::fs::MetadataExt;
@@ -330,7 +332,7 @@ fn exec_will_not_follow_the_command_into_nested_namespaces() {
         })
     };
     eventually("the command's unshare", || {
-        user_ns().is_ok_and(|ino| Value::from(ino) != recorded)
+        user_ns().is_ok_and(|ino| ino != recorded)
     });
     let out = n.exec_sh("nested", "echo entered");
     out.assert_sbx_error(&["has left the sandbox's", "will not enter a nested one"]);
