@@ -248,3 +248,159 @@ fn nosubuid_files_created_through_bind_are_owned_by_the_caller() {
     let meta = fs::metadata(&file).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (uid(), gid()));
 }
+
+// ---------------------------------------------------------------------------------------
+// What `-v` says about the ids, and supplementary groups
+// ---------------------------------------------------------------------------------------
+
+/// The `sbx: ids:` line of `sbx run -v`.
+#[track_caller]
+fn ids_line(out: &Outcome) -> String {
+    out.stderr()
+        .lines()
+        .find(|l| l.starts_with("sbx: ids: "))
+        .unwrap_or_else(|| panic!("-v prints no `sbx: ids:` line\n{out}"))
+        .to_string()
+}
+
+/// Runs `-v OPTIONS` printing the ids and maps inside: (ids line, uid, gid, uid map, gid
+/// map).
+#[allow(clippy::type_complexity)]
+fn verbose_ids(
+    dir: &TempDir,
+    options: &[&str],
+) -> (
+    String,
+    String,
+    String,
+    Vec<(u64, u64, u64)>,
+    Vec<(u64, u64, u64)>,
+) {
+    let mut options = options.to_vec();
+    options.push("-v");
+    let out = sandbox_sh(
+        dir.path(),
+        &options,
+        "id -u; id -g; cat /proc/self/uid_map; echo --; cat /proc/self/gid_map",
+    );
+    out.assert_success();
+    let text = out.stdout();
+    let (head, gid_map) = text.split_once("--\n").expect("separator");
+    let mut lines = head.lines();
+    let uid_inside = lines.next().unwrap_or_default().to_string();
+    let gid_inside = lines.next().unwrap_or_default().to_string();
+    let uid_map = parse_id_map(&lines.collect::<Vec<_>>().join("\n"));
+    (
+        ids_line(&out),
+        uid_inside,
+        gid_inside,
+        uid_map,
+        parse_id_map(gid_map),
+    )
+}
+
+fn mapped(map: &[(u64, u64, u64)]) -> u64 {
+    map.iter().map(|&(_, _, count)| count).sum()
+}
+
+#[test]
+fn verbose_run_reports_the_id_maps_it_made() {
+    if !require_subids() {
+        return;
+    }
+    let dir = TempDir::new();
+    for options in [&[][..], &["--uid", "0", "--gid", "0"]] {
+        let (line, u, g, uid_map, gid_map) = verbose_ids(&dir, options);
+        let expected = format!(
+            "sbx: ids: uid {u} and gid {g} inside; {} uids and {} gids mapped through newuidmap/newgidmap",
+            mapped(&uid_map),
+            mapped(&gid_map)
+        );
+        assert_eq!(line, expected, "{options:?}: uid_map {uid_map:?}");
+        // More than the caller's own id: the subordinate range is in the map.
+        assert!(mapped(&uid_map) > 1, "{uid_map:?}");
+        if options.is_empty() {
+            assert_eq!((u, g), (uid().to_string(), gid().to_string()));
+        } else {
+            assert_eq!((u.as_str(), g.as_str()), ("0", "0"));
+        }
+    }
+}
+
+#[test]
+fn nosubuid_verbose_run_reports_the_single_id_map() {
+    if !require_no_subuid_range() || !require_sandbox() {
+        return;
+    }
+    let dir = TempDir::new();
+    let (line, u, g, uid_map, gid_map) = verbose_ids(&dir, &[]);
+    assert_eq!(
+        line,
+        format!("sbx: ids: uid {u} and gid {g} inside; single-id map"),
+    );
+    assert_eq!((mapped(&uid_map), mapped(&gid_map)), (1, 1));
+    assert_eq!((u, g), (uid().to_string(), gid().to_string()));
+}
+
+/// Run by ci/test.sh as root: runuser gives the test user a supplementary group for one
+/// command (only root can), and sbx must not carry it into the sandbox.
+#[test]
+fn asroot_supplementary_groups_are_dropped() {
+    if uid() != 0 {
+        skip(
+            "needs root, to give the test user a supplementary group (ci/test.sh runs it as root)",
+        );
+        return;
+    }
+    let user = std::env::var("SBX_TEST_USER").unwrap_or_else(|_| "sbxtest".into());
+    let pw = nix::unistd::User::from_name(&user)
+        .ok()
+        .flatten()
+        .expect("test user");
+    // A group the user is not in: `users` (Debian's gid 100), else `nogroup`.
+    let group = ["users", "nogroup"]
+        .into_iter()
+        .find_map(|name| nix::unistd::Group::from_name(name).ok().flatten())
+        .expect("a users or nogroup group");
+    let primary = nix::unistd::Group::from_gid(pw.gid)
+        .ok()
+        .flatten()
+        .expect("the test user's primary group");
+    let dir = TempDir::new();
+    nix::unistd::chown(dir.path(), Some(pw.uid), Some(pw.gid)).unwrap();
+    let as_user_with_group = |program: &[&str]| {
+        let mut cmd = std::process::Command::new("runuser");
+        // -g as well: the first -G group would otherwise become the primary one.
+        cmd.args(["-u", &user, "-g", &primary.name, "-G", &group.name])
+            .args(["--", "env", "-i"])
+            .arg(format!("HOME={}", pw.dir.display()))
+            .arg("PATH=/usr/local/bin:/usr/bin:/bin")
+            .args(program)
+            .current_dir(dir.path());
+        run(cmd)
+    };
+    let script = "id -G; grep '^Groups:' /proc/self/status";
+    // Control: without sbx, the command has the group.
+    let out = as_user_with_group(&["sh", "-c", script]);
+    out.assert_success();
+    let outside: Vec<String> = out.lines()[0].split(' ').map(String::from).collect();
+    assert!(
+        outside.contains(&group.gid.to_string()),
+        "control: runuser -G gave {user} group {}\n{out}",
+        group.gid
+    );
+    let sbx = sbx_bin();
+    let out = as_user_with_group(&[sbx.to_str().unwrap(), "run", "--", "sh", "-c", script]);
+    out.assert_success();
+    let lines = out.lines();
+    assert_eq!(
+        lines[0],
+        pw.gid.to_string(),
+        "only the primary group inside\n{out}"
+    );
+    assert_eq!(
+        lines[1].trim_end(),
+        "Groups:",
+        "no supplementary groups inside\n{out}"
+    );
+}

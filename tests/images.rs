@@ -195,9 +195,10 @@ fn whiteouts_opaque_directories_and_cross_layer_hard_links_apply() {
         if overlay == "fuse" && !(require("fuse_overlayfs") && require("dev_fuse")) {
             return;
         }
+        // /etc/passwd.hl is layer 2's hard link to layer 1's /etc/passwd.
         let out = im.sh(
             &["--image", "layered", "--overlay", overlay],
-            "ls /data; echo --; ls /data/opaque; cat /data/layer2",
+            "ls /data; echo --; ls /data/opaque; cat /data/layer2; echo --; cat /etc/passwd.hl",
         );
         out.assert_success();
         assert_eq!(
@@ -209,7 +210,11 @@ fn whiteouts_opaque_directories_and_cross_layer_hard_links_apply() {
                 "opaque",
                 "--",
                 "new",
-                "layer 2 was here"
+                "layer 2 was here",
+                "--",
+                "root:x:0:0:root:/root:/bin/sh",
+                "alice:x:1000:1000::/home/alice:/bin/sh",
+                "bob:x:4242:4242::/srv:/bin/sh",
             ],
             "{overlay}: {out}"
         );
@@ -673,6 +678,8 @@ fn a_kernel_overlay_that_would_be_read_only_is_refused() {
         fs::create_dir(im.work.join(dir)).unwrap();
     }
     let mnt = im.work.join("mnt");
+    // Until it is unmounted, no other test here snapshots the host's mount table.
+    let _mounting = mounting_on_the_host();
     let mounted = run(Command::new("fuse-overlayfs")
         .args(["-o", "lowerdir=lo,upperdir=up,workdir=wk", "mnt"])
         .current_dir(im.work.path()));
@@ -692,9 +699,33 @@ fn a_kernel_overlay_that_would_be_read_only_is_refused() {
         "true",
     );
     out.assert_sbx_error(&["kernel overlayfs", "read-only", "--overlay fuse"]);
-    // Auto: the kernel's answer is not taken; what happens next is fuse-overlayfs's.
-    let out = im.sh(&["--image", "ro", "--upper", upper], "true");
+    // Auto: the kernel's answer is not taken; the root is fuse-overlayfs's. (A profile
+    // with no mounts of its own and `-w /`: on an upper directory on the host's FUSE
+    // filesystem nothing can be created as root inside, not even a mount point.)
+    let bare = im.work.join("bare.json");
+    fs::write(&bare, r#"{"name": "bare"}"#).unwrap();
+    let out = im.sh(
+        &[
+            "-p",
+            bare.to_str().unwrap(),
+            "-w",
+            "/",
+            "--image",
+            "ro",
+            "--upper",
+            upper,
+        ],
+        "grep ' / / ' /proc/self/mountinfo",
+    );
+    out.assert_success();
     assert!(!out.stderr().contains("read-only"), "{out}");
+    let lines = out.lines();
+    assert_eq!(lines.len(), 1, "{out}");
+    assert!(
+        lines[0].contains(" - fuse.fuse-overlayfs "),
+        "auto fell back to fuse-overlayfs: {}\n{out}",
+        lines[0]
+    );
 }
 
 /// Run by ci/test.sh as root, which can take /dev/fuse away for a moment: with the kernel
@@ -744,6 +775,8 @@ fn asroot_neither_overlay_works_and_the_error_names_both() {
         )
         .assert_success();
     }
+    // Until it is unmounted, no other test here snapshots the host's mount table.
+    let _mounting = mounting_on_the_host();
     let fuse = Path::new("/usr/bin/fuse-overlayfs");
     as_user(
         &user,

@@ -613,3 +613,263 @@ fn net_none_has_a_working_loopback() {
     out.assert_success();
     assert_eq!(out.lines(), ["ping"]);
 }
+
+// ---------------------------------------------------------------------------------------
+// Mount options: tmpfs, and nosuid/nodev on binds
+// ---------------------------------------------------------------------------------------
+
+/// The mountinfo entry inside for `mount_point` (the last one: the visible mount).
+#[track_caller]
+fn entry_for(inside: &[MountEntry], mount_point: &str, out: &Outcome) -> MountEntry {
+    inside
+        .iter()
+        .rev()
+        .find(|e| e.mount_point == mount_point)
+        .cloned()
+        .unwrap_or_else(|| panic!("nothing is mounted on {mount_point} inside\n{out}"))
+}
+
+/// The filesystem type and super block options of a mountinfo line (after " - ").
+fn fs_type_and_super_options(entry: &MountEntry) -> (String, Vec<String>) {
+    let tail = entry.line.split(" - ").nth(1).unwrap_or("");
+    let mut fields = tail.split(' ');
+    let fs_type = fields.next().unwrap_or("").to_string();
+    let options = fields
+        .nth(1)
+        .unwrap_or("")
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    (fs_type, options)
+}
+
+fn has_option(options: &str, option: &str) -> bool {
+    options.split(',').any(|o| o == option)
+}
+
+#[test]
+fn tmpfs_mounts_get_their_size_mode_and_noexec() {
+    if !require_sandbox() {
+        return;
+    }
+    let dir = TempDir::new();
+    let profile = dir.join("tmpfs.json");
+    fs::write(
+        &profile,
+        r#"{"extends": "default", "mounts": [
+             {"type": "tmpfs", "destination": "/tmp/scratch", "size": "16M", "mode": "0750",
+              "options": ["noexec"]}]}"#,
+    )
+    .unwrap();
+    // A script in each tmpfs, run from there: only the noexec one refuses.
+    let script = "for d in /tmp/scratch /tmp/plain; do \
+                    printf '#!/bin/sh\\necho ran-in-%s\\n' $d > $d/x.sh && chmod 755 $d/x.sh; \
+                    $d/x.sh; echo $d-rc=$?; done; \
+                  stat -c '%n %a' /tmp/scratch /tmp/plain; \
+                  stat -f -c '%n %b %S' /tmp/scratch; \
+                  echo ---; cat /proc/self/mountinfo";
+    let out = sandbox_sh(
+        dir.path(),
+        &["-p", profile.to_str().unwrap(), "--tmpfs", "/tmp/plain"],
+        script,
+    );
+    out.assert_success();
+    let text = out.stdout();
+    let (report, mountinfo) = text.split_once("---\n").expect("the separator");
+    let lines: Vec<&str> = report.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "/tmp/scratch-rc=126",
+            "ran-in-/tmp/plain",
+            "/tmp/plain-rc=0",
+            "/tmp/scratch 750",
+            "/tmp/plain 755",
+            // 16M in 4K blocks.
+            "/tmp/scratch 4096 4096",
+        ],
+        "{out}"
+    );
+    assert!(out.stderr().contains("Permission denied"), "noexec\n{out}");
+    let inside = parse_mountinfo(mountinfo);
+    let scratch = entry_for(&inside, "/tmp/scratch", &out);
+    let (fs_type, options) = fs_type_and_super_options(&scratch);
+    assert_eq!(fs_type, "tmpfs", "{}", scratch.line);
+    assert!(has_option(&scratch.options, "noexec"), "{}", scratch.line);
+    assert!(has_option(&scratch.options, "rw"), "{}", scratch.line);
+    assert!(
+        options.contains(&"size=16384k".to_string()),
+        "{}",
+        scratch.line
+    );
+    assert!(
+        options.contains(&"mode=750".to_string()),
+        "{}",
+        scratch.line
+    );
+    // --tmpfs DST: an empty, writable, executable tmpfs.
+    let plain = entry_for(&inside, "/tmp/plain", &out);
+    let (fs_type, options) = fs_type_and_super_options(&plain);
+    assert_eq!(fs_type, "tmpfs", "{}", plain.line);
+    assert!(!has_option(&plain.options, "noexec"), "{}", plain.line);
+    assert!(options.contains(&"mode=755".to_string()), "{}", plain.line);
+}
+
+#[test]
+fn tmpfs_option_gives_an_empty_directory_over_a_bound_one() {
+    if !require_sandbox() {
+        return;
+    }
+    // A directory of the working directory (bound in read-write) with a file in it.
+    let dir = TempDir::new();
+    let hidden = dir.join("cache");
+    fs::create_dir(&hidden).unwrap();
+    fs::write(hidden.join("secret"), "host\n").unwrap();
+    let hidden = hidden.to_str().unwrap();
+    let script = format!("ls -A {hidden}; touch {hidden}/new && echo writable");
+    let out = sandbox_sh(dir.path(), &["--tmpfs", hidden], &script);
+    out.assert_success();
+    assert_eq!(out.lines(), ["writable"], "{out}");
+    assert!(
+        !dir.join("cache/new").exists(),
+        "the write reached the host"
+    );
+    // Control: without --tmpfs the host's file shows, and the write goes through.
+    let out = sandbox_sh(dir.path(), &[], &script);
+    out.assert_success();
+    assert_eq!(out.lines(), ["secret", "writable"], "control\n{out}");
+    assert!(dir.join("cache/new").exists());
+}
+
+/// The options of the host mount that holds `path` (the longest mount point above it).
+fn host_mount_options(path: &Path) -> String {
+    let text = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    parse_mountinfo(&text)
+        .into_iter()
+        .filter(|e| path.starts_with(&e.mount_point))
+        .max_by_key(|e| e.mount_point.len())
+        .map(|e| e.options)
+        .unwrap_or_default()
+}
+
+#[test]
+fn binds_are_nosuid_and_nodev() {
+    if !require_sandbox() {
+        return;
+    }
+    let dir = TempDir::new();
+    let src = TempDir::new();
+    let out = sandbox_sh(
+        dir.path(),
+        &[
+            "--bind",
+            &format!("{}:/tmp/rw", src.str()),
+            "--ro-bind",
+            &format!("{}:/tmp/ro", src.str()),
+        ],
+        "cat /proc/self/mountinfo",
+    );
+    out.assert_success();
+    let inside = parse_mountinfo(&out.stdout());
+    for (point, access) in [
+        ("/tmp/rw", "rw"),
+        ("/tmp/ro", "ro"),
+        (dir.str(), "rw"), // the working directory's own bind
+    ] {
+        let entry = entry_for(&inside, point, &out);
+        for option in [access, "nosuid", "nodev"] {
+            assert!(
+                has_option(&entry.options, option),
+                "{point} lacks {option}: {}",
+                entry.line
+            );
+        }
+    }
+    // Control: the host mount they come from is not nosuid and nodev already, so the
+    // options are sbx's (where it is, as on some hosts' /tmp, this says so).
+    let host = host_mount_options(src.path());
+    if has_option(&host, "nosuid") && has_option(&host, "nodev") {
+        eprintln!(
+            "note {}: the host mount of {} is nosuid,nodev already ({host})",
+            test_name(),
+            src.str()
+        );
+    }
+}
+
+#[test]
+fn verbose_run_lists_the_mounts_it_makes() {
+    if !require_sandbox() {
+        return;
+    }
+    let dir = TempDir::new();
+    let src = TempDir::new();
+    let (rw, ro, tmp) = ("/tmp/v-rw", "/tmp/v-ro", "/tmp/v-tmp");
+    let out = sandbox_sh(
+        dir.path(),
+        &[
+            "-v",
+            "--bind",
+            &format!("{}:{rw}", src.str()),
+            "--ro-bind",
+            &format!("{}:{ro}", src.str()),
+            "--tmpfs",
+            tmp,
+        ],
+        "cat /proc/self/mountinfo",
+    );
+    out.assert_success();
+    let listed: Vec<String> = out
+        .stderr()
+        .lines()
+        .filter_map(|l| l.strip_prefix("sbx: mount: "))
+        .map(String::from)
+        .collect();
+    let find = |needle: &str| {
+        listed
+            .iter()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("-v lists no mount with {needle}\n{out}"))
+            .clone()
+    };
+    let bind_rw = find(&format!("destination: {rw:?}"));
+    assert!(bind_rw.starts_with("Bind {"), "{bind_rw}");
+    assert!(
+        bind_rw.contains(&format!("source: {:?}", src.str())),
+        "{bind_rw}"
+    );
+    assert!(bind_rw.contains("readonly: false"), "{bind_rw}");
+    let bind_ro = find(&format!("destination: {ro:?}"));
+    assert!(
+        bind_ro.contains(&format!("source: {:?}", src.str())),
+        "{bind_ro}"
+    );
+    assert!(bind_ro.contains("readonly: true"), "{bind_ro}");
+    let tmpfs = find(&format!("destination: {tmp:?}"));
+    assert!(tmpfs.starts_with("Tmpfs {"), "{tmpfs}");
+    let cwd = find(&format!("destination: {:?}", dir.str()));
+    assert!(
+        cwd.contains("readonly: false"),
+        "the working directory: {cwd}"
+    );
+    // Every destination listed is a mount point inside, with the access it was listed with.
+    let inside = parse_mountinfo(&out.stdout());
+    for line in &listed {
+        let destination = line
+            .split("destination: \"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("no destination in {line}"));
+        let entry = entry_for(&inside, destination, &out);
+        let access = if line.contains("readonly: true") {
+            "ro"
+        } else {
+            "rw"
+        };
+        assert!(
+            has_option(&entry.options, access),
+            "-v says {line}, inside: {}",
+            entry.line
+        );
+    }
+}

@@ -53,6 +53,105 @@ fn rlimit_fsize_stops_a_large_write() {
     assert_eq!(lines[1], "65536", "{out}");
 }
 
+/// The `Max ...` lines of /proc/self/limits as (soft, hard) by name.
+fn parse_limits(text: &str) -> std::collections::BTreeMap<String, (String, String)> {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            // Names are words separated by single spaces; columns by runs of spaces.
+            let (name, rest) = l.split_once("  ")?;
+            let mut values = rest.split_whitespace();
+            Some((
+                name.trim().to_string(),
+                (values.next()?.to_string(), values.next()?.to_string()),
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn every_rlimit_shows_in_proc_self_limits() {
+    if !require_sandbox() {
+        return;
+    }
+    let dir = TempDir::new();
+    // (option, the /proc/self/limits line, soft, hard in its units) for the rlimits no
+    // other test sets; each within an unprivileged user's usual hard limits.
+    let cases = [
+        ("nproc=300:400", "Max processes", "300", "400"),
+        ("core=1M:2M", "Max core file size", "1048576", "2097152"),
+        ("as=2G:3G", "Max address space", "2147483648", "3221225472"),
+        ("cpu=100:200", "Max cpu time", "100", "200"),
+        ("stack=4M:6M", "Max stack size", "4194304", "6291456"),
+        ("memlock=32K:64K", "Max locked memory", "32768", "65536"),
+    ];
+    let mut options = Vec::new();
+    for (option, ..) in &cases {
+        options.extend(["--rlimit", option]);
+    }
+    let out = sandbox_sh(dir.path(), &options, "cat /proc/self/limits");
+    out.assert_success();
+    let inside = parse_limits(&out.stdout());
+    let outside = parse_limits(&fs::read_to_string("/proc/self/limits").unwrap());
+    for (option, line, soft, hard) in cases {
+        let (s, h) = inside
+            .get(line)
+            .unwrap_or_else(|| panic!("no {line:?} line inside\n{out}"));
+        assert_eq!(
+            (s.as_str(), h.as_str()),
+            (soft, hard),
+            "--rlimit {option}: {line}\n{out}"
+        );
+        // Control: not what the test runs with anyway.
+        assert_ne!(
+            outside.get(line).map(|(s, h)| (s.as_str(), h.as_str())),
+            Some((soft, hard)),
+            "{line} is already {soft}:{hard} outside; pick other values"
+        );
+    }
+}
+
+#[test]
+fn rlimit_cpu_stops_a_busy_loop() {
+    if !require_sandbox() {
+        return;
+    }
+    let dir = TempDir::new();
+    let start = Instant::now();
+    // One second of CPU time: the kernel sends SIGXCPU (24) at the soft limit.
+    let out = sandbox_sh(dir.path(), &["--rlimit", "cpu=1:5"], "while :; do :; done");
+    assert_eq!(out.code, 128 + libc::SIGXCPU, "killed by SIGXCPU\n{out}");
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn rlimit_as_stops_a_large_allocation() {
+    if !require_sandbox() {
+        return;
+    }
+    if !Path::new("/usr/bin/python3").exists() {
+        skip("/usr/bin/python3 is missing (ci/setup-host.sh installs it)");
+        return;
+    }
+    let dir = TempDir::new();
+    let grab = "try:\n b = bytearray(1 << 30)\n print('allocated')\n\
+                except MemoryError:\n print('refused')\n";
+    let out = run(sbx_run(
+        dir.path(),
+        &["--rlimit", "as=256M", "--", "/usr/bin/python3", "-c", grab],
+    ));
+    out.assert_success();
+    assert_eq!(out.lines(), ["refused"], "1 GiB under as=256M\n{out}");
+    // Control: without the limit the same allocation works.
+    let out = run(sbx_run(dir.path(), &["--", "/usr/bin/python3", "-c", grab]));
+    out.assert_success();
+    assert_eq!(out.lines(), ["allocated"], "control\n{out}");
+}
+
 #[test]
 fn profile_rlimits_apply_and_cli_overrides_them() {
     if !require_sandbox() {
@@ -220,37 +319,79 @@ fn require_delegation() -> bool {
     require_sandbox() && require("cgroup_delegation")
 }
 
-/// The sandboxes' leaves live beside the caller's own cgroup.
-fn leaves() -> Vec<PathBuf> {
-    let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let Some(path) = own.lines().find_map(|l| l.strip_prefix("0::")) else {
-        return Vec::new();
-    };
-    let mine = Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
-    let Some(parent) = mine.parent() else {
-        return Vec::new();
-    };
-    fs::read_dir(parent)
+/// The cgroup of the host process `pid`, as a directory under /sys/fs/cgroup (the tests
+/// run in the host's cgroup namespace, so /proc/PID/cgroup gives the whole path).
+#[track_caller]
+fn cgroup_of(pid: i32) -> PathBuf {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/cgroup: {e}"));
+    let path = text
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or_else(|| panic!("no cgroup v2 line in /proc/{pid}/cgroup: {text}"));
+    Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'))
+}
+
+/// The sandbox's leaf, found through the cgroup of its command (host pid `pid`): a
+/// directory named sbx-PID that exists now. Wherever sbx put it (beside the caller's
+/// cgroup, or beside the systemd scope it ran itself in), the test sees it.
+#[track_caller]
+fn leaf_of(pid: i32) -> PathBuf {
+    let leaf = cgroup_of(pid);
+    assert!(
+        leaf.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("sbx-")),
+        "the sandbox's command is not in a leaf of sbx's: {}",
+        leaf.display()
+    );
+    assert!(leaf.is_dir(), "{} does not exist", leaf.display());
+    leaf
+}
+
+/// The `sbx-*` cgroups beside `leaf`, other than `leaf` itself.
+fn others_beside(leaf: &Path) -> Vec<PathBuf> {
+    let parent = leaf.parent().expect("a leaf has a parent");
+    let mut found: Vec<PathBuf> = fs::read_dir(parent)
         .map(|d| {
             d.flatten()
                 .map(|e| e.path())
+                .filter(|p| p != leaf)
                 .filter(|p| {
                     p.file_name()
                         .is_some_and(|n| n.to_string_lossy().starts_with("sbx-"))
                 })
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    found.sort();
+    found
 }
 
-/// Waits (20 s at most) until the leaves beside ours are `before` again.
+/// Waits (20 s at most) until `leaf` is gone and no other `sbx-*` cgroup beside it is
+/// new since `others` (the ones seen while the sandbox ran).
 #[track_caller]
-fn assert_leaves_return_to(before: &[PathBuf], what: &str) {
+fn assert_leaf_removed(leaf: &Path, others: &[PathBuf], what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while leaves() != before && Instant::now() < deadline {
+    while leaf.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(leaves(), before, "{what}");
+    assert!(!leaf.exists(), "{what}: {} is still there", leaf.display());
+    let left: Vec<PathBuf> = others_beside(leaf)
+        .into_iter()
+        .filter(|p| !others.contains(p))
+        .collect();
+    assert!(left.is_empty(), "{what}: new cgroups beside it: {left:?}");
+}
+
+/// The host pid of the process whose arguments include `marker` and that runs `program`.
+#[track_caller]
+fn command_pid(marker: &str, program: &str) -> i32 {
+    wait_for_process(
+        marker,
+        |p| p.argv.first().is_some_and(|a| a == program),
+        Duration::from_secs(20),
+    )
+    .pid
 }
 
 #[test]
@@ -286,6 +427,29 @@ fn cgroup_memory_limit_kills_a_hog_and_says_so() {
         out.stderr().contains("killed: out of memory (limit 32M)"),
         "{out}"
     );
+}
+
+#[test]
+fn cgroup_memory_swap_is_written() {
+    if !require_delegation() {
+        return;
+    }
+    let dir = TempDir::new();
+    let out = sandbox_sh(
+        dir.path(),
+        &["--memory", "64M", "--memory-swap", "16M"],
+        "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory.swap.max",
+    );
+    out.assert_success();
+    assert_eq!(out.lines(), ["67108864", "16777216"], "{out}");
+    // Control: without the option, swap is not limited.
+    let out = sandbox_sh(
+        dir.path(),
+        &["--memory", "64M"],
+        "cat /sys/fs/cgroup/memory.swap.max",
+    );
+    out.assert_success();
+    assert_eq!(out.lines(), ["max"], "{out}");
 }
 
 #[test]
@@ -348,9 +512,35 @@ fn cgroup_leaf_is_removed_after_the_run() {
         return;
     }
     let dir = TempDir::new();
-    let before = leaves();
-    sandbox_sh(dir.path(), &["--pids", "100"], "true").assert_success();
-    assert_eq!(leaves(), before);
+    let marker = unique("leaf");
+    let mut cmd = sbx_run(
+        dir.path(),
+        &[
+            "--pids",
+            "100",
+            "--",
+            "sh",
+            "-c",
+            "echo up; read _",
+            &marker,
+        ],
+    );
+    let mut running = spawn_with_stdin(&mut cmd);
+    let stdin = running.child.stdin.take();
+    running.wait_for_stdout("up", TIMEOUT);
+    // While it runs: the command sits in a leaf of its own, with the limit.
+    let leaf = leaf_of(command_pid(&marker, "sh"));
+    assert_eq!(
+        fs::read_to_string(leaf.join("pids.max")).unwrap().trim(),
+        "100",
+        "{}",
+        leaf.display()
+    );
+    let others = others_beside(&leaf);
+    drop(stdin);
+    running.finish(TIMEOUT).assert_success();
+    assert!(!leaf.exists(), "{} outlived the run", leaf.display());
+    assert_leaf_removed(&leaf, &others, "after the run");
 }
 
 #[test]
@@ -360,21 +550,22 @@ fn cgroup_kill_9_of_sbx_leaves_no_cgroup() {
     }
     let dir = TempDir::new();
     let marker = unique("cgroup-kill");
-    let before = leaves();
     let mut cmd = sbx_run(
         dir.path(),
         &["--pids", "100", "--", "sh", "-c", "sleep 1000", &marker],
     );
     let running = spawn(&mut cmd, None);
-    wait_for_process(
+    let command = wait_for_process(
         &marker,
         |p| p.argv.iter().any(|a| a == "sleep 1000"),
         Duration::from_secs(20),
     );
+    let leaf = leaf_of(command.pid);
+    let others = others_beside(&leaf);
     running.signal(nix::sys::signal::Signal::SIGKILL);
     let _ = running.finish(Duration::from_secs(20));
     assert_no_process_with(&marker, Duration::from_secs(20));
-    assert_leaves_return_to(&before, "the janitor removes the leaf");
+    assert_leaf_removed(&leaf, &others, "the janitor removes the leaf");
 }
 
 #[test]
@@ -391,11 +582,15 @@ fn cgroup_exec_joins_the_sandboxs_cgroup_and_limits() {
             .env("XDG_DATA_HOME", store.path());
         run(cmd)
     };
-    let before = leaves();
     let out = sbx_in(&[
         "run", "--name", "lim", "-d", "--pids", "20", "--", "sleep", "1000",
     ]);
     out.assert_success();
+    let info: serde_json::Value =
+        serde_json::from_str(&sbx_in(&["inspect", "lim"]).stdout()).expect("inspect JSON");
+    let pid = info["command_pid"].as_i64().expect("command_pid") as i32;
+    let leaf = leaf_of(pid);
+    let others = others_beside(&leaf);
     let out = sbx_in(&[
         "exec",
         "lim",
@@ -418,5 +613,5 @@ fn cgroup_exec_joins_the_sandboxs_cgroup_and_limits() {
     assert!(!out.stdout().contains("all-forked"), "{out}");
     assert!(out.stderr().contains("fork"), "{out}");
     sbx_in(&["rm", "-f", "lim"]).assert_success();
-    assert_leaves_return_to(&before, "rm -f removes the leaf");
+    assert_leaf_removed(&leaf, &others, "rm -f removes the leaf");
 }

@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::fs;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -287,6 +288,58 @@ fn names_are_unique_and_validated() {
 }
 
 #[test]
+fn names_are_at_most_64_characters() {
+    if !require_sandbox() {
+        return;
+    }
+    let n = Named::new();
+    let longest = "n".repeat(64);
+    let too_long = "n".repeat(65);
+    n.sbx(&["run", "--name", &too_long, "--", "true"])
+        .assert_sbx_error(&["invalid sandbox name", "at most 64 characters"]);
+    assert!(n.ps(true).is_empty(), "nothing recorded for a refused name");
+    n.sbx(&["run", "--name", &longest, "--", "true"])
+        .assert_success();
+    assert_eq!(n.row(&longest)["state"], "exited");
+}
+
+#[test]
+fn exec_will_not_follow_the_command_into_nested_namespaces() {
+    if !require_sandbox() {
+        return;
+    }
+    let n = Named::new();
+    // Control: with --allow-nested and a command that stays put, exec works.
+    n.detach("flat", &["--allow-nested"], &["sleep", "1000"]);
+    let out = n.exec_sh("flat", "echo entered");
+    out.assert_success();
+    assert_eq!(out.lines(), ["entered"], "{out}");
+    // The command moves into a user and mount namespace of its own.
+    n.detach(
+        "nested",
+        &["--allow-nested"],
+        &["unshare", "--user", "--mount", "sleep", "1000"],
+    );
+    let info = n.inspect("nested");
+    let pid = info["command_pid"].as_i64().expect("command_pid");
+    let recorded = info["namespaces"]["user"]
+        .as_u64()
+        .expect("the recorded user namespace");
+    let user_ns = || {
+        std::fs::metadata(format!("/proc/{pid}/ns/user")).map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.ino()
+        })
+    };
+    eventually("the command's unshare", || {
+        user_ns().is_ok_and(|ino| ino != recorded)
+    });
+    let out = n.exec_sh("nested", "echo entered");
+    out.assert_sbx_error(&["has left the sandbox's", "will not enter a nested one"]);
+    assert!(!out.stdout().contains("entered"), "{out}");
+}
+
+#[test]
 fn a_first_run_that_fails_leaves_nothing() {
     if !require_sandbox() {
         return;
@@ -414,7 +467,7 @@ fn exec_shares_the_sandbox_and_is_a_child_of_its_init() {
 
 #[test]
 fn exec_gets_the_same_hardening_as_the_command() {
-    if !require_sandbox() || !require("seccomp") || !require("landlock") {
+    if !require_sandbox() || !require("seccomp") {
         return;
     }
     let n = Named::new();
@@ -436,17 +489,21 @@ fn exec_gets_the_same_hardening_as_the_command() {
     assert!(of_exec.contains("CapEff:\t0000000000000000"), "{of_exec}");
     assert!(of_exec.contains("NoNewPrivs:\t1"), "{of_exec}");
     assert!(of_exec.contains("Seccomp:\t2"), "{of_exec}");
-    // Landlock: under --net none TCP is denied outright (EACCES), where a plain process
-    // would get "connection refused" from loopback.
+    // The seccomp filter too: unshare is refused.
+    let out = n.sbx(&["exec", "hard", "--", "unshare", "--user", "true"]);
+    assert_ne!(out.code, 0, "unshare worked inside exec\n{out}");
+    assert!(out.stderr().contains("Operation not permitted"), "{out}");
+    // Landlock (network rules, ABI 4): under --net none TCP is denied outright (EACCES),
+    // where a plain process would get "connection refused" from loopback.
+    if !landlock::has_abi(4, n.work.path()) {
+        return;
+    }
     let out = n.exec_sh(
         "hard",
         "python3 -c 'import socket\ntry:\n socket.create_connection((\"127.0.0.1\", 9))\nexcept OSError as e:\n print(e.errno)'",
     );
     out.assert_success();
     assert_eq!(out.stdout().trim(), "13", "Landlock applies to exec\n{out}");
-    // The seccomp filter too: unshare is refused.
-    let out = n.sbx(&["exec", "hard", "--", "unshare", "--user", "true"]);
-    assert_ne!(out.code, 0, "unshare worked inside exec\n{out}");
 }
 
 #[test]
@@ -1072,7 +1129,7 @@ const SERVER: &str = r#"
 import socket
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", 7777))
+s.bind(("127.0.0.1", PORT))
 s.listen()
 print("listening", flush=True)
 while True:
@@ -1084,11 +1141,33 @@ while True:
 const CLIENT: &str = r#"
 import socket, sys
 try:
-    c = socket.create_connection(("127.0.0.1", 7777), timeout=5)
+    c = socket.create_connection(("127.0.0.1", PORT), timeout=5)
     print(c.recv(100).decode().strip())
 except OSError as e:
     print("refused", e.errno)
 "#;
+
+/// A TCP port nothing listens on on the host's loopback right now: the kernel picks it.
+/// (The servers here listen inside a sandbox; the host's side must find nothing there.)
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// The namespaces whose ids a process in a sandbox has, as `readlink /proc/PID/ns/NS`.
+const NAMESPACES: [&str; 5] = ["pid", "ipc", "uts", "mnt", "net"];
+
+/// `NS ns:[ID]` for each of [`NAMESPACES`] of the process `pid` ("self": this one).
+fn namespace_ids(pid: &str) -> Vec<(String, String)> {
+    NAMESPACES
+        .iter()
+        .map(|ns| {
+            let link = std::fs::read_link(format!("/proc/{pid}/ns/{ns}"))
+                .unwrap_or_else(|e| panic!("readlink /proc/{pid}/ns/{ns}: {e}"));
+            (ns.to_string(), link.to_string_lossy().into_owned())
+        })
+        .collect()
+}
 
 #[test]
 fn a_sandbox_joins_anothers_network() {
@@ -1096,35 +1175,61 @@ fn a_sandbox_joins_anothers_network() {
         return;
     }
     let n = Named::new();
+    let port = free_port().to_string();
+    let (server, client) = (SERVER.replace("PORT", &port), CLIENT.replace("PORT", &port));
     // The server's side needs TCP, which Landlock denies under --net none.
-    n.detach("db", &["--landlock", "off"], &["python3", "-c", SERVER]);
+    n.detach("db", &["--landlock", "off"], &["python3", "-c", &server]);
     eventually("the server", || {
         n.sbx(&["logs", "db"]).stdout().contains("listening")
     });
-    let out = n.sbx(&["run", "--net", "sandbox:db", "--", "python3", "-c", CLIENT]);
+    let out = n.sbx(&["run", "--net", "sandbox:db", "--", "python3", "-c", &client]);
     out.assert_success();
     assert_eq!(out.stdout().trim(), "hello from db", "{out}");
     // Control: a sandbox of its own does not reach it, and neither does the host.
-    let out = n.sbx(&["run", "--landlock", "off", "--", "python3", "-c", CLIENT]);
+    let out = n.sbx(&["run", "--landlock", "off", "--", "python3", "-c", &client]);
     assert_eq!(out.stdout().trim(), "refused 111", "{out}");
     let host = run({
         let mut c = Command::new("python3");
-        c.args(["-c", CLIENT]);
+        c.args(["-c", &client]);
         c
     });
-    assert!(host.stdout().starts_with("refused"), "{host}");
-    // Its other namespaces are its own.
-    let out = n.sbx(&[
-        "run",
-        "--net",
-        "sandbox:db",
-        "--",
-        "sh",
-        "-c",
-        "hostname; ls /proc | grep -c '^[0-9]'",
-    ]);
+    assert_eq!(host.stdout().trim(), "refused 111", "{host}");
+    // Its other namespaces are its own: the joiner's ids against the server's (read on
+    // the host, through the server's /proc entry) and the host's.
+    let db_pid = n.inspect("db")["command_pid"]
+        .as_i64()
+        .expect("inspect names the command's pid")
+        .to_string();
+    let db = namespace_ids(&db_pid);
+    let host = namespace_ids("self");
+    let script = NAMESPACES
+        .map(|ns| format!("echo {ns} $(readlink /proc/self/ns/{ns})"))
+        .join("; ");
+    let out = n.sbx(&["run", "--net", "sandbox:db", "--", "sh", "-c", &script]);
     out.assert_success();
-    assert_ne!(out.lines()[0], "", "{out}");
+    let joiner: Vec<(String, String)> = out
+        .lines()
+        .iter()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(ns, id)| (ns.to_string(), id.to_string()))
+        .collect();
+    assert_eq!(joiner.len(), NAMESPACES.len(), "{out}");
+    for (((ns, mine), (_, of_db)), (_, of_host)) in joiner.iter().zip(&db).zip(&host) {
+        assert!(mine.starts_with(&format!("{ns}:[")), "{ns}: {mine}\n{out}");
+        if ns == "net" {
+            assert_eq!(mine, of_db, "the joiner shares db's network\n{out}");
+        } else {
+            assert_ne!(
+                mine, of_db,
+                "the joiner has a {ns} namespace of its own\n{out}"
+            );
+            assert_ne!(
+                mine, of_host,
+                "the joiner's {ns} namespace is not the host's\n{out}"
+            );
+        }
+    }
+    assert_ne!(db[4].1, host[4].1, "db has a network of its own");
 }
 
 #[test]
@@ -1255,6 +1360,105 @@ fn crossuser_sandboxes_are_private_to_their_user() {
     sbx_as(&owner, &[], &["rm", "-f", &name]).assert_success();
 }
 
+/// Connects to the SOCK_SEQPACKET socket argv[1] and says what init does with the
+/// connection: `closed` (dropped at once), `kept` (open, waiting for a request) or
+/// `error ERRNO` (no connection at all).
+const CONTROL_CLIENT: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+try:
+    s.connect(sys.argv[1])
+except OSError as e:
+    print("error", e.errno)
+    sys.exit(0)
+s.settimeout(2)
+try:
+    print("closed" if s.recv(4096) == b"" else "data")
+except socket.timeout:
+    print("kept")
+except OSError as e:
+    print("closed", e.errno)
+"#;
+
+/// Run by ci/test.sh as root. The control socket sits in a private directory, which is the
+/// first layer; init's check of the peer's uid is the second. Root opens the first (the
+/// directories searchable, the socket writable by all) to show the second alone keeps the
+/// other user out, while the owner's connection through the same path is served.
+#[test]
+fn crossuser_init_serves_only_its_own_user_on_the_control_socket() {
+    if uid() != 0 {
+        skip("needs root, to act as two users (ci/test.sh runs it as root)");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let owner = std::env::var("SBX_TEST_USER").unwrap_or_else(|_| "sbxtest".into());
+    let other = std::env::var("SBX_TEST_NOSUB_USER").unwrap_or_else(|_| "sbxnosub".into());
+    let pw = nix::unistd::User::from_name(&owner)
+        .ok()
+        .flatten()
+        .expect("the test user");
+    // The owner's sandbox state in directories of this test's own.
+    let base = TempDir::new();
+    fs::set_permissions(base.path(), fs::Permissions::from_mode(0o711)).unwrap();
+    let (data, runtime) = (base.join("data"), base.join("runtime"));
+    for dir in [&data, &runtime] {
+        fs::create_dir(dir).unwrap();
+        nix::unistd::chown(dir, Some(pw.uid), Some(pw.gid)).unwrap();
+    }
+    let env = [
+        ("XDG_DATA_HOME", data.as_path()),
+        ("XDG_RUNTIME_DIR", runtime.as_path()),
+    ];
+    let name = format!("ctl{}", std::process::id());
+    sbx_as(
+        &owner,
+        &env,
+        &["run", "--name", &name, "-d", "--", "sleep", "1000"],
+    )
+    .assert_success();
+    struct Remove<'a>(&'a str, [(&'a str, &'a Path); 2], String);
+    impl Drop for Remove<'_> {
+        fn drop(&mut self) {
+            let _ = sbx_as(self.0, &self.1, &["rm", "-f", &self.2]);
+        }
+    }
+    let _remove = Remove(&owner, env, name.clone());
+    let info: Value = serde_json::from_str(&sbx_as(&owner, &env, &["inspect", &name]).stdout())
+        .expect("inspect JSON");
+    let dir = Path::new(info["runtime_dir"].as_str().expect("runtime_dir")).to_path_buf();
+    let socket = dir.join("ctl.sock");
+    assert!(socket.exists(), "no control socket at {}", socket.display());
+    // Open the first layer: every directory from the runtime dir down searchable, the
+    // socket writable by anyone.
+    let mut at = dir.clone();
+    while at.starts_with(&runtime) {
+        let mode = fs::metadata(&at).unwrap().permissions().mode();
+        fs::set_permissions(&at, fs::Permissions::from_mode(mode | 0o011)).unwrap();
+        if !at.pop() {
+            break;
+        }
+    }
+    fs::set_permissions(&socket, fs::Permissions::from_mode(0o777)).unwrap();
+    let client = |user: &str| {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", user, "--", "python3", "-c", CONTROL_CLIENT])
+            .arg(&socket)
+            .current_dir("/");
+        let out = run(cmd);
+        out.assert_success();
+        out.stdout().trim().to_string()
+    };
+    let of_other = client(&other);
+    assert!(
+        of_other == "closed" || of_other.starts_with("closed "),
+        "{other} got a connection init kept: {of_other}"
+    );
+    // Control: the owner, through the same path, is served.
+    assert_eq!(client(&owner), "kept", "the owner's connection");
+    // And the sandbox still works for its owner.
+    sbx_as(&owner, &env, &["exec", &name, "--", "true"]).assert_success();
+}
+
 #[test]
 fn start_attached_runs_in_the_foreground_with_its_exit_code() {
     if !require_sandbox() {
@@ -1371,20 +1575,22 @@ fn sandboxes_on_images_share_a_network() {
         return;
     };
     // busybox nc serving on the first sandbox's loopback (TCP needs Landlock off there).
+    let port = free_port();
     n.detach(
         "db",
         &["--image", "app", "--landlock", "off"],
         &[
             "sh",
             "-c",
-            "echo up; while :; do echo hello-from-db | nc -l -p 7777; done",
+            &format!("echo up; while :; do echo hello-from-db | nc -l -p {port}; done"),
         ],
     );
     eventually("the server", || {
         n.sbx(&["logs", "db"]).stdout().contains("up")
     });
-    let fetch =
-        "for i in 1 2 3 4 5 6 7 8 9 10; do nc 127.0.0.1 7777 </dev/null && exit; sleep 0.2; done";
+    let fetch = format!(
+        "for i in 1 2 3 4 5 6 7 8 9 10; do nc 127.0.0.1 {port} </dev/null && exit; sleep 0.2; done"
+    );
     let out = n.sbx(&[
         "run",
         "--image",
@@ -1394,7 +1600,7 @@ fn sandboxes_on_images_share_a_network() {
         "--",
         "sh",
         "-c",
-        fetch,
+        &fetch,
     ]);
     out.assert_success();
     assert_eq!(out.stdout().trim(), "hello-from-db", "{out}");

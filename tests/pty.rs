@@ -148,48 +148,136 @@ except OSError as e:
     print("tiocsti-failed", e.errno)
 "#;
 
+fn require_python() -> bool {
+    Path::new(PYTHON).exists()
+        || skip(&format!(
+            "{PYTHON} is missing (ci/setup-host.sh installs python3)"
+        ))
+}
+
+/// Whether this kernel still lets a process push input into its controlling terminal
+/// (`dev.tty.legacy_tiocsti`, 1 unless the host turned it off). With 0 the kernel refuses
+/// TIOCSTI to anyone without CAP_SYS_ADMIN (EIO), and only sbx's own layers tell apart.
+fn legacy_tiocsti() -> bool {
+    fs::read_to_string("/proc/sys/dev/tty/legacy_tiocsti")
+        .map(|v| v.trim() != "0")
+        .unwrap_or(true)
+}
+
+/// The TIOCSTI probe's errno (`None` when it injected).
+#[track_caller]
+fn tiocsti_result(out: &Outcome) -> Option<i32> {
+    let text = out.stdout();
+    if text.contains("injected") {
+        return None;
+    }
+    let errno = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("tiocsti-failed "))
+        .unwrap_or_else(|| panic!("the probe printed no result\n{out}"));
+    Some(errno.parse().unwrap())
+}
+
+/// `SESSION TTY_NR` (fields 6 and 7 of /proc/self/stat) as `cut` sees them.
+const SESSION_AND_TTY: &str = "cut -d' ' -f6,7 /proc/self/stat";
+
 #[test]
 fn tiocsti_cannot_reach_the_callers_terminal() {
-    if !require_sandbox() {
-        return;
-    }
-    if !Path::new(PYTHON).exists() {
-        skip(&format!(
-            "{PYTHON} is missing (ci/setup-host.sh installs python3)"
-        ));
+    if !require_sandbox() || !require_python() {
         return;
     }
     let dir = TempDir::new();
     let program = dir.join("tiocsti.py");
     fs::write(&program, TIOCSTI_PY).unwrap();
     let program = quote(program.to_str().unwrap());
+    let legacy = legacy_tiocsti();
     // Stdin a pipe, stdout the caller's terminal (script's pty): no pty of the sandbox's
     // own, so fd 1 inside is the caller's terminal itself.
-    let legacy = fs::read_to_string("/proc/sys/dev/tty/legacy_tiocsti")
-        .map(|v| v.trim() != "0")
-        .unwrap_or(true);
+    let through_sbx = |options: &str| {
+        let line = format!(
+            "{} </dev/null",
+            sbx_line(&format!("{options} -- {PYTHON} {program}"))
+        );
+        let out = on_a_terminal(&dir, &line, b"").expect("script is there");
+        out.assert_success();
+        tiocsti_result(&out)
+    };
     if legacy {
         // Control: without sbx, the same program can push input into the terminal.
         let Some(out) = on_a_terminal(&dir, &format!("{PYTHON} {program} </dev/null"), b"") else {
             return;
         };
-        assert!(out.stdout().contains("injected"), "control\n{out}");
+        assert_eq!(tiocsti_result(&out), None, "control\n{out}");
     } else {
-        eprintln!("note: dev.tty.legacy_tiocsti=0 here: the kernel refuses TIOCSTI anyway");
+        eprintln!(
+            "note {}: dev.tty.legacy_tiocsti=0 here: the kernel refuses TIOCSTI (EIO) by itself, \
+             so sbx's own layers are checked by what they do",
+            test_name()
+        );
     }
-    let line = format!("{} </dev/null", sbx_line(&format!("-- {PYTHON} {program}")));
-    let Some(out) = on_a_terminal(&dir, &line, b"") else {
-        return;
-    };
-    out.assert_success();
-    let text = out.stdout();
-    assert!(!text.contains("injected"), "{out}");
-    let errno = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("tiocsti-failed "))
-        .unwrap_or_else(|| panic!("{out}"));
-    assert!(
-        errno == libc::EPERM.to_string() || errno == libc::EIO.to_string(),
-        "TIOCSTI fails with EPERM or EIO, not errno {errno}\n{out}"
+    let eperm_or_eio = [libc::EPERM, libc::EIO];
+    match through_sbx("") {
+        Some(errno) => assert!(eperm_or_eio.contains(&errno), "errno {errno}"),
+        None => panic!("TIOCSTI reached the caller's terminal through sbx"),
+    }
+    // The session layer, with the filter off: the command is in a session of its own, so
+    // the caller's terminal is not its controlling terminal, and the kernel says EPERM
+    // (EIO where it refuses TIOCSTI to everyone).
+    let expected = if legacy { libc::EPERM } else { libc::EIO };
+    assert_eq!(
+        through_sbx("--seccomp off"),
+        Some(expected),
+        "TIOCSTI on the caller's terminal with --seccomp off"
     );
+    // What makes it so: outside, the caller's terminal is the controlling one (tty_nr not
+    // 0); inside, there is none (tty_nr 0), and the session is one whose leader is inside
+    // the sandbox (a session led from outside the pid namespace reads as 0).
+    let line = format!(
+        "{SESSION_AND_TTY}; {} </dev/null",
+        sbx_line(&format!("-- {SESSION_AND_TTY}"))
+    );
+    let out = on_a_terminal(&dir, &line, b"").expect("script is there");
+    out.assert_success();
+    let lines = out.lines();
+    assert_eq!(lines.len(), 2, "{out}");
+    let fields = |l: &str| -> (i64, i64) {
+        let (sid, tty) = l.split_once(' ').unwrap_or_else(|| panic!("{out}"));
+        (sid.parse().unwrap(), tty.parse().unwrap())
+    };
+    let (outside_sid, outside_tty) = fields(&lines[0]);
+    let (inside_sid, inside_tty) = fields(&lines[1]);
+    assert!(outside_sid > 0 && outside_tty != 0, "control: {out}");
+    assert_eq!(inside_tty, 0, "no controlling terminal inside\n{out}");
+    assert_ne!(inside_sid, 0, "a session of the sandbox's own\n{out}");
+}
+
+/// The seccomp layer alone: on a terminal the command gets a pty of the sandbox's own,
+/// which is its controlling terminal, so the kernel would let it push input there; the
+/// filter denies TIOCSTI whatever the terminal (EPERM, sbx's errno, where the kernel
+/// would say EIO or let it through).
+#[test]
+fn seccomp_denies_tiocsti_even_on_the_commands_own_terminal() {
+    if !require_sandbox() || !require("seccomp") || !require_python() {
+        return;
+    }
+    let dir = TempDir::new();
+    let program = dir.join("tiocsti.py");
+    fs::write(&program, TIOCSTI_PY).unwrap();
+    let program = quote(program.to_str().unwrap());
+    let run_on_own_pty = |options: &str| {
+        let line = sbx_line(&format!("{options} -- {PYTHON} {program}"));
+        let out = on_a_terminal(&dir, &line, b"").expect("script is there");
+        out.assert_success();
+        (tiocsti_result(&out), out)
+    };
+    let (result, out) = run_on_own_pty("");
+    assert_eq!(result, Some(libc::EPERM), "the filter's EPERM\n{out}");
+    // Control: without the filter, the kernel's own answer.
+    let (result, out) = run_on_own_pty("--seccomp off");
+    let kernel = if legacy_tiocsti() {
+        None
+    } else {
+        Some(libc::EIO)
+    };
+    assert_eq!(result, kernel, "--seccomp off: the kernel decides\n{out}");
 }

@@ -9,6 +9,8 @@
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
+pub mod landlock;
+
 use std::borrow::BorrowMut;
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
@@ -18,7 +20,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -780,8 +782,30 @@ fn unescape_octal(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Guards the host's mount table within one test binary (tests run as its threads): a test
+/// that mounts on the host itself (a FUSE filesystem) holds it exclusively from mount to
+/// unmount, and every snapshot-and-compare of the table ([`HostState`]) holds it shared,
+/// so a test's own mount never shows up as one a sandbox left behind. A thread must not
+/// take it twice.
+static HOST_MOUNT_TABLE: RwLock<()> = RwLock::new(());
+
+/// Held while this test mounts something on the host (see [`HOST_MOUNT_TABLE`]).
+pub fn mounting_on_the_host() -> RwLockWriteGuard<'static, ()> {
+    HOST_MOUNT_TABLE
+        .write()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Held while this test compares snapshots of the host's mount table.
+pub fn reading_host_mounts() -> RwLockReadGuard<'static, ()> {
+    HOST_MOUNT_TABLE
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
 /// The host's mount table as this test process sees it (it runs in the host's mount
-/// namespace, where sbx must never leave a mount).
+/// namespace, where sbx must never leave a mount). Compare two snapshots only while
+/// holding [`reading_host_mounts`], as [`HostState`] does.
 pub fn host_mounts() -> BTreeSet<String> {
     fs::read_to_string("/proc/self/mountinfo")
         .expect("read /proc/self/mountinfo")
@@ -814,17 +838,22 @@ pub fn tmp_entries() -> BTreeSet<PathBuf> {
         .collect()
 }
 
-/// A snapshot of what a run could leave behind on the host: mounts and temp files.
+/// A snapshot of what a run could leave behind on the host: mounts and temp files. It
+/// holds the mount table lock until dropped, so no test of this binary mounts on the host
+/// in between.
 pub struct HostState {
     mounts: BTreeSet<String>,
     tmp: BTreeSet<PathBuf>,
+    _mount_table: RwLockReadGuard<'static, ()>,
 }
 
 impl HostState {
     pub fn capture() -> HostState {
+        let guard = reading_host_mounts();
         HostState {
             mounts: host_mounts(),
             tmp: tmp_entries(),
+            _mount_table: guard,
         }
     }
 
