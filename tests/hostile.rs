@@ -15,6 +15,7 @@ use std::os::unix::fs::symlink;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 
@@ -598,11 +599,15 @@ try:
 except OSError as e:
     print("stopped", n, e.errno)
 "#;
-    let out = sandbox_sh(
-        project.path(),
-        &[],
+    // Thousands of forks: minutes under a VM's software emulation, so a longer deadline.
+    let mut cmd = sbx_run(project.path(), &[]);
+    cmd.args([
+        "--",
+        "sh",
+        "-c",
         &format!("grep 'Max processes' /proc/self/limits; /usr/bin/python3 -c '{bomb}'"),
-    );
+    ]);
+    let out = spawn(&mut cmd, None).finish(Duration::from_secs(300));
     out.assert_success();
     let lines = out.lines();
     assert!(lines[0].split_whitespace().any(|w| w == "4096"), "{out}");
