@@ -109,6 +109,9 @@ if [ ! -d tests/data ]; then
   exit 1
 fi
 cp -r tests/data "$stage/tests/"
+mkdir -p "$stage/docs" "$stage/ci"
+cp docs/*.md "$stage/docs/"
+cp ci/recipes.sh "$stage/ci/"
 for entry in "${test_bins[@]}"; do
   read -r kind name exe <<<"$entry"
   [ "$kind" = "test" ] && cp "$exe" "$stage/tests/$name"
@@ -186,9 +189,17 @@ if [ "$(id -u)" -eq 0 ]; then
   # and host conditions no user can cause (asroot_).
   echo "== tests as root, acting as $TEST_USER and $NOSUB_USER"
   run_tier root root "crossuser_ asroot_" ""
+  # The recipes of docs/ci.md, as written, as the test user.
+  if [ -z "$filter" ] || [[ recipes == *"$filter"* ]]; then
+    echo "== documented recipes as $TEST_USER"
+    run_as "$TEST_USER" bash "$stage/ci/recipes.sh" "$stage" "$stage/docs/ci.md" 2>&1 | count ||
+      failed+=("docs/ci.md recipes")
+  fi
 else
   echo "== integration tests as $(id -un)"
   run_tier user self "" "nosubuid_ cgroup_ crossuser_ asroot_"
+  echo "== documented recipes as $(id -un)"
+  bash ci/recipes.sh "$stage" docs/ci.md 2>&1 | count || failed+=("docs/ci.md recipes")
   tier_not_run nosub "needs root to run tests as the second test user"
   tier_not_run root "needs root"
 fi
