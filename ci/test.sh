@@ -12,6 +12,8 @@
 #   root      the crossuser_ and asroot_ tests as root, which acts as both users
 #   vm        the cgroup_ tests in a VM with full cgroup v2, in a delegated subtree
 #   vm-systemd  the same in a VM booting systemd, in a login session
+#   vm-kernel the kernel-sensitive tests (escape, hostile, isolation) in a VM on the
+#             distribution's own stock kernel (Debian 12: 6.1, Landlock ABI 2)
 #
 # Not as root, only the user tier can run (as the current user); the others are reported as
 # not run, and under SBX_TEST_STRICT=1 that is a failure.
@@ -226,6 +228,30 @@ vm_tier() {
     failed+=("$label tier: ${ran:-0} of ${#names[@]} cgroup_ tests passed")
   fi
 }
+# The tests whose outcome depends on the kernel (seccomp, Landlock's ABI, mount API), on the
+# oldest kernel sbx supports: one VM, the binaries one after another.
+vm_kernel_tier() {
+  local out="$stage/vm-kernel.out" script="" want=0 name
+  for name in escape hostile isolation; do
+    mapfile -t names < <(select_tests "$stage/tests/$name" "" "nosubuid_ cgroup_ crossuser_ asroot_")
+    [ ${#names[@]} -gt 0 ] || continue
+    want=$((want + ${#names[@]}))
+    script+="$stage/tests/$name --exact ${names[*]}; "
+  done
+  if [ $want = 0 ]; then
+    [ -n "$filter" ] || failed+=("vm-kernel tier: no test")
+    return 0
+  fi
+  SBX_BIN="$stage/sbx" SBX_TEST_DATA="$stage/tests/data" SBX_TEST_STRICT="$strict" \
+    SBX_VM_TIMEOUT=2400 bash ci/vm-test.sh --kernel -- sh -c "uname -r; rc=0; ${script//; / || rc=1; }exit \$rc" \
+    2>&1 | tee "$out" | count || failed+=("kernel-sensitive tests in the vm-kernel tier")
+  local ran
+  ran=$(sed -n 's/^test result: [a-z]*\. \([0-9]*\) passed.*/\1/p' "$out" | awk '{ s += $1 } END { print s + 0 }')
+  if [ "${ran:-0}" != "$want" ]; then
+    echo "ci/test.sh: the vm-kernel tier passed ${ran:-0} of $want tests" >&2
+    failed+=("vm-kernel tier: ${ran:-0} of $want tests passed")
+  fi
+}
 if [ "$(id -u)" -eq 0 ]; then
   echo "== cgroup v2 tests in a VM as $TEST_USER"
   vm_tier vm
@@ -233,7 +259,10 @@ if [ "$(id -u)" -eq 0 ]; then
   # reruns itself in a scope with Delegate=yes.
   echo "== cgroup v2 tests in a VM booting systemd, as $TEST_USER in a login session"
   vm_tier vm-systemd --systemd
+  echo "== kernel-sensitive tests in a VM on the distribution's stock kernel, as $TEST_USER"
+  vm_kernel_tier
 else
+  tier_not_run vm-kernel "ci/vm-test.sh needs root to boot its VM"
   tier_not_run vm "ci/vm-test.sh needs root to boot its VM"
   tier_not_run vm-systemd "ci/vm-test.sh needs root to boot its VM"
 fi

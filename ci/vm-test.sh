@@ -7,6 +7,7 @@
 #   sudo ci/vm-test.sh -- /tmp/sbx-ci.X/tests/limits --test-threads=1 cgroup_
 #   sudo ci/vm-test.sh --selftest             # checks the VM and the delegation, without sbx
 #   sudo ci/vm-test.sh --systemd [--selftest | -- CMD...]
+#   sudo ci/vm-test.sh --kernel -- CMD...     # on the distribution's own stock kernel, named
 #
 # The hosts that build sbx have only cgroup v1 controllers (shared/TEST_HOSTS.md), so the
 # cgroup tests run here: virtme-ng boots Debian's stock kernel under qemu with software
@@ -300,11 +301,13 @@ esac
 
 selftest=0
 systemd=0
+stock=0
 cmd=()
 while [ $# -gt 0 ]; do
   case $1 in
     --selftest) selftest=1; shift ;;
     --systemd) systemd=1; shift ;;
+    --kernel) stock=1; shift ;;
     --) shift; cmd=("$@"); break ;;
     -h | --help) usage ;;
     *) echo "ci/vm-test.sh: unknown argument $1" >&2; usage ;;
@@ -339,8 +342,22 @@ apt_install() {
     "${missing[@]}" >/dev/null
 }
 
+# The distribution's own stock kernel, which the guest boots.
+# shellcheck source=/dev/null
+distro=$(. /etc/os-release && echo "$ID")
+case $distro in
+  debian) kernel_package=linux-image-amd64 ;;
+  ubuntu) kernel_package=linux-image-generic ;;
+  *) kernel_package= ;;
+esac
+if [ -z "$kernel_package" ] && [ -z "${SBX_VM_KERNEL:-}" ]; then
+  echo "ci/vm-test.sh: no stock kernel package known for $distro; install a kernel with" \
+    "modules and set SBX_VM_KERNEL=/boot/vmlinuz-VERSION" >&2
+  exit 2
+fi
+
 if [ "$(id -u)" -eq 0 ]; then
-  apt_install qemu-system-x86 linux-image-amd64 busybox-static
+  apt_install qemu-system-x86 ${kernel_package:+"$kernel_package"} busybox-static
   # On Debian's python3 (not one under /root, such as pyenv's): other users can run it too.
   if ! compgen -G "$VENV/lib/python3*/site-packages/virtme_ng-$VIRTME_NG_VERSION.dist-info" >/dev/null ||
     ! grep -qx 'home = /usr/bin' "$VENV/pyvenv.cfg"; then
@@ -364,7 +381,17 @@ if ! id "$TEST_USER" >/dev/null 2>&1; then
   exit 2
 fi
 kernel=${SBX_VM_KERNEL:-}
-if [ -z "$kernel" ]; then
+if [ $stock = 1 ]; then
+  # --kernel: exactly the kernel the stock package depends on (Debian 12: 6.1).
+  image=$(dpkg-query -W -f='${Depends}' "$kernel_package" 2>/dev/null | tr ',|' '\n\n' |
+    sed -n 's/^ *\(linux-image-[^ ]*\).*/\1/p' | head -1)
+  kernel=$(dpkg -L "$image" 2>/dev/null | grep '^/boot/vmlinuz-' | head -1 || true)
+  if [ -z "$kernel" ]; then
+    echo "ci/vm-test.sh: --kernel: no vmlinuz from $kernel_package ($image) installed" >&2
+    exit 2
+  fi
+  echo "ci/vm-test.sh: --kernel: the stock kernel of $kernel_package: $(basename "$kernel")" >&2
+elif [ -z "$kernel" ]; then
   while read -r k; do
     if [ -d "/lib/modules/${k#/boot/vmlinuz-}" ]; then kernel=$k; fi
   done < <(compgen -G '/boot/vmlinuz-*' | sort -V)
