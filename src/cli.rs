@@ -1,6 +1,7 @@
 //! Command-line types only: parsing lives in clap, meaning lives in `plan`.
 
 use clap::{Args, Parser, Subcommand};
+use clap_complete::ArgValueCandidates;
 use serde::{Deserialize, Serialize};
 
 #[derive(Parser, Debug)]
@@ -46,6 +47,25 @@ pub enum Command {
     /// Import, list, inspect and remove images (root filesystems for `sbx run --image`).
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Print a shell completion script: `source <(sbx completion bash)`.
+    Completion(CompletionArgs),
+    /// Print a man page in roff: `sbx man run | man -l -`.
+    Man(ManArgs),
+    /// Print the version and the commit sbx was built from.
+    Version,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CompletionArgs {
+    /// bash, zsh or fish.
+    #[arg(value_parser = ["bash", "zsh", "fish"])]
+    pub shell: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ManArgs {
+    /// A subcommand's page (sbx-run), instead of sbx's own.
+    pub subcommand: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -74,6 +94,7 @@ pub struct ExecArgs {
     #[arg(short = 'w', long, value_name = "DIR")]
     pub workdir: Option<String>,
     /// The sandbox's name.
+    #[arg(add = ArgValueCandidates::new(crate::meta::sandbox_names))]
     pub name: String,
     /// The command and its arguments.
     #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
@@ -90,7 +111,7 @@ pub struct StopArgs {
         default_value_t = 10
     )]
     pub time: u64,
-    #[arg(required = true, value_name = "NAME")]
+    #[arg(add = ArgValueCandidates::new(crate::meta::sandbox_names), required = true, value_name = "NAME")]
     pub names: Vec<String>,
 }
 
@@ -99,7 +120,7 @@ pub struct KillArgs {
     /// The signal, by name (TERM, SIGTERM) or number.
     #[arg(short, long, value_name = "SIGNAL", default_value = "KILL")]
     pub signal: String,
-    #[arg(required = true, value_name = "NAME")]
+    #[arg(add = ArgValueCandidates::new(crate::meta::sandbox_names), required = true, value_name = "NAME")]
     pub names: Vec<String>,
 }
 
@@ -108,6 +129,7 @@ pub struct StartArgs {
     /// Stay attached: run in the foreground, as `sbx run` does, instead of detached.
     #[arg(short, long)]
     pub attach: bool,
+    #[arg(add = ArgValueCandidates::new(crate::meta::sandbox_names))]
     pub name: String,
 }
 
@@ -116,6 +138,7 @@ pub struct LogsArgs {
     /// Keep printing new output until the sandbox exits.
     #[arg(short, long)]
     pub follow: bool,
+    #[arg(add = ArgValueCandidates::new(crate::meta::sandbox_names))]
     pub name: String,
 }
 
@@ -124,12 +147,13 @@ pub struct RmArgs {
     /// Stop running sandboxes first (SIGKILL) instead of refusing.
     #[arg(short, long)]
     pub force: bool,
-    #[arg(required = true, value_name = "NAME")]
+    #[arg(add = ArgValueCandidates::new(crate::meta::sandbox_names), required = true, value_name = "NAME")]
     pub names: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct InspectArgs {
+    #[arg(add = ArgValueCandidates::new(crate::meta::sandbox_names))]
     pub name: String,
 }
 
@@ -247,7 +271,7 @@ pub struct CheckArgs {
 pub struct RunArgs {
     /// JSON profile: a name (looked up in ~/.config/sbx/profiles, /etc/sbx/profiles, then the
     /// built-ins) or a path to a file.
-    #[arg(short = 'p', long, value_name = "NAME|PATH")]
+    #[arg(short = 'p', long, value_name = "NAME|PATH", add = ArgValueCandidates::new(crate::meta::profile_names))]
     pub profile: Option<String>,
 
     /// Root filesystem: the host's / read-only ("host"), or a directory.

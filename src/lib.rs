@@ -11,6 +11,7 @@ pub mod image;
 pub mod init;
 pub mod instance;
 pub mod limits;
+pub mod meta;
 pub mod network;
 pub mod plan;
 pub mod probe;

@@ -13,8 +13,8 @@ use sbx::cli::{Cli, Command, RunArgs};
 use sbx::error::exit::SBX_ERROR;
 use sbx::supervisor::idmap::IdMode;
 use sbx::{
-    envfile, error, image, instance, limits, network, plan, probe, profile, security, supervisor,
-    sys,
+    envfile, error, image, instance, limits, meta, network, plan, probe, profile, security,
+    supervisor, sys,
 };
 
 fn main() -> ExitCode {
@@ -29,6 +29,7 @@ fn main() -> ExitCode {
 }
 
 fn dispatch() -> Result<i32> {
+    meta::complete_if_asked();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -37,6 +38,12 @@ fn dispatch() -> Result<i32> {
             return Ok(code);
         }
     };
+    if !matches!(
+        cli.command,
+        Command::Run(_) | Command::Exec(_) | Command::Start(_)
+    ) {
+        default_sigpipe();
+    }
     match cli.command {
         Command::Run(args) => run(&args),
         Command::Check(args) => probe::check_command(args.json),
@@ -51,6 +58,16 @@ fn dispatch() -> Result<i32> {
         Command::Inspect(args) => instance::show::inspect(&args),
         Command::Pull(_) => Err(exec_helper("sbx-pull", 2)),
         Command::Image(cmd) => image::command(cmd),
+        Command::Completion(args) => {
+            meta::completion(&args.shell, &mut std::io::stdout()).map(|()| 0)
+        }
+        Command::Man(args) => {
+            meta::man(args.subcommand.as_deref(), &mut std::io::stdout()).map(|()| 0)
+        }
+        Command::Version => {
+            println!("{}", meta::version());
+            Ok(0)
+        }
     }
 }
 
@@ -165,4 +182,19 @@ fn sanitize_process() -> Result<()> {
     }
     sys::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32)
         .context("mark inherited descriptors close-on-exec")
+}
+
+/// Output into a closed pipe (`sbx inspect NAME | head -1`) ends sbx quietly, as it ends
+/// other command-line tools: by SIGPIPE, which Rust ignores by default (a write then fails
+/// with EPIPE, and `println!` panics). Commands that run a sandbox keep ignoring it: they
+/// relay the sandbox's output and handle EPIPE themselves.
+fn default_sigpipe() {
+    // SAFETY: restoring a signal's default disposition has no memory-safety preconditions;
+    // sbx is single-threaded here and installs no handler of its own for SIGPIPE.
+    let _ = unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        )
+    };
 }
