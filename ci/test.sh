@@ -12,6 +12,8 @@
 #   root      the crossuser_ and asroot_ tests as root, which acts as both users
 #   vm        the cgroup_ tests in a VM with full cgroup v2, in a delegated subtree
 #   vm-systemd  the same in a VM booting systemd, in a login session
+#   package   the Debian package (ci/package.sh): built, installed with apt-get, and used by
+#             the test user
 #   vm-kernel the kernel-sensitive tests (escape, hostile, isolation) in a VM on the
 #             distribution's own stock kernel (Debian 12: 6.1, Landlock ABI 2)
 #
@@ -228,6 +230,37 @@ vm_tier() {
     failed+=("$label tier: ${ran:-0} of ${#names[@]} cgroup_ tests passed")
   fi
 }
+# The package, as a user gets it: apt-get installs it (pulling uidmap), and the test user
+# runs the installed binary; then it is removed again. Reported as libtest does.
+package_tier() {
+  local deb passed=0 failed_checks=0 check
+  deb=$(bash ci/package.sh | tail -1)
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$(readlink -f "$deb")" >/dev/null
+  local home
+  home=$(getent passwd "$TEST_USER" | cut -d: -f6)
+  for check in \
+    "sbx version | grep -q '^sbx '" \
+    "sbx run -- sh -c 'test \"\$(id -un)\" = $TEST_USER'" \
+    "sbx-pull --help >/dev/null" \
+    "sbx check --json >/dev/null" \
+    "test -s /usr/share/man/man1/sbx-run.1.gz && test -s /usr/share/bash-completion/completions/sbx" \
+    "test -s /etc/apparmor.d/sbx && test -s /usr/share/zsh/vendor-completions/_sbx"; do
+    if (cd "$home" && runuser -u "$TEST_USER" -- env -i PATH=/usr/bin:/bin HOME="$home" \
+      USER="$TEST_USER" sh -c "$check") >/dev/null 2>&1; then
+      echo "test package: $check ... ok"
+      passed=$((passed + 1))
+    else
+      echo "test package: $check ... FAILED"
+      failed_checks=$((failed_checks + 1))
+    fi
+  done
+  DEBIAN_FRONTEND=noninteractive apt-get remove -y -qq sbx >/dev/null
+  local status=ok
+  [ $failed_checks = 0 ] || status=FAILED
+  echo "test result: $status. $passed passed; $failed_checks failed; 0 ignored; 0 measured; 0 filtered out"
+  [ $failed_checks = 0 ]
+}
+
 # The tests whose outcome depends on the kernel (seccomp, Landlock's ABI, mount API), on the
 # oldest kernel sbx supports: one VM, the binaries one after another.
 vm_kernel_tier() {
@@ -259,9 +292,14 @@ if [ "$(id -u)" -eq 0 ]; then
   # reruns itself in a scope with Delegate=yes.
   echo "== cgroup v2 tests in a VM booting systemd, as $TEST_USER in a login session"
   vm_tier vm-systemd --systemd
+  if [ -z "$filter" ] || [[ package == *"$filter"* ]]; then
+    echo "== the Debian package, installed and used as $TEST_USER"
+    package_tier 2>&1 | count || failed+=("the Debian package")
+  fi
   echo "== kernel-sensitive tests in a VM on the distribution's stock kernel, as $TEST_USER"
   vm_kernel_tier
 else
+  tier_not_run package "installing a package needs root"
   tier_not_run vm-kernel "ci/vm-test.sh needs root to boot its VM"
   tier_not_run vm "ci/vm-test.sh needs root to boot its VM"
   tier_not_run vm-systemd "ci/vm-test.sh needs root to boot its VM"

@@ -66,6 +66,9 @@ pub struct CompletionArgs {
 pub struct ManArgs {
     /// A subcommand's page (sbx-run), instead of sbx's own.
     pub subcommand: Option<String>,
+    /// List the subcommands that have pages of their own.
+    #[arg(long, conflicts_with = "subcommand")]
+    pub list: bool,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -61,6 +61,10 @@ fn dispatch() -> Result<i32> {
         Command::Completion(args) => {
             meta::completion(&args.shell, &mut std::io::stdout()).map(|()| 0)
         }
+        Command::Man(args) if args.list => {
+            println!("{}", meta::subcommands().join("\n"));
+            Ok(0)
+        }
         Command::Man(args) => {
             meta::man(args.subcommand.as_deref(), &mut std::io::stdout()).map(|()| 0)
         }

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Builds the Debian package: a stripped release build of sbx and sbx-pull, completions and
+# man pages generated from the built binary's own clap definitions, the AppArmor profile.
+#
+#   ci/package.sh                # prints the path of target/debian/sbx_VERSION_ARCH.deb
+#
+# Needs cargo-deb (`cargo install cargo-deb`); installs it when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v cargo-deb >/dev/null 2>&1; then
+  echo "ci/package.sh: installing cargo-deb" >&2
+  cargo install cargo-deb --locked --quiet
+fi
+cargo build --release --quiet
+assets=target/assets
+rm -rf "$assets"
+mkdir -p "$assets/man"
+sbx=target/release/sbx
+"$sbx" completion bash >"$assets/sbx.bash"
+"$sbx" completion zsh >"$assets/_sbx"
+"$sbx" completion fish >"$assets/sbx.fish"
+"$sbx" man | gzip -9n >"$assets/man/sbx.1.gz"
+for sub in $("$sbx" man --list); do
+  "$sbx" man "$sub" | gzip -9n >"$assets/man/sbx-$sub.1.gz"
+done
+# The release profile strips already.
+cargo deb --no-build --no-strip
