@@ -14,6 +14,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use super::decompress::{self, hex};
 use super::store::{digest_hex, ImageConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +110,7 @@ pub fn inspect(path: &Path, tag: &str) -> Result<Source> {
     };
     let mut magic = [0u8; 6];
     let n = whole.open()?.read(&mut magic)?;
-    if super::decompress::is_compressed(&magic[..n]) {
+    if decompress::is_compressed(&magic[..n]) {
         if first_entry(&whole).is_some_and(|first| looks_like_image_archive(&first)) {
             // `docker save | gzip`: the caller decompresses it and looks again.
             return Ok(Source {
@@ -142,7 +143,7 @@ pub fn inspect(path: &Path, tag: &str) -> Result<Source> {
 
 /// The name of the first entry of a (compressed) tar, reading only its header.
 fn first_entry(blob: &Blob) -> Option<String> {
-    let stream = super::decompress::decompressed(blob.open().ok()?).ok()?;
+    let stream = decompress::decompressed(blob.open().ok()?).ok()?;
     let mut archive = tar::Archive::new(stream);
     let mut entries = archive.entries().ok()?;
     let entry = entries.next()?.ok()?;
@@ -467,10 +468,6 @@ fn verify(bytes: &[u8], digest: &str, what: &str) -> Result<()> {
         bail!("digest mismatch for {what}: expected {digest}, the content has {actual}; the source is corrupt or was tampered with");
     }
     Ok(())
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
