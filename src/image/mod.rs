@@ -5,6 +5,7 @@ pub mod budget;
 mod decompress;
 mod import;
 mod lookup;
+pub mod platform;
 mod progress;
 pub mod run;
 mod source;
