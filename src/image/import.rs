@@ -15,10 +15,10 @@ use super::store::{remove_any, Claim, Record, Store};
 use super::unpack::{self, Stats};
 use super::ImageName;
 
-/// Imports `source` as `name`; prints progress and a summary on stderr. The layers may
-/// unpack to `max_size` bytes at most, and never eat into the store's free-space reserve
-/// (see `budget`).
-pub fn import(name: &ImageName, source: &Path, max_size: Option<u64>) -> Result<()> {
+/// Imports `source` as `name`, recording `origin` as where it came from; prints progress
+/// and a summary on stderr. The layers may unpack to `max_size` bytes at most, and never
+/// eat into the store's free-space reserve (see `budget`).
+pub fn import(name: &ImageName, source: &Path, origin: &str, max_size: Option<u64>) -> Result<()> {
     let store = Store::create()?;
     {
         let lock = store.lock(true)?;
@@ -29,8 +29,7 @@ pub fn import(name: &ImageName, source: &Path, max_size: Option<u64>) -> Result<
     // The temporary files the layers are read from, until they are imported.
     let (src, _staged) = inspect(&store, source, &name.tag, &budget)?;
     progress.line(&format!(
-        "sbx: importing {} ({}, {} layer{}) as {}",
-        source.display(),
+        "sbx: importing {origin} ({}, {} layer{}) as {}",
         src.kind.describe(),
         src.layers.len(),
         if src.layers.len() == 1 { "" } else { "s" },
@@ -52,7 +51,7 @@ pub fn import(name: &ImageName, source: &Path, max_size: Option<u64>) -> Result<
     };
     let record = Record {
         name: name.full(),
-        source: source.display().to_string(),
+        source: origin.to_string(),
         kind: src.kind.describe().to_string(),
         created: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
