@@ -169,6 +169,10 @@ pub enum ImageCommand {
         name: String,
         #[arg(value_name = "SOURCE")]
         source: std::path::PathBuf,
+        /// Where the image came from, as `sbx image ls` shows it, instead of SOURCE
+        /// (`sbx pull` passes its reference).
+        #[arg(long, hide = true, value_name = "TEXT")]
+        origin: Option<String>,
         /// Refuse the image if its layers unpack to more than SIZE in all (K/M/G/T
         /// suffixes); nothing is imported then.
         #[arg(long = "max-size", value_name = "SIZE")]

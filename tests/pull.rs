@@ -75,6 +75,55 @@ fn pull_imports_under_the_reference_or_the_given_name() {
     assert!(listing.stdout().contains("fixture"), "{listing}");
 }
 
+/// `sbx image ls` names where a pulled image came from: the reference, never the
+/// temporary layout in the store's `tmp/` it was imported from.
+#[test]
+fn pull_records_the_reference_as_the_images_source() {
+    if !require_registry_tools(&[]) {
+        return;
+    }
+    let Some(arch) = fixture_arch() else {
+        return;
+    };
+    let registry = Registry::start(None);
+    registry.push("test/busybox", "v1", &[arch]);
+    let home = Home::new();
+    let reference = format!("{}/test/busybox:v1", registry.host());
+    home.pull(&[&reference, "--name", "fixture:one"])
+        .assert_success();
+    let listing = image_ls(&home, &[]);
+    let line = listing
+        .stdout()
+        .lines()
+        .find(|l| l.starts_with("fixture:one "))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no fixture:one in {listing}"));
+    assert!(
+        line.ends_with(&format!("  {reference} (OCI layout directory)")),
+        "{line}"
+    );
+    assert!(!line.contains("tmp/"), "{line}");
+    let json: Value = serde_json::from_str(&image_ls(&home, &["--json"]).stdout()).unwrap();
+    let record = json
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["name"] == "fixture:one"))
+        .unwrap_or_else(|| panic!("no fixture:one in {json}"));
+    assert_eq!(record["source"], reference.as_str(), "{record}");
+    assert_eq!(record["kind"], "OCI layout directory", "{record}");
+}
+
+/// `sbx image ls ARGS` on `home`'s store.
+fn image_ls(home: &Home, args: &[&str]) -> Outcome {
+    let mut ls = sbx();
+    ls.env("HOME", home.path("home"))
+        .env("XDG_DATA_HOME", home.path("data"))
+        .args(["image", "ls"])
+        .args(args);
+    let out = run(&mut ls);
+    out.assert_success();
+    out
+}
+
 #[test]
 fn pull_multi_arch_index_picks_the_host_platform() {
     if !require_registry_tools(&[]) {

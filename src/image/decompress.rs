@@ -26,7 +26,7 @@ impl Tally {
 
     pub fn digest(&self) -> String {
         let hash = self.0.borrow().0.clone().finalize();
-        format!("sha256:{}", super::source::hex(&hash))
+        format!("sha256:{}", hex(&hash))
     }
 }
 
@@ -49,6 +49,11 @@ impl<R: Read> Read for Hashing<R> {
         t.1 += n as u64;
         Ok(n)
     }
+}
+
+/// Bytes in lowercase hexadecimal, as digests spell them.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The uncompressed stream of `input`, whatever its compression.

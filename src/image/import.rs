@@ -10,15 +10,15 @@ use anyhow::{bail, Context, Result};
 use super::budget::Budget;
 use super::decompress::{self, Hashing, Tally};
 use super::progress::{size, Progress};
-use super::source::{self, Blob, Kind, LayerSource};
+use super::source::{self, Blob, Kind, LayerSource, Source};
 use super::store::{remove_any, Claim, Record, Store};
 use super::unpack::{self, Stats};
 use super::ImageName;
 
-/// Imports `source` as `name`; prints progress and a summary on stderr. The layers may
-/// unpack to `max_size` bytes at most, and never eat into the store's free-space reserve
-/// (see `budget`).
-pub fn import(name: &ImageName, source: &Path, max_size: Option<u64>) -> Result<()> {
+/// Imports `source` as `name`, recording `origin` as where it came from; prints progress
+/// and a summary on stderr. The layers may unpack to `max_size` bytes at most, and never
+/// eat into the store's free-space reserve (see `budget`).
+pub fn import(name: &ImageName, source: &Path, origin: &str, max_size: Option<u64>) -> Result<()> {
     let store = Store::create()?;
     {
         let lock = store.lock(true)?;
@@ -26,19 +26,67 @@ pub fn import(name: &ImageName, source: &Path, max_size: Option<u64>) -> Result<
     }
     let budget = Budget::new(&name.full(), &store.tmp_dir(), max_size)?;
     let progress = Progress::new();
-    let mut src = source::inspect(source, &name.tag)?;
-    // A compressed docker-archive or OCI tar is decompressed into tmp/ and looked at again.
-    let _decompressed = match src.layers.first() {
-        Some(compressed) if src.kind == Kind::CompressedArchive => {
-            let plain = decompress_to_tmp(&store, &compressed.blob, &budget)?;
-            src = source::inspect(&plain.0.path, &name.tag)?;
-            Some(plain)
+    // The temporary files the layers are read from, until they are imported.
+    let (src, _staged) = inspect(&store, source, &name.tag, &budget)?;
+    progress.line(&format!(
+        "sbx: importing {origin} ({}, {} layer{}) as {}",
+        src.kind.describe(),
+        src.layers.len(),
+        if src.layers.len() == 1 { "" } else { "s" },
+        name.full()
+    ));
+    // Until the record exists, this keeps `image rm` and other imports from collecting
+    // the layers this import has already put in place or found there.
+    let pending = TmpFile(store.pending()?);
+    let layers = match import_layers(&store, &pending.0, &src.layers, &progress, &budget) {
+        Ok(layers) => layers,
+        Err(e) => {
+            // Layers this import already put in place belong to no image: they go now
+            // rather than at the next import.
+            drop(pending);
+            let lock = store.lock(true)?;
+            store.collect_garbage(&lock)?;
+            return Err(e);
         }
-        _ => None,
     };
+    let record = Record {
+        name: name.full(),
+        source: origin.to_string(),
+        kind: src.kind.describe().to_string(),
+        created: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        layers: layers.digests,
+        size: layers.sizes.iter().sum(),
+        layer_sizes: layers.sizes,
+        config: src.config,
+    };
+    commit(&store, &record)?;
+    summary(&progress, &layers.stats, &record, &store);
+    Ok(())
+}
+
+/// What `source` holds, with the layers of an archive or directory staged in `tmp/` as
+/// tars: a compressed docker-archive or OCI tar is decompressed and looked at again, a
+/// directory archived. The staged files go when the returned list is dropped.
+fn inspect(
+    store: &Store,
+    source: &Path,
+    tag: &str,
+    budget: &Budget,
+) -> Result<(Source, Vec<TmpFile>)> {
+    let mut staged = Vec::new();
+    let mut src = source::inspect(source, tag)?;
+    if let Some(compressed) = src.layers.first() {
+        if src.kind == Kind::CompressedArchive {
+            let plain = decompress_to_tmp(store, &compressed.blob, budget)?;
+            src = source::inspect(&plain.0.path, tag)?;
+            staged.push(plain);
+        }
+    }
     // A directory is archived first, so it goes through exactly the checks a tarball does.
-    let _archive = if src.kind == Kind::Directory {
-        let archive = archive_directory(&store, source)?;
+    if src.kind == Kind::Directory {
+        let archive = archive_directory(store, source)?;
         src.layers.push(LayerSource {
             blob: Blob {
                 len: fs::metadata(&archive.0.path)?.len(),
@@ -48,76 +96,68 @@ pub fn import(name: &ImageName, source: &Path, max_size: Option<u64>) -> Result<
             blob_digest: None,
             diff_id: None,
         });
-        Some(archive)
-    } else {
-        None
+        staged.push(archive);
+    }
+    Ok((src, staged))
+}
+
+/// The layers an import put in place or found in the store, bottom first.
+struct Layers {
+    digests: Vec<String>,
+    sizes: Vec<u64>,
+    stats: Stats,
+}
+
+/// Each layer of `layers` unpacked on the ones below it, or found in the store, and noted
+/// in `pending`; a progress line for each.
+fn import_layers(
+    store: &Store,
+    pending: &Claim,
+    layers: &[LayerSource],
+    progress: &Progress,
+    budget: &Budget,
+) -> Result<Layers> {
+    let mut imported = Layers {
+        digests: Vec::new(),
+        sizes: Vec::new(),
+        stats: Stats::default(),
     };
-    progress.line(&format!(
-        "sbx: importing {} ({}, {} layer{}) as {}",
-        source.display(),
-        src.kind.describe(),
-        src.layers.len(),
-        if src.layers.len() == 1 { "" } else { "s" },
-        name.full()
-    ));
-    // Until the record exists, this keeps `image rm` and other imports from collecting
-    // the layers this import has already put in place or found there.
-    let pending = TmpFile(store.pending()?);
-    let mut digests: Vec<String> = Vec::new();
-    let mut sizes = Vec::new();
-    let mut stats = Stats::default();
-    let count = src.layers.len();
-    for (i, layer) in src.layers.iter().enumerate() {
+    let count = layers.len();
+    for (i, layer) in layers.iter().enumerate() {
         let label = format!("sbx: layer {}/{count}", i + 1);
-        let lowers = digests
+        let lowers = imported
+            .digests
             .iter()
             .map(|d| store.layer_path(d))
             .collect::<Result<Vec<_>>>()?;
-        let imported = import_layer(
-            &store, &pending.0, layer, &lowers, &label, &progress, &budget,
-        )
-        .and_then(|done| {
-            let what = format!("layer {}/{count}", i + 1);
-            budget.add_existing(done.known, &what).map(|()| done)
-        })
-        .map_err(|e| budget.tripped().unwrap_or(e));
-        let done = match imported {
-            Ok(done) => done,
-            Err(e) => {
-                // Layers this import already put in place belong to no image: they go
-                // now rather than at the next import.
-                drop(pending);
-                let lock = store.lock(true)?;
-                store.collect_garbage(&lock)?;
-                return Err(e);
-            }
-        };
+        let done = import_layer(store, pending, layer, &lowers, &label, progress, budget)
+            .and_then(|done| {
+                let what = format!("layer {}/{count}", i + 1);
+                budget.add_existing(done.known, &what).map(|()| done)
+            })
+            .map_err(|e| budget.tripped().unwrap_or(e))?;
         progress.line(&format!("{label}: {} {}", short(&done.digest), done.note));
-        sizes.push(done.size);
-        stats.add(&done.stats);
-        digests.push(done.digest);
+        imported.sizes.push(done.size);
+        imported.stats.add(&done.stats);
+        imported.digests.push(done.digest);
     }
-    let record = Record {
-        name: name.full(),
-        source: source.display().to_string(),
-        kind: src.kind.describe().to_string(),
-        created: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-        layers: digests,
-        size: sizes.iter().sum(),
-        layer_sizes: sizes,
-        config: src.config,
-    };
-    {
-        let lock = store.lock(true)?;
-        let replaced = store.read_record(&record.name)?;
-        store.commit_record(&record, &lock)?;
-        if replaced.is_some() {
-            // The replaced image's layers that nothing uses any more go now.
-            store.collect_garbage(&lock)?;
-        }
+    Ok(imported)
+}
+
+/// Writes `record`, replacing an image of the same name; the replaced image's layers that
+/// nothing uses any more go now.
+fn commit(store: &Store, record: &Record) -> Result<()> {
+    let lock = store.lock(true)?;
+    let replaced = store.read_record(&record.name)?;
+    store.commit_record(record, &lock)?;
+    if replaced.is_some() {
+        store.collect_garbage(&lock)?;
     }
+    Ok(())
+}
+
+/// The closing lines: what was skipped or changed, and what was imported.
+fn summary(progress: &Progress, stats: &Stats, record: &Record, store: &Store) {
     if stats.devices_skipped > 0 {
         progress.line(&format!(
             "sbx: skipped {} device node{} (they cannot be created without privilege; the sandbox's /dev has its own)",
@@ -142,7 +182,6 @@ pub fn import(name: &ImageName, source: &Path, max_size: Option<u64>) -> Result<
         size(record.size),
         store.root.display()
     ));
-    Ok(())
 }
 
 struct Done {

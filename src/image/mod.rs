@@ -5,6 +5,7 @@ pub mod budget;
 mod decompress;
 mod import;
 mod lookup;
+pub mod platform;
 mod progress;
 pub mod run;
 mod source;
@@ -64,19 +65,30 @@ impl ImageName {
 
 /// Imports `source` (a rootfs tarball, plain or gzip/xz/zstd; a docker-archive; an OCI
 /// layout directory or tar; a plain directory) as `name`, exactly as
-/// `sbx image import NAME SOURCE` does, progress on stderr included. With `max_size`,
-/// an image whose layers unpack to more is refused (see `import::Budget`).
-pub fn import_path(name: &str, source: &Path, max_size: Option<u64>) -> Result<()> {
+/// `sbx image import NAME SOURCE` does, progress on stderr included. `origin` is where
+/// the image came from, as `sbx image ls` shows it: `source` unless given (`sbx pull`
+/// gives its reference, the layout it imports being temporary). With `max_size`, an
+/// image whose layers unpack to more is refused (see `import::Budget`).
+pub fn import_path(
+    name: &str,
+    source: &Path,
+    origin: Option<&str>,
+    max_size: Option<u64>,
+) -> Result<()> {
     let image = ImageName::parse(name)?;
     let source = std::path::absolute(source)
         .with_context(|| format!("import source {}", source.display()))?;
+    let label = origin.map_or_else(|| source.display().to_string(), str::to_string);
     if userns::single_threaded() {
-        return userns::run(|| import::import(&image, &source, max_size));
+        return userns::run(|| import::import(&image, &source, &label, max_size));
     }
     // fork() is only safe single-threaded: a caller with threads (a registry client) gets
     // a fresh sbx process to do it.
     let mut cmd = std::process::Command::new("/proc/self/exe");
     cmd.args(["image", "import", name]).arg(&source);
+    if let Some(origin) = origin {
+        cmd.arg(format!("--origin={origin}"));
+    }
     if let Some(max) = max_size {
         cmd.arg(format!("--max-size={max}"));
     }
@@ -96,13 +108,14 @@ pub fn command(cmd: ImageCommand) -> Result<i32> {
         ImageCommand::Import {
             name,
             source,
+            origin,
             max_size,
         } => {
             let max_size = max_size
                 .as_deref()
                 .map(|s| crate::plan::parse_size(s).with_context(|| format!("--max-size {s}")))
                 .transpose()?;
-            import_path(&name, &source, max_size).map(|()| 0)
+            import_path(&name, &source, origin.as_deref(), max_size).map(|()| 0)
         }
         ImageCommand::Ls { json } => list(json),
         ImageCommand::Rm { names } => remove(&names),

@@ -14,6 +14,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use super::decompress::{self, hex};
 use super::store::{digest_hex, ImageConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +110,7 @@ pub fn inspect(path: &Path, tag: &str) -> Result<Source> {
     };
     let mut magic = [0u8; 6];
     let n = whole.open()?.read(&mut magic)?;
-    if super::decompress::is_compressed(&magic[..n]) {
+    if decompress::is_compressed(&magic[..n]) {
         if first_entry(&whole).is_some_and(|first| looks_like_image_archive(&first)) {
             // `docker save | gzip`: the caller decompresses it and looks again.
             return Ok(Source {
@@ -142,7 +143,7 @@ pub fn inspect(path: &Path, tag: &str) -> Result<Source> {
 
 /// The name of the first entry of a (compressed) tar, reading only its header.
 fn first_entry(blob: &Blob) -> Option<String> {
-    let stream = super::decompress::decompressed(blob.open().ok()?).ok()?;
+    let stream = decompress::decompressed(blob.open().ok()?).ok()?;
     let mut archive = tar::Archive::new(stream);
     let mut entries = archive.entries().ok()?;
     let entry = entries.next()?.ok()?;
@@ -351,6 +352,8 @@ struct Descriptor {
 struct Platform {
     architecture: String,
     os: String,
+    #[serde(default)]
+    variant: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -370,7 +373,8 @@ const REF_NAME: &str = "org.opencontainers.image.ref.name";
 fn oci(files: &dyn Files, tag: &str, kind: Kind) -> Result<Source> {
     let index: Index = serde_json::from_slice(&files.blob("index.json")?.read_all(1 << 20)?)
         .context("index.json of the OCI layout")?;
-    let mut chosen = pick(&index.manifests, Some(tag))?.digest.clone();
+    let host = super::platform::Platform::host();
+    let mut chosen = pick(&index.manifests, Some(tag), &host)?.digest.clone();
     // Nested indexes (multi-platform images) down to one image manifest.
     for _ in 0..4 {
         let bytes = read_verified(files, &chosen, 4 << 20)?;
@@ -404,13 +408,17 @@ fn oci(files: &dyn Files, tag: &str, kind: Kind) -> Result<Source> {
                 config: image_config,
             });
         }
-        chosen = pick(&doc.manifests, None)?.digest.clone();
+        chosen = pick(&doc.manifests, None, &host)?.digest.clone();
     }
     bail!("the OCI layout nests indexes too deeply")
 }
 
-/// The manifest for `tag` (by its ref.name annotation) or for this host's platform.
-fn pick<'a>(manifests: &'a [Descriptor], tag: Option<&str>) -> Result<&'a Descriptor> {
+/// The manifest for `tag` (by its ref.name annotation) or for the `wanted` platform.
+fn pick<'a>(
+    manifests: &'a [Descriptor],
+    tag: Option<&str>,
+    wanted: &super::platform::Platform,
+) -> Result<&'a Descriptor> {
     if let [one] = manifests {
         return Ok(one);
     }
@@ -425,17 +433,12 @@ fn pick<'a>(manifests: &'a [Descriptor], tag: Option<&str>) -> Result<&'a Descri
             return Ok(m);
         }
     }
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    };
     manifests
         .iter()
         .find(|m| {
             m.platform
                 .as_ref()
-                .is_some_and(|p| p.os == "linux" && p.architecture == arch)
+                .is_some_and(|p| wanted.matches(&p.os, &p.architecture, p.variant.as_deref()))
         })
         .or_else(|| {
             manifests
@@ -444,7 +447,7 @@ fn pick<'a>(manifests: &'a [Descriptor], tag: Option<&str>) -> Result<&'a Descri
         })
         .with_context(|| {
             format!(
-                "the OCI index lists {} manifests and none is for tag {} or linux/{arch}",
+                "the OCI index lists {} manifests and none is for tag {} or {wanted}",
                 manifests.len(),
                 tag.unwrap_or("(none)")
             )
@@ -469,10 +472,6 @@ fn verify(bytes: &[u8], digest: &str, what: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -492,5 +491,29 @@ mod tests {
         for rootfs in ["./", "bin/", "etc/passwd", "usr", "manifest.json.bak"] {
             assert!(!looks_like_image_archive(rootfs), "{rootfs}");
         }
+    }
+
+    #[test]
+    fn indexes_are_picked_by_the_platform_table_pull_uses() {
+        let index: Index = serde_json::from_str(
+            r#"{"manifests": [
+                {"mediaType": "m", "digest": "sha256:aa", "platform": {"os": "linux", "architecture": "386"}},
+                {"mediaType": "m", "digest": "sha256:bb", "platform": {"os": "linux", "architecture": "ppc64le"}},
+                {"mediaType": "m", "digest": "sha256:cc", "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}}
+            ]}"#,
+        )
+        .unwrap();
+        let pick_for = |text: &str| {
+            let wanted = super::super::platform::Platform::parse(text).unwrap();
+            pick(&index.manifests, None, &wanted).map(|d| d.digest.clone())
+        };
+        assert_eq!(pick_for("linux/i686").unwrap(), "sha256:aa");
+        assert_eq!(pick_for("linux/ppc64le").unwrap(), "sha256:bb");
+        assert_eq!(pick_for("linux/aarch64").unwrap(), "sha256:cc");
+        let err = pick_for("linux/s390x").unwrap_err().to_string();
+        assert!(
+            err.contains("none is for tag (none) or linux/s390x"),
+            "{err}"
+        );
     }
 }

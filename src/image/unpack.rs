@@ -96,17 +96,22 @@ struct Meta {
     mtime: i64,
 }
 
-impl Layer {
-    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<R>) -> Result<()> {
-        self.stats.entries += 1;
-        let header = entry.header();
-        let kind = header.entry_type();
-        let meta = Meta {
+impl Meta {
+    fn of(header: &tar::Header) -> Result<Meta> {
+        Ok(Meta {
             uid: u32::try_from(header.uid()?).unwrap_or(u32::MAX),
             gid: u32::try_from(header.gid()?).unwrap_or(u32::MAX),
             mode: header.mode()? & 0o7777,
             mtime: i64::try_from(header.mtime()?).unwrap_or(0),
-        };
+        })
+    }
+}
+
+impl Layer {
+    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<R>) -> Result<()> {
+        self.stats.entries += 1;
+        let kind = entry.header().entry_type();
+        let meta = Meta::of(entry.header())?;
         let parts = components(&entry.path()?)?;
         let Some((name, parents)) = parts.split_last() else {
             // `./` itself: the layer's root directory.
@@ -118,19 +123,7 @@ impl Layer {
         };
         let parent = self.parent(parents)?;
         let parent = parent.as_fd();
-        let name_str = name.to_string_lossy();
-        if name_str == OPAQUE_MARKER {
-            for xattr in OPAQUE_XATTRS {
-                sys::set_xattr(parent, xattr, b"y").context("mark the directory opaque")?;
-            }
-            return Ok(());
-        }
-        if let Some(hidden) = name_str.strip_prefix(WHITEOUT_PREFIX) {
-            let hidden = OsStr::new(hidden);
-            check_name(hidden)?;
-            remove_existing(parent, hidden)?;
-            nix::sys::stat::mknodat(parent, hidden, SFlag::S_IFCHR, Mode::empty(), 0)
-                .context("create a whiteout")?;
+        if whiteout(parent, name)? {
             return Ok(());
         }
         match kind {
@@ -139,52 +132,58 @@ impl Layer {
                 self.file(parent, name, &meta, entry)
             }
             tar::EntryType::Symlink => {
-                let target = entry
-                    .link_name()?
-                    .context("a symlink without a target")?
-                    .into_owned();
+                let target = link_target(entry, "a symlink without a target")?;
                 remove_existing(parent, name)?;
                 nix::unistd::symlinkat(&target, parent, name.as_os_str())
                     .context("create the symlink")?;
                 self.set_meta(parent, Some(name), &meta, false)
             }
             tar::EntryType::Link => {
-                let target = entry
-                    .link_name()?
-                    .context("a hard link without a target")?
-                    .into_owned();
+                let target = link_target(entry, "a hard link without a target")?;
                 self.hard_link(parent, name, &target)
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
-                let kind_flag = match kind {
-                    tar::EntryType::Char => SFlag::S_IFCHR,
-                    tar::EntryType::Block => SFlag::S_IFBLK,
-                    _ => SFlag::S_IFIFO,
-                };
-                let (major, minor) = if kind_flag == SFlag::S_IFIFO {
-                    (0, 0)
-                } else {
-                    (
-                        u64::from(header.device_major()?.unwrap_or(0)),
-                        u64::from(header.device_minor()?.unwrap_or(0)),
-                    )
-                };
-                remove_existing(parent, name)?;
-                let dev = nix::sys::stat::makedev(major, minor);
-                let perm = Mode::from_bits_truncate(meta.mode);
-                match nix::sys::stat::mknodat(parent, name.as_os_str(), kind_flag, perm, dev) {
-                    Ok(()) => self.set_meta(parent, Some(name), &meta, true),
-                    Err(Errno::EPERM) if kind_flag != SFlag::S_IFIFO => {
-                        self.stats.devices_skipped += 1;
-                        Ok(())
-                    }
-                    Err(e) => Err(e).context("create the device node"),
-                }
+                self.node(parent, name, entry.header(), &meta)
             }
             _ => {
                 self.stats.other_skipped += 1;
                 Ok(())
             }
+        }
+    }
+
+    /// A device node or a FIFO. Device nodes need privilege the store's user namespace
+    /// lacks: skipped and counted (the sandbox's /dev has its own).
+    fn node(
+        &mut self,
+        parent: BorrowedFd,
+        name: &OsStr,
+        header: &tar::Header,
+        meta: &Meta,
+    ) -> Result<()> {
+        let kind_flag = match header.entry_type() {
+            tar::EntryType::Char => SFlag::S_IFCHR,
+            tar::EntryType::Block => SFlag::S_IFBLK,
+            _ => SFlag::S_IFIFO,
+        };
+        let (major, minor) = if kind_flag == SFlag::S_IFIFO {
+            (0, 0)
+        } else {
+            (
+                u64::from(header.device_major()?.unwrap_or(0)),
+                u64::from(header.device_minor()?.unwrap_or(0)),
+            )
+        };
+        remove_existing(parent, name)?;
+        let dev = nix::sys::stat::makedev(major, minor);
+        let perm = Mode::from_bits_truncate(meta.mode);
+        match nix::sys::stat::mknodat(parent, name, kind_flag, perm, dev) {
+            Ok(()) => self.set_meta(parent, Some(name), meta, true),
+            Err(Errno::EPERM) if kind_flag != SFlag::S_IFIFO => {
+                self.stats.devices_skipped += 1;
+                Ok(())
+            }
+            Err(e) => Err(e).context("create the device node"),
         }
     }
 
@@ -404,6 +403,32 @@ fn remove_existing(parent: BorrowedFd, name: &OsStr) -> Result<()> {
         }
         Err(e) => Err(e).context("replace an earlier entry"),
     }
+}
+
+/// An overlay marker, applied to `parent`: the opaque-directory marker, or a `.wh.NAME`
+/// whiteout hiding NAME in the layers below. False for any other entry.
+fn whiteout(parent: BorrowedFd, name: &OsStr) -> Result<bool> {
+    let name_str = name.to_string_lossy();
+    if name_str == OPAQUE_MARKER {
+        for xattr in OPAQUE_XATTRS {
+            sys::set_xattr(parent, xattr, b"y").context("mark the directory opaque")?;
+        }
+        return Ok(true);
+    }
+    if let Some(hidden) = name_str.strip_prefix(WHITEOUT_PREFIX) {
+        let hidden = OsStr::new(hidden);
+        check_name(hidden)?;
+        remove_existing(parent, hidden)?;
+        nix::sys::stat::mknodat(parent, hidden, SFlag::S_IFCHR, Mode::empty(), 0)
+            .context("create a whiteout")?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Where a symlink or hard link entry points.
+fn link_target<R: Read>(entry: &tar::Entry<R>, missing: &'static str) -> Result<PathBuf> {
+    Ok(entry.link_name()?.context(missing)?.into_owned())
 }
 
 /// The normal components of an archive path; `..` and absolute paths are refused.

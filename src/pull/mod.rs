@@ -157,8 +157,13 @@ pub fn run(args: &PullArgs) -> Result<i32> {
             Err(e)
         }
         (Destination::Store { name }, Ok(())) => {
-            let imported = crate::image::import_path(name, layout.path(), request.max_size)
-                .with_context(|| format!("import {} as {name}", request.given));
+            let imported = crate::image::import_path(
+                name,
+                layout.path(),
+                Some(&request.given),
+                request.max_size,
+            )
+            .with_context(|| format!("import {} as {name}", request.given));
             drop(layout);
             release(claim);
             imported?;
