@@ -83,8 +83,11 @@ pub fn import_path(
         return userns::run(|| import::import(&image, &source, &label, max_size));
     }
     // fork() is only safe single-threaded: a caller with threads (a registry client) gets
-    // a fresh sbx process to do it.
-    let mut cmd = std::process::Command::new("/proc/self/exe");
+    // a fresh sbx process to do it: the `sbx` beside this binary (sbx-pull is one).
+    let sbx = std::env::current_exe()
+        .context("find the sbx binary to import with")?
+        .with_file_name("sbx");
+    let mut cmd = std::process::Command::new(&sbx);
     cmd.args(["image", "import", name]).arg(&source);
     if let Some(origin) = origin {
         cmd.arg(format!("--origin={origin}"));
