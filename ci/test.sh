@@ -88,6 +88,7 @@ PY
 )
 expected=("lib sbx" "bin sbx" "bin sbx-pull")
 for f in tests/*.rs; do expected+=("test $(basename "$f" .rs)"); done
+for f in tests/*/main.rs; do expected+=("test $(basename "$(dirname "$f")")"); done
 for want in "${expected[@]}"; do
   found=0
   for entry in "${test_bins[@]}"; do
