@@ -100,3 +100,25 @@ fn man_pages_and_version() {
         "{line}"
     );
 }
+
+#[test]
+fn a_schema_key_in_a_profile_is_accepted_and_ignored() {
+    if !require_sandbox() {
+        return;
+    }
+    let dir = TempDir::new();
+    let profile = dir.join("mine.json");
+    std::fs::write(
+        &profile,
+        r#"{"$schema": "../profiles/schema.json", "extends": "default", "hostname": "mine"}"#,
+    )
+    .unwrap();
+    let path = profile.to_str().unwrap();
+    run(sbx().args(["profile", "check", path])).assert_success();
+    let out = sandbox_sh(dir.path(), &["-p", path], "hostname");
+    out.assert_success();
+    assert_eq!(out.lines(), ["mine"]);
+    // Any other unknown key is still an error.
+    std::fs::write(&profile, r#"{"$schemas": "x"}"#).unwrap();
+    run(sbx().args(["profile", "check", path])).assert_sbx_error(&["$schemas"]);
+}

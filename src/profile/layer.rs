@@ -88,6 +88,7 @@ pub fn merge(parent: Profile, child: Profile) -> Profile {
     let mut set = parent.env.set;
     set.extend(child.env.set);
     Profile {
+        schema: None,
         name: child.name,
         description: child.description,
         extends: child.extends,

@@ -19,6 +19,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
+    /// The JSON Schema this file follows, for editors (`profiles/schema.json`); ignored.
+    #[serde(rename = "$schema", default, skip_serializing)]
+    pub schema: Option<String>,
     /// The profile's name (defaults to the file name without `.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
