@@ -539,7 +539,10 @@ fn image_rm_leaves_nothing() {
     for sub in ["layers/sha256", "images", "tmp"] {
         assert!(im.entries(sub).is_empty(), "{sub}: {:?}", im.entries(sub));
     }
-    run(im.sbx(&["image", "rm", "b"])).assert_sbx_error(&["no image named b:latest"]);
+    // A missing image is named, exit 1 (as podman's rmi).
+    let out = run(im.sbx(&["image", "rm", "b"]));
+    out.assert_code(1);
+    assert!(out.stderr().contains("no image named b:latest"), "{out}");
     // Importing over a name drops the layers only the old image used.
     im.import("c", &docker).assert_success();
     im.import("c", &rootfs).assert_success();
@@ -836,4 +839,45 @@ fn asroot_neither_overlay_works_and_the_error_names_both() {
         Path::new("/bin/rm"),
         &["-rf", "data", "lo", "up", "wk", "mnt"],
     );
+}
+
+/// As podman's rmi: every image that exists is removed, each missing one is named, and the
+/// exit status is 1 when the only trouble was a missing image.
+#[test]
+fn image_rm_removes_what_exists_and_names_what_does_not() {
+    let Some(im) = images() else { return };
+    let rootfs = im.mk(&["rootfs", "r.tar"]);
+    let long = "a-rather-long-image-name-for-the-column-test/with/parts:and-a-long-tag";
+    for name in ["one", "two", long] {
+        im.import(name, &rootfs).assert_success();
+    }
+    // `image ls` keeps its columns aligned whatever the names' lengths.
+    let out = run(im.sbx(&["image", "ls"]));
+    out.assert_success();
+    let lines = out.lines();
+    let source = lines[0].find("SOURCE").unwrap();
+    for line in &lines[1..] {
+        assert_eq!(line.find(" /"), Some(source - 1), "{out}");
+    }
+    let out = run(im.sbx(&["image", "rm", "one", "two", "nosuch"]));
+    out.assert_code(1);
+    assert!(
+        out.stderr().contains("no image named nosuch:latest"),
+        "{out}"
+    );
+    assert_eq!(
+        out.lines(),
+        ["removed one:latest", "removed two:latest"],
+        "{out}"
+    );
+    let out = run(im.sbx(&["image", "ls", "--json"]));
+    let names: Vec<String> = serde_json::from_str::<serde_json::Value>(&out.stdout())
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, [long]);
+    run(im.sbx(&["image", "rm", long])).assert_success();
 }

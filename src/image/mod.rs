@@ -140,11 +140,22 @@ fn list(json: bool) -> Result<i32> {
         writeln!(out)?;
         return Ok(0);
     }
-    writeln!(out, "{:<40} {:>6} {:>10}  SOURCE", "NAME", "LAYERS", "SIZE")?;
+    // The name column as wide as the longest name, so long names keep the columns aligned.
+    let width = records
+        .iter()
+        .map(|r| r.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    writeln!(
+        out,
+        "{:<width$} {:>6} {:>10}  SOURCE",
+        "NAME", "LAYERS", "SIZE"
+    )?;
     for r in &records {
         writeln!(
             out,
-            "{:<40} {:>6} {:>10}  {} ({})",
+            "{:<width$} {:>6} {:>10}  {} ({})",
             r.name,
             r.layers.len(),
             progress::size(r.size),
@@ -183,18 +194,35 @@ fn remove(names: &[String]) -> Result<i32> {
     if !userns::single_threaded() {
         bail!("internal error: sbx image rm must run single-threaded");
     }
-    userns::run(|| {
-        let store = Store::create()?;
-        let lock = store.lock(true)?;
-        let freed = store.remove(&full, &lock)?;
-        store.clean_tmp(&lock)?;
-        for name in &full {
-            println!("removed {name}");
-        }
-        eprintln!("sbx: {freed} layer(s) no other image uses were deleted");
-        Ok(())
-    })?;
-    Ok(0)
+    // As podman does: remove every image that exists, name each one that does not, and
+    // exit 1 when the only trouble was a missing image.
+    let (present, missing): (Vec<String>, Vec<String>) = {
+        let store = Store::at_default()?;
+        let known = if store.root.join("lock").exists() {
+            let _lock = store.lock(false)?;
+            store.records()?.into_iter().map(|r| r.name).collect()
+        } else {
+            Vec::new()
+        };
+        full.into_iter().partition(|name| known.contains(name))
+    };
+    if !present.is_empty() {
+        userns::run(|| {
+            let store = Store::create()?;
+            let lock = store.lock(true)?;
+            let freed = store.remove(&present, &lock)?;
+            store.clean_tmp(&lock)?;
+            for name in &present {
+                println!("removed {name}");
+            }
+            eprintln!("sbx: {freed} layer(s) no other image uses were deleted");
+            Ok(())
+        })?;
+    }
+    for name in &missing {
+        eprintln!("sbx: error: no image named {name}; `sbx image ls` lists them");
+    }
+    Ok(if missing.is_empty() { 0 } else { 1 })
 }
 
 fn find(store: &Store, full: &str) -> Result<store::Record> {

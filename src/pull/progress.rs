@@ -74,7 +74,7 @@ impl Progress {
         // \r and clear to the end of the line: the line is redrawn in place.
         let _ = write!(
             err,
-            "\r\x1b[K{}  {} / {}  {}/s",
+            "\r\x1b[Ksbx: {}  {} / {}  {}/s",
             self.label,
             bytes(self.done),
             bytes(self.total),
