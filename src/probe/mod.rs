@@ -12,6 +12,7 @@
 
 mod cgroup;
 mod child;
+mod container;
 mod devices;
 mod idmap;
 mod mounts;
@@ -84,6 +85,7 @@ pub fn probe_all() -> Vec<Check> {
         idmap::subids("subuid", SUBUID, &caller),
         idmap::subids("subgid", SUBGID, &caller),
         mounts::mount_api(),
+        container::proc_mount(&mounts),
         mounts::overlay_userns(&caller),
         devices::fuse_overlayfs(),
         devices::device("dev_fuse", "/dev/fuse", "fuse"),
@@ -103,7 +105,7 @@ pub fn landlock_abi() -> Option<u32> {
 
 /// 0 when the checks the default profile depends on pass, 1 otherwise.
 fn exit_code(checks: &[Check]) -> i32 {
-    let required = ["userns", "mount_api"];
+    let required = ["userns", "mount_api", "proc_mount"];
     let ok = |name: &str| checks.iter().any(|c| c.name == name && c.ok);
     if required.iter().all(|name| ok(name)) {
         0

@@ -22,8 +22,12 @@ pub(super) fn userns() -> Check {
     };
     let blockers = userns_blockers(|key| fs::read_to_string(Path::new("/proc/sys").join(key)).ok());
     if blockers.is_empty() {
-        let fix = "no blocking sysctl found; inside a container, its seccomp profile or LSM may \
-                   deny unshare(CLONE_NEWUSER): run sbx on the host or allow user namespaces there";
+        let fix = if super::container::under_seccomp_filter() {
+            super::container::SECCOMP_FIX
+        } else {
+            "no blocking sysctl found; inside a container, its seccomp profile or LSM may \
+             deny unshare(CLONE_NEWUSER): run sbx on the host or allow user namespaces there"
+        };
         return Check::fail("userns", why, fix);
     }
     let (settings, fixes): (Vec<String>, Vec<String>) = blockers.into_iter().unzip();

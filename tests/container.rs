@@ -1,0 +1,153 @@
+//! sbx inside a container, as on CI runners that run jobs in containers (GitLab's docker
+//! executor, GitHub `container:` jobs, Kubernetes pods): rootless podman, started by the test
+//! user, runs sbx from a busybox image with the host's sbx and its libraries bound in.
+//!
+//! podman runs with runc and the cgroupfs manager: crun refuses the hybrid cgroup layout of
+//! the machines that test sbx (docs/testing.md), and nothing here needs container limits.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use common::*;
+
+const IMAGE: &str = "localhost/sbx-test-busybox";
+
+/// A podman command as the test user, with the runtime directory podman needs.
+fn podman() -> Command {
+    let mut cmd = Command::new("podman");
+    cmd.env("XDG_RUNTIME_DIR", format!("/run/user/{}", uid()))
+        .args(["--runtime", "runc", "--cgroup-manager", "cgroupfs"]);
+    cmd
+}
+
+/// The test image, imported once per test binary; None (after a skip) without podman.
+fn image() -> Option<&'static str> {
+    static READY: OnceLock<Result<(), String>> = OnceLock::new();
+    let ready = READY.get_or_init(|| {
+        let version = Command::new("podman").arg("--version").output();
+        if !version.is_ok_and(|o| o.status.success()) {
+            return Err(
+                "podman is not installed (ci/setup-host.sh installs podman and runc)".into(),
+            );
+        }
+        if !Path::new(&format!("/run/user/{}", uid())).is_dir() {
+            return Err("no /run/user/UID for rootless podman (ci/setup-host.sh makes it)".into());
+        }
+        let dir = TempDir::new();
+        let tar = dir.join("busybox.tar");
+        let made = Command::new("/usr/bin/python3")
+            .arg(data_dir().join("mkimage.py"))
+            .args(["rootfs"])
+            .arg(&tar)
+            .output()
+            .map_err(|e| format!("mkimage.py: {e}"))?;
+        if !made.status.success() {
+            return Err(format!(
+                "mkimage.py: {}",
+                String::from_utf8_lossy(&made.stderr)
+            ));
+        }
+        let out = run(podman().args(["import", "-q"]).arg(&tar).arg(IMAGE));
+        if out.code != 0 {
+            return Err(format!("podman import failed\n{out}"));
+        }
+        Ok(())
+    });
+    match ready {
+        Ok(()) => Some(IMAGE),
+        Err(why) => {
+            skip(why);
+            None
+        }
+    }
+}
+
+/// The directory holding the sbx under test, bound into the container at /sbx.
+fn sbx_dir() -> PathBuf {
+    sbx_bin().parent().unwrap().to_path_buf()
+}
+
+/// `podman run --rm OPTIONS IMAGE /sbx/sbx ARGS...`, with sbx's libraries bound in.
+fn in_container(options: &[&str], args: &[&str]) -> Outcome {
+    let image = IMAGE;
+    let mut cmd = podman();
+    cmd.args(["run", "--rm"]).args(options);
+    cmd.arg("-v")
+        .arg(format!("{}:/sbx:ro", sbx_dir().display()));
+    for lib in [
+        "/lib/x86_64-linux-gnu",
+        "/lib64",
+        "/usr/lib/x86_64-linux-gnu",
+    ] {
+        if Path::new(lib).is_dir() {
+            cmd.arg("-v").arg(format!("{lib}:{lib}:ro"));
+        }
+    }
+    let bin = format!("/sbx/{}", sbx_bin().file_name().unwrap().to_string_lossy());
+    cmd.arg(image).arg(bin).args(args);
+    spawn(&mut cmd, None).finish(std::time::Duration::from_secs(120))
+}
+
+fn check_entry(out: &Outcome, name: &str) -> serde_json::Value {
+    let report: serde_json::Value = serde_json::from_str(&out.stdout())
+        .unwrap_or_else(|e| panic!("sbx check --json: {e}\n{out}"));
+    report[name].clone()
+}
+
+#[test]
+fn check_names_a_masked_proc_and_the_option_that_unmasks_it() {
+    if image().is_none() {
+        return;
+    }
+    let out = in_container(&[], &["check", "--json"]);
+    assert_eq!(out.code, 1, "sbx cannot run here, and check says so\n{out}");
+    let proc = check_entry(&out, "proc_mount");
+    assert_eq!(proc["ok"], false, "{out}");
+    let detail = proc["detail"].as_str().unwrap();
+    assert!(detail.contains("/proc is partly covered"), "{detail}");
+    let fix = proc["fix"].as_str().unwrap();
+    for option in [
+        "unmask=ALL",
+        "systempaths=unconfined",
+        "procMount: Unmasked",
+    ] {
+        assert!(fix.contains(option), "{option} in {fix}");
+    }
+    // Control: with /proc unmasked, the same check passes.
+    let out = in_container(&["--security-opt", "unmask=ALL"], &["check", "--json"]);
+    assert_eq!(check_entry(&out, "proc_mount")["ok"], true, "{out}");
+}
+
+#[test]
+fn check_names_a_seccomp_profile_that_denies_user_namespaces() {
+    if image().is_none() {
+        return;
+    }
+    // Docker's default profile refuses unshare(CLONE_NEWUSER); this one refuses unshare
+    // outright and allows everything else.
+    let dir = TempDir::new();
+    let profile = dir.join("seccomp.json");
+    fs::write(
+        &profile,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["unshare", "clone3"], "action": "SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let seccomp = format!("seccomp={}", profile.display());
+    let out = in_container(&["--security-opt", &seccomp], &["check", "--json"]);
+    assert_eq!(out.code, 1, "{out}");
+    let userns = check_entry(&out, "userns");
+    assert_eq!(userns["ok"], false, "{out}");
+    let fix = userns["fix"].as_str().unwrap();
+    assert!(
+        fix.contains("seccomp") && fix.contains("seccomp=unconfined"),
+        "{fix}"
+    );
+    // Control: without that profile, user namespaces work in the container.
+    let out = in_container(&["--security-opt", "unmask=ALL"], &["check", "--json"]);
+    assert_eq!(check_entry(&out, "userns")["ok"], true, "{out}");
+}
