@@ -1,70 +1,14 @@
 //! The sandbox's network, as planned before clone: mode, published ports, host loopback,
 //! and where slirp4netns is.
 
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
 use crate::cli::RunArgs;
 use crate::error::HostFeature;
+pub use crate::plan::net::{NetPlan, Proto, Publish, DNS, GATEWAY, GUEST_ADDR, MTU};
 use crate::profile::{NetworkMode, NetworkOptions};
-
-/// Inside addresses slirp4netns sets up with `--configure`.
-pub const GUEST_ADDR: &str = "10.0.2.100";
-pub const GATEWAY: &str = "10.0.2.2";
-pub const DNS: &str = "10.0.2.3";
-pub const MTU: u32 = 65520;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Proto {
-    Tcp,
-    Udp,
-}
-
-impl Proto {
-    pub fn name(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        }
-    }
-}
-
-/// `[IP:]HPORT:PORT[/tcp|/udp]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Publish {
-    pub host_addr: Ipv4Addr,
-    pub host_port: u16,
-    pub guest_port: u16,
-    pub proto: Proto,
-}
-
-impl std::fmt::Display for Publish {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}:{}->{}/{}",
-            self.host_addr,
-            self.host_port,
-            self.guest_port,
-            self.proto.name()
-        )
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NetPlan {
-    pub mode: NetworkMode,
-    pub publish: Vec<Publish>,
-    pub allow_host_loopback: bool,
-    /// Outbound TCP only to these ports (Landlock ABI 4+); empty: unrestricted.
-    pub allow_tcp_connect: Vec<u16>,
-    /// Absolute path of slirp4netns (slirp4netns mode only).
-    pub slirp4netns: Option<PathBuf>,
-    /// `--net sandbox:NAME`: whose namespaces to join.
-    pub join: Option<crate::instance::Join>,
-}
 
 pub fn plan(profile: Option<NetworkOptions>, args: &RunArgs) -> Result<NetPlan> {
     let profile = profile.unwrap_or_default();
@@ -210,14 +154,6 @@ fn check_tun() -> Result<()> {
     }
 }
 
-impl NetPlan {
-    /// Whether the namespace has slirp4netns's NAT (its own, or the joined sandbox's), and
-    /// so wants the generated resolv.conf and hosts.
-    pub fn user_mode_nat(&self) -> bool {
-        self.mode == NetworkMode::Slirp4netns || self.join.as_ref().is_some_and(|j| j.nat)
-    }
-}
-
 /// For `sbx run -v`.
 pub fn describe(plan: &NetPlan) -> String {
     match plan.mode {
@@ -250,6 +186,7 @@ pub fn describe(plan: &NetPlan) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     #[test]
     fn publish_forms() {

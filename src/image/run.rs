@@ -13,6 +13,7 @@ use nix::fcntl::Flock;
 
 use super::store::{ImageConfig, Store};
 use super::ImageName;
+pub use crate::plan::rootfs::{OverlayKind, UpperDir};
 use crate::profile::vars::Vars;
 use crate::profile::{ImageRootfs, OverlayMode};
 use crate::supervisor::idmap::{self, IdMode, IdPlan};
@@ -33,16 +34,6 @@ pub struct Resolved {
 #[derive(Debug, Clone, Default)]
 pub struct LayerLocks {
     _locks: Arc<Vec<Flock<File>>>,
-}
-
-/// How the child assembles the overlay.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OverlayKind {
-    Kernel,
-    /// fuse-overlayfs at this path.
-    Fuse(PathBuf),
-    /// Kernel overlayfs; if the kernel refuses, fuse-overlayfs when there is one.
-    KernelElseFuse(Option<PathBuf>),
 }
 
 /// For `sbx run -v`.
@@ -107,16 +98,6 @@ pub fn plan(spec: &ImageRootfs) -> Result<ImagePlan> {
         upper,
         overlay,
     })
-}
-
-/// A kept upper directory: the host path the planner resolved once, and the directory it
-/// named then. The child opens it again without following any symlink and checks that it
-/// is the same directory (dev and inode) before anything is made in it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpperDir {
-    pub path: PathBuf,
-    pub dev: u64,
-    pub ino: u64,
 }
 
 /// Resolves the upper directory the user named (symlinks in `dir` itself are the user's

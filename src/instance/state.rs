@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::RunArgs;
+pub use crate::plan::net::ProcId;
 use crate::plan::Caller;
 use crate::profile::load::{Loaded, Origin};
 use crate::profile::vars::Vars;
@@ -84,14 +85,6 @@ impl Record {
             stdin_is_tty,
         }
     }
-}
-
-/// A process, named so that a reused pid is not mistaken for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProcId {
-    pub pid: i32,
-    /// Start time in clock ticks after boot (`/proc/PID/stat`, field 22).
-    pub start: u64,
 }
 
 impl ProcId {

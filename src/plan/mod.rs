@@ -13,18 +13,29 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::cli::RunArgs;
-use crate::image::run::{ImagePlan, OverlayKind};
-use crate::limits::LimitsPlan;
-use crate::network::NetPlan;
+use crate::image::run::ImagePlan;
 use crate::profile::load::Loaded;
 use crate::profile::vars::Vars;
 use crate::profile::{ImageRootfs, MountKind, MountOption, MountSpec, Profile, RootfsSpec};
-use crate::security::{self, SecurityPlan};
-use crate::supervisor::idmap::{self, IdPlan};
 
+use crate::supervisor::idmap;
+
+pub mod ids;
+pub mod limits;
 mod mounts;
+pub mod net;
+pub mod rootfs;
+pub mod security;
 #[cfg(test)]
 mod tests;
+
+pub use ids::{IdMode, IdPlan, IdRange};
+pub use limits::LimitsPlan;
+pub use net::NetPlan;
+pub use rootfs::{
+    Mount, OverlayKind, Rootfs, TmpfsSize, UpperDir, DEFAULT_SHM_SIZE, DEFAULT_TMP_SIZE,
+};
+pub use security::SecurityPlan;
 
 use mounts::{host_root, resolve_mounts, resolve_rootfs, writable_paths};
 
@@ -57,7 +68,7 @@ pub struct Plan {
     pub tty: bool,
     pub verbose: bool,
     /// A named sandbox: where its state and control socket live (set by `instance`).
-    pub instance: Option<crate::instance::Paths>,
+    pub instance: Option<Paths>,
     /// `--status-json`: where to write the sandbox's status.
     pub status_json: Option<PathBuf>,
     /// What the planner left out or changed, for the user to know (printed by `run`).
@@ -74,50 +85,14 @@ impl Plan {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Rootfs {
-    /// The host's `/`, recursively read-only.
-    Host,
-    /// A directory (canonical host path), read-only.
-    Dir(PathBuf),
-    /// An image's layers as the lower layers of a writable overlay.
-    Image {
-        name: String,
-        /// Unpacked layers in the store, bottom first.
-        layers: Vec<PathBuf>,
-        /// Host directory keeping the upper layer between runs; None: a tmpfs in the
-        /// sandbox's own mount namespace, discarded at exit.
-        upper: Option<crate::image::run::UpperDir>,
-        overlay: OverlayKind,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mount {
-    Bind {
-        /// Canonical host path.
-        source: PathBuf,
-        /// Normalized absolute path inside.
-        destination: PathBuf,
-        readonly: bool,
-        noexec: bool,
-        source_is_dir: bool,
-    },
-    Tmpfs {
-        destination: PathBuf,
-        size: Option<TmpfsSize>,
-        mode: u32,
-        readonly: bool,
-        noexec: bool,
-    },
-}
-
-impl Mount {
-    pub fn destination(&self) -> &Path {
-        match self {
-            Mount::Bind { destination, .. } | Mount::Tmpfs { destination, .. } => destination,
-        }
-    }
+/// One named sandbox's two directories.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub name: String,
+    /// Record, log, writable layer.
+    pub data: PathBuf,
+    /// State and control socket.
+    pub runtime: PathBuf,
 }
 
 /// Facts about the caller that a Plan is built from.
@@ -266,7 +241,7 @@ pub fn build(loaded: &Loaded, args: &RunArgs, caller: &Caller) -> Result<Plan> {
     };
     let inside_uid = ids.inside_uid;
     let limits = crate::limits::plan(&profile.limits, args)?;
-    let security = security::plan(
+    let security = crate::security::plan(
         &profile.security,
         args,
         inside_uid,
@@ -457,49 +432,6 @@ fn normalize_destination(path: &Path, what: &str) -> Result<PathBuf> {
     }
     Ok(dst)
 }
-
-/// The size of a tmpfs: bytes, or a share of the machine's memory (as the kernel's
-/// `size=N%`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TmpfsSize {
-    Bytes(u64),
-    PercentOfRam(u32),
-}
-
-impl TmpfsSize {
-    /// "64M", "1G", "4096" or "20%".
-    pub fn parse(s: &str) -> Result<TmpfsSize> {
-        match s.trim().strip_suffix('%') {
-            Some(p) => match p.trim().parse::<u32>() {
-                Ok(p @ 1..=100) => Ok(TmpfsSize::PercentOfRam(p)),
-                _ => bail!("invalid size {s:?}; a share of memory is 1% to 100%"),
-            },
-            None => Ok(TmpfsSize::Bytes(parse_size(s)?)),
-        }
-    }
-}
-
-/// The tmpfs `size=` option.
-impl std::fmt::Display for TmpfsSize {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TmpfsSize::Bytes(n) => write!(f, "{n}"),
-            TmpfsSize::PercentOfRam(p) => write!(f, "{p}%"),
-        }
-    }
-}
-
-impl serde::Serialize for TmpfsSize {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-/// The sandbox's own /dev/shm, as podman's.
-pub const DEFAULT_SHM_SIZE: TmpfsSize = TmpfsSize::Bytes(64 << 20);
-/// The sandbox's own /tmp: with the default profile's hidden home (the same share), less
-/// than half of the memory in all.
-pub const DEFAULT_TMP_SIZE: TmpfsSize = TmpfsSize::PercentOfRam(20);
 
 /// "64M", "1G", "4096" -> bytes.
 pub fn parse_size(s: &str) -> Result<u64> {

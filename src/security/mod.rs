@@ -13,20 +13,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use crate::cli::RunArgs;
-use crate::network::NetPlan;
+use crate::plan::net::NetPlan;
+pub use crate::plan::security::SecurityPlan;
 use crate::profile::{LandlockMode, NetworkMode, SecuritySpec};
-
-#[derive(Debug, Clone)]
-pub struct SecurityPlan {
-    pub caps: caps::CapsPlan,
-    pub seccomp: Option<seccomp::SeccompPlan>,
-    pub landlock: landlock::LandlockPlan,
-    /// Mask /proc/kcore & co, make /proc/sys & co read-only.
-    pub mask_kernel_paths: bool,
-    pub allow_nested: bool,
-    /// Host pathname sockets to cover where the sandbox would see them (see `sockets`).
-    pub host_sockets: Vec<PathBuf>,
-}
 
 /// `writable`: every writable mount destination inside, and whether it is a directory.
 pub fn plan(

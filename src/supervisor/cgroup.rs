@@ -13,14 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use nix::unistd::{AccessFlags, Pid};
 
-use crate::limits::CgroupLimits;
-
-/// Where leaves are created: a directory of the cgroup2 tree that the caller owns, whose
-/// `cgroup.subtree_control` enables the controllers the limits need.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Site {
-    pub parent: PathBuf,
-}
+use crate::plan::limits::CgroupLimits;
+pub use crate::plan::limits::Site;
 
 /// Finds the delegated parent of the caller's cgroup, or says exactly what is missing;
 /// enables the needed controllers for its children when they are not yet.

@@ -5,58 +5,23 @@
 //! so files created through a writable bind are owned by the caller on the host; the
 //! subordinate range fills every other inside id from 0 upwards, so `chown` works inside.
 
-use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
+pub use crate::plan::ids::{IdMode, IdPlan, IdRange};
+
 pub const SUBUID: &str = "/etc/subuid";
 pub const SUBGID: &str = "/etc/subgid";
 const HELPER_DIRS: &[&str] = &["/usr/bin", "/usr/sbin", "/bin", "/sbin"];
-
-/// One line of a uid_map/gid_map: `inside outside count`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IdRange {
-    pub inside: u32,
-    pub outside: u32,
-    pub count: u32,
-}
 
 /// A subordinate range from /etc/subuid or /etc/subgid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SubRange {
     pub start: u32,
     pub count: u32,
-}
-
-#[derive(Debug, Clone)]
-pub struct IdPlan {
-    pub host_uid: u32,
-    pub host_gid: u32,
-    pub inside_uid: u32,
-    pub inside_gid: u32,
-    pub mode: IdMode,
-}
-
-#[derive(Debug, Clone)]
-pub enum IdMode {
-    /// The caller's id plus all its subordinate ids, written by the setuid helpers.
-    Full {
-        newuidmap: PathBuf,
-        newgidmap: PathBuf,
-        uid_map: Vec<IdRange>,
-        gid_map: Vec<IdRange>,
-    },
-    /// Only the caller's own id; `warning` says why and how to get the range.
-    Single { warning: String },
-}
-
-impl fmt::Display for IdRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} {}", self.inside, self.outside, self.count)
-    }
 }
 
 /// Decides how ids will be mapped, from the host's files. Has no side effects.
