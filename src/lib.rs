@@ -13,6 +13,8 @@ pub mod instance;
 pub mod limits;
 pub mod network;
 pub mod plan;
+pub mod planner;
+pub mod prepare;
 pub mod probe;
 pub mod profile;
 pub mod protect;

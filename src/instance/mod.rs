@@ -29,6 +29,7 @@ use nix::fcntl::{Flock, FlockArg};
 
 pub use crate::plan::net::Join;
 pub use crate::plan::Paths;
+use crate::planner::{HostFacts, Overrides};
 
 /// The longest name we accept; the control socket's path must stay short.
 const MAX_NAME: usize = 64;
@@ -48,6 +49,17 @@ pub fn validate_name(name: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The host facts a sandbox is planned from, with the running sandbox that
+/// `--net sandbox:NAME` names: its state and id maps (read only) decide the new sandbox's
+/// ids, so the lookup comes before planning, here where named sandboxes are known.
+pub fn host_facts(overrides: &Overrides) -> Result<HostFacts> {
+    let mut host = HostFacts::read();
+    if let Some(name) = overrides.joins() {
+        host.join = Some(Join::resolve(name).context("--net sandbox:NAME")?);
+    }
+    Ok(host)
 }
 
 impl Join {

@@ -1,26 +1,34 @@
 //! What a named sandbox was created with (`Record`) and what it is doing (`State`).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::RunArgs;
 pub use crate::plan::net::ProcId;
-use crate::plan::Caller;
+use crate::planner::{Caller, Overrides};
 use crate::profile::load::{Loaded, Origin};
 use crate::profile::vars::Vars;
 use crate::profile::Profile;
 
+/// The format of `record.json` this sbx writes.
+pub const RECORD_VERSION: u32 = 1;
+
 /// How a named sandbox was created: enough to build the same Plan again for `start` and
-/// `exec`, even after the profile files changed.
+/// `exec`, even after the profile files changed. A format of its own, versioned: the
+/// overrides are `Overrides`, not the command line's types, so renaming a flag leaves it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
+    /// `RECORD_VERSION`. Records without one were written by sbx before 1: their `args`
+    /// (the command line as clap parsed it) are read as the overrides.
+    pub version: u32,
     pub name: String,
     pub created: u64,
-    pub args: RunArgs,
+    pub overrides: Overrides,
+    /// Created with `run -d`: its output is in its log from the start.
+    pub detached: bool,
     pub profile: String,
     pub profile_origin: String,
     /// The profile after `extends`, before variables.
@@ -40,12 +48,19 @@ pub struct CallerRecord {
 }
 
 impl Record {
-    pub fn new(name: &str, args: &RunArgs, loaded: &Loaded, caller: &Caller) -> Record {
+    pub fn new(
+        name: &str,
+        (overrides, detached): (&Overrides, bool),
+        loaded: &Loaded,
+        caller: &Caller,
+    ) -> Record {
         let v = &caller.vars;
         Record {
+            version: RECORD_VERSION,
             name: name.to_string(),
             created: now(),
-            args: args.clone(),
+            overrides: overrides.clone(),
+            detached,
             profile: loaded.name.clone(),
             profile_origin: loaded.origin.to_string(),
             resolved: loaded.profile.clone(),
@@ -57,6 +72,39 @@ impl Record {
                 gid: v.gid,
                 env: v.env.clone(),
             },
+        }
+    }
+
+    /// Reads `path`, converting a record of the format before versions (whose `args` field
+    /// names the same settings as `Overrides`: the command line's flags, serialized).
+    pub fn read(path: &Path) -> Result<Record> {
+        let mut value: serde_json::Value = super::read_json(path)?;
+        let parse = |value| {
+            serde_json::from_value(value).with_context(|| format!("parse {}", path.display()))
+        };
+        match value.get("version").map(serde_json::Value::as_u64) {
+            Some(Some(v)) if v == u64::from(RECORD_VERSION) => parse(value),
+            None => {
+                let Some(fields) = value.as_object_mut() else {
+                    bail!(
+                        "{} is not a sandbox record (not a JSON object)",
+                        path.display()
+                    );
+                };
+                let args = fields.remove("args").unwrap_or_default();
+                let detached = args.get("detach").cloned().unwrap_or(false.into());
+                fields.insert("overrides".into(), args);
+                fields.insert("detached".into(), detached);
+                fields.insert("version".into(), RECORD_VERSION.into());
+                parse(value)
+            }
+            Some(v) => bail!(
+                "{} has record version {}, which this sbx does not know (it reads version \
+                 {RECORD_VERSION}); use the sbx that created it, or `sbx rm` the sandbox and \
+                 create it again",
+                path.display(),
+                v.map_or("(not a number)".to_string(), |v| v.to_string())
+            ),
         }
     }
 

@@ -60,6 +60,9 @@ pub struct LimitsPlan {
     /// No delegated subtree, but a systemd user manager can make one: sbx runs itself again
     /// in a transient scope with `Delegate=yes` (`systemd-run --user --scope`).
     pub via_systemd: Option<PathBuf>,
+    /// Why the cgroup limits asked for are not enforced, when the profile lets the run go on
+    /// without them (`limits_required: false`).
+    pub not_enforced: Option<String>,
 }
 
 /// Where leaves are created: a directory of the cgroup2 tree that the caller owns, whose

@@ -1,7 +1,25 @@
 //! Plan building: what each profile and option turns into.
 
 use super::*;
+use crate::plan::{parse_mode, parse_size};
 use crate::profile::load::{parse, Origin};
+
+/// Plans against a host without a cgroup tree or an image store to reach.
+fn build(loaded: &Loaded, overrides: &Overrides, caller: &Caller) -> Result<Plan> {
+    let host = HostFacts {
+        cgroup: Err("no cgroup tree in unit tests".into()),
+        store: Err("no image store in unit tests".into()),
+        systemd_run: None,
+        join: None,
+    };
+    super::build(&Request {
+        loaded,
+        overrides,
+        caller,
+        host: &host,
+        instance: None,
+    })
+}
 
 fn caller(pwd: &str) -> Caller {
     Caller {
@@ -31,12 +49,12 @@ fn loaded(json: &str) -> Loaded {
     }
 }
 
-fn args(extra: &[&str]) -> RunArgs {
+fn args(extra: &[&str]) -> Overrides {
     use clap::Parser;
     let mut argv = vec!["sbx", "run"];
     argv.extend_from_slice(extra);
     match crate::cli::Cli::parse_from(argv).command {
-        crate::cli::Command::Run(a) => *a,
+        crate::cli::Command::Run(a) => Overrides::from_args(&a).unwrap(),
         _ => unreachable!(),
     }
 }
