@@ -281,3 +281,201 @@ fn rootfs_is_a_string_or_an_image_object() {
     assert_eq!(plan.rootfs, Rootfs::Dir("/tmp".into()));
     assert!(plan.run_as.is_none());
 }
+
+/// Every path under `dir` with its kind, size and modification time.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, bool, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(path) = todo.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        out.push((
+            path.clone(),
+            meta.is_dir(),
+            meta.len(),
+            meta.modified().unwrap(),
+        ));
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path).unwrap() {
+                todo.push(entry.unwrap().path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A fake host under `tmp`: a delegated cgroup tree that enables nothing yet, an image
+/// store holding `img` (one empty layer), a running sandbox `x` to join.
+fn fake_host(tmp: &Path) -> HostFacts {
+    use crate::plan::net::{Join, ProcId};
+    use crate::supervisor::cgroup::CgroupHost;
+
+    // A delegated cgroup whose subtree_control enables nothing yet.
+    let cgroup = tmp.join("cgroup");
+    std::fs::create_dir_all(cgroup.join("me")).unwrap();
+    std::fs::write(cgroup.join("cgroup.controllers"), "cpu io memory pids\n").unwrap();
+    std::fs::write(cgroup.join("cgroup.subtree_control"), "").unwrap();
+    std::fs::write(cgroup.join("cgroup.procs"), "").unwrap();
+    // An image store holding one image of one empty layer.
+    let store = tmp.join("store");
+    let hex = "0".repeat(64);
+    std::fs::create_dir_all(store.join("layers/sha256").join(&hex)).unwrap();
+    std::fs::create_dir_all(store.join("images")).unwrap();
+    std::fs::write(store.join("lock"), "").unwrap();
+    let full = crate::image::ImageName::parse("img").unwrap().full();
+    let record = crate::image::store::Record {
+        name: full.clone(),
+        source: "test".into(),
+        kind: "rootfs".into(),
+        created: 0,
+        layers: vec![format!("sha256:{hex}")],
+        size: 0,
+        layer_sizes: vec![0],
+        config: Default::default(),
+    };
+    let encoded = crate::image::store::encode_name(&full);
+    let record_path = store.join("images").join(format!("{encoded}.json"));
+    std::fs::write(record_path, serde_json::to_vec(&record).unwrap()).unwrap();
+    let me = ProcId {
+        pid: std::process::id() as i32,
+        start: 0,
+    };
+    HostFacts {
+        cgroup: Ok(CgroupHost {
+            mount: cgroup,
+            own: "/me".into(),
+        }),
+        store: Ok(store),
+        systemd_run: None,
+        join: Some(Join {
+            name: "x".into(),
+            target: me,
+            nat: false,
+            uid: 0,
+            gid: 0,
+            user_ns: 1,
+            net_ns: 2,
+        }),
+    }
+}
+
+/// A profile bind source to create, a writable bind missing a protected path, a kept upper
+/// directory to create, an image root, a joined sandbox and (`extra`) more.
+fn fake_request(tmp: &Path, extra: &[&str]) -> (Loaded, Overrides) {
+    std::fs::create_dir_all(tmp.join("work")).unwrap();
+    let work = tmp.join("work").canonicalize().unwrap();
+    let l = loaded(&format!(
+        r#"{{"mounts": [{{"type": "bind", "source": "{}", "destination": "/data", "create": true}}]}}"#,
+        tmp.join("created-by-prepare").display()
+    ));
+    let upper = tmp.join("upper");
+    let mut argv = vec![
+        "--image",
+        "img",
+        "--upper",
+        upper.to_str().unwrap(),
+        "--net",
+        "sandbox:x",
+        "--bind",
+        work.to_str().unwrap(),
+        "--protect",
+        "secret",
+    ];
+    argv.extend_from_slice(extra);
+    argv.extend_from_slice(&["--", "true"]);
+    (l, args(&argv))
+}
+
+fn fresh_dir(name: &str) -> PathBuf {
+    let tmp = std::env::temp_dir().join(format!("sbx-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    tmp.canonicalize().unwrap()
+}
+
+#[test]
+fn planning_writes_nothing() {
+    use crate::plan::limits::Site;
+
+    let tmp = fresh_dir("planner");
+    let host = fake_host(&tmp);
+    let (l, o) = fake_request(&tmp, &["--memory", "64M"]);
+    let (cgroup, store, hex) = (tmp.join("cgroup"), tmp.join("store"), "0".repeat(64));
+    let (work, to_create, upper) = (
+        tmp.join("work"),
+        tmp.join("created-by-prepare"),
+        tmp.join("upper"),
+    );
+    let full = crate::image::ImageName::parse("img").unwrap().full();
+    let c = caller("/tmp");
+    let before = snapshot(&tmp);
+    let plan = super::build(&Request {
+        loaded: &l,
+        overrides: &o,
+        caller: &c,
+        host: &host,
+        instance: None,
+    })
+    .unwrap();
+    assert_eq!(
+        snapshot(&tmp),
+        before,
+        "the planner wrote under {}",
+        tmp.display()
+    );
+
+    // What it found missing is listed for `prepare`, not made.
+    assert_eq!(plan.setup.controllers, ["memory"]);
+    assert_eq!(plan.setup.upper.as_deref(), Some(upper.as_path()));
+    assert_eq!(plan.setup.bind_sources, std::slice::from_ref(&to_create));
+    assert_eq!(plan.setup.protected.len(), 1, "{:?}", plan.setup);
+    assert_eq!(plan.setup.protected[0].bind, work);
+    assert_eq!(plan.setup.protected[0].rel, Path::new("secret"));
+    assert!(!to_create.exists() && !upper.exists() && !work.join("secret").exists());
+    // The rest is planned from the fake host.
+    assert_eq!(plan.limits.site, Some(Site { parent: cgroup }));
+    assert_eq!(plan.limits.cgroup.memory, Some(64 << 20));
+    assert_eq!(
+        plan.network.join.as_ref().map(|j| j.name.as_str()),
+        Some("x")
+    );
+    match &plan.rootfs {
+        Rootfs::Image { name, layers, .. } => {
+            assert_eq!(name, &full);
+            assert_eq!(layers, &[store.join("layers/sha256").join(&hex)]);
+        }
+        other => panic!("not an image root: {other:?}"),
+    }
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
+
+#[test]
+fn prepare_makes_what_the_plan_lists_and_plans_again() {
+    let tmp = fresh_dir("prepare");
+    let host = fake_host(&tmp);
+    let (l, o) = fake_request(&tmp, &[]);
+    let c = caller("/tmp");
+    let req = Request {
+        loaded: &l,
+        overrides: &o,
+        caller: &c,
+        host: &host,
+        instance: None,
+    };
+    let first = super::build(&req).unwrap();
+    assert!(!first.setup.is_empty());
+    let (plan, prepared) = crate::prepare::prepare(&req, first).unwrap();
+    assert!(plan.setup.is_empty(), "{:?}", plan.setup);
+    assert!(tmp.join("created-by-prepare").is_dir());
+    assert!(tmp.join("work/secret").is_file());
+    match &plan.rootfs {
+        Rootfs::Image { upper, .. } => {
+            let upper = upper.as_ref().expect("the kept upper directory");
+            assert_eq!(upper.path, tmp.join("upper"));
+        }
+        other => panic!("not an image root: {other:?}"),
+    }
+    assert!(prepared.layer_locks.is_some());
+    drop(prepared);
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
