@@ -1,5 +1,6 @@
-//! Resource limits as planned before clone: cgroup v2 values, rlimits, a wall-clock timeout,
-//! and where the sandbox's cgroup leaf will live.
+//! Resource limits at run time: the rlimits applied before execve, the systemd scope sbx
+//! runs itself again in when it has no delegated cgroup, and `-v`'s description. The
+//! limits are planned by `planner::limits` (types in `plan::limits`).
 
 use std::path::PathBuf;
 use std::time::Duration;

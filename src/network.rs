@@ -1,5 +1,6 @@
-//! The sandbox's network, as planned before clone: mode, published ports, host loopback,
-//! and where slirp4netns is.
+//! The sandbox's network for `-v` and `sbx inspect`. It is planned by `planner::network`
+//! (types in `plan::net`, re-exported here) and set up by `supervisor::net` and
+//! `child::net`.
 
 pub use crate::plan::net::{NetPlan, Proto, Publish, DNS, GATEWAY, GUEST_ADDR, MTU};
 use crate::profile::NetworkMode;

@@ -1,4 +1,5 @@
-//! Hardening layers, planned before clone and applied in the command's own process, in
+//! Hardening layers, planned before clone (`planner::security`, which compiles the seccomp
+//! program and decides the Landlock rules here) and applied in the command's own process, in
 //! this order, last before execve: capabilities, no_new_privs, Landlock, seccomp (last, so
 //! the filter need not allow anything the other steps use).
 
