@@ -277,6 +277,62 @@ pub fn now() -> u64 {
 mod tests {
     use super::*;
 
+    fn record_file(json: &str) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "sbx-record-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("record.json");
+        std::fs::write(&path, json).unwrap();
+        (dir, path)
+    }
+
+    const CALLER: &str = r#""profile": "default", "profile_origin": "built-in",
+        "resolved": {}, "caller": {"pwd": "/", "home": "/h", "user": "u", "uid": 1,
+        "gid": 1, "env": {}}"#;
+
+    #[test]
+    fn records_without_a_version_are_read_as_version_1() {
+        let (dir, path) = record_file(&format!(
+            r#"{{"name": "old", "created": 5, {CALLER}, "args": {{"profile": null,
+            "image": "alpine", "env": ["A=1"], "memory": "64M", "net": "none", "name": "old",
+            "detach": true, "env_file": [], "command": ["sh"]}}}}"#
+        ));
+        let record = Record::read(&path).unwrap();
+        assert_eq!(record.version, RECORD_VERSION);
+        assert!(record.detached);
+        assert_eq!(
+            record.overrides,
+            Overrides {
+                image: Some("alpine".into()),
+                env: vec!["A=1".into()],
+                memory: Some("64M".into()),
+                net: Some("none".into()),
+                command: vec!["sh".into()],
+                ..Default::default()
+            }
+        );
+        // Written back, it is version 1 with the overrides under their own name.
+        let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(json["version"], 1);
+        assert_eq!(json["overrides"]["image"], "alpine");
+        assert!(json.get("args").is_none());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn records_of_an_unknown_version_are_refused_with_a_fix() {
+        let (dir, path) = record_file(&format!(
+            r#"{{"version": 7, "name": "new", "created": 5, {CALLER}, "overrides": {{}},
+            "detached": false}}"#
+        ));
+        let err = format!("{:#}", Record::read(&path).unwrap_err());
+        assert!(err.contains("version 7") && err.contains("sbx rm"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[test]
     fn own_process_is_alive_and_a_wrong_start_is_not() {
         let me = ProcId::of(std::process::id() as i32).unwrap();

@@ -231,4 +231,16 @@ mod tests {
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].contains("NOPE"), "{found:?}");
     }
+
+    #[test]
+    fn check_creates_nothing() {
+        let dir = std::env::temp_dir().join(format!("sbx-check-{}", std::process::id()));
+        let text = format!(
+            r#"{{"mounts": [{{"type": "bind", "source": "{}", "destination": "/d", "create": true}}]}}"#,
+            dir.display()
+        );
+        let found = problems(&text, Path::new("p.json"));
+        assert!(found.is_empty(), "{found:?}");
+        assert!(!dir.exists(), "profile check created {}", dir.display());
+    }
 }
