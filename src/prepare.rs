@@ -17,7 +17,8 @@ use crate::planner::{self, Request};
 use crate::supervisor::cgroup;
 
 /// Rounds of make-then-plan: a bind source or upper directory is made in the first, the
-/// protected paths inside a bind source made in it in the second; the third finds nothing.
+/// protected paths inside a bind source made in it in the second; the plan after the
+/// last must list nothing.
 const ROUNDS: usize = 3;
 
 /// What the run holds besides its Plan: given to the runtime with it.
@@ -41,6 +42,9 @@ pub fn prepare(req: &Request, mut plan: Plan) -> Result<(Plan, Prepared)> {
             host: &host,
             ..*req
         })?;
+    }
+    if plan.setup.is_empty() {
+        return finish(&host, &first, plan);
     }
     bail!(
         "the host kept changing while sbx was starting (still missing: {}); check what else \

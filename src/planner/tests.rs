@@ -468,6 +468,8 @@ fn prepare_makes_what_the_plan_lists_and_plans_again() {
     assert!(plan.setup.is_empty(), "{:?}", plan.setup);
     assert!(tmp.join("created-by-prepare").is_dir());
     assert!(tmp.join("work/secret").is_file());
+    // Made in the second round: the bind source did not exist in the first.
+    assert!(tmp.join("created-by-prepare/secret").is_file());
     match &plan.rootfs {
         Rootfs::Image { upper, .. } => {
             let upper = upper.as_ref().expect("the kept upper directory");
