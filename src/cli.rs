@@ -97,7 +97,7 @@ pub struct ExecArgs {
     #[arg(short = 'w', long, value_name = "DIR")]
     pub workdir: Option<String>,
     /// The sandbox's name.
-    #[arg(add = ArgValueCandidates::new(crate::meta::sandbox_names))]
+    #[arg(add = ArgValueCandidates::new(crate::complete::sandbox_names))]
     pub name: String,
     /// The command and its arguments.
     #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
@@ -114,7 +114,7 @@ pub struct StopArgs {
         default_value_t = 10
     )]
     pub time: u64,
-    #[arg(add = ArgValueCandidates::new(crate::meta::sandbox_names), required = true, value_name = "NAME")]
+    #[arg(add = ArgValueCandidates::new(crate::complete::sandbox_names), required = true, value_name = "NAME")]
     pub names: Vec<String>,
 }
 
@@ -123,7 +123,7 @@ pub struct KillArgs {
     /// The signal, by name (TERM, SIGTERM) or number.
     #[arg(short, long, value_name = "SIGNAL", default_value = "KILL")]
     pub signal: String,
-    #[arg(add = ArgValueCandidates::new(crate::meta::sandbox_names), required = true, value_name = "NAME")]
+    #[arg(add = ArgValueCandidates::new(crate::complete::sandbox_names), required = true, value_name = "NAME")]
     pub names: Vec<String>,
 }
 
@@ -132,7 +132,7 @@ pub struct StartArgs {
     /// Stay attached: run in the foreground, as `sbx run` does, instead of detached.
     #[arg(short, long)]
     pub attach: bool,
-    #[arg(add = ArgValueCandidates::new(crate::meta::sandbox_names))]
+    #[arg(add = ArgValueCandidates::new(crate::complete::sandbox_names))]
     pub name: String,
 }
 
@@ -141,7 +141,7 @@ pub struct LogsArgs {
     /// Keep printing new output until the sandbox exits.
     #[arg(short, long)]
     pub follow: bool,
-    #[arg(add = ArgValueCandidates::new(crate::meta::sandbox_names))]
+    #[arg(add = ArgValueCandidates::new(crate::complete::sandbox_names))]
     pub name: String,
 }
 
@@ -150,13 +150,13 @@ pub struct RmArgs {
     /// Stop running sandboxes first (SIGKILL) instead of refusing.
     #[arg(short, long)]
     pub force: bool,
-    #[arg(add = ArgValueCandidates::new(crate::meta::sandbox_names), required = true, value_name = "NAME")]
+    #[arg(add = ArgValueCandidates::new(crate::complete::sandbox_names), required = true, value_name = "NAME")]
     pub names: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct InspectArgs {
-    #[arg(add = ArgValueCandidates::new(crate::meta::sandbox_names))]
+    #[arg(add = ArgValueCandidates::new(crate::complete::sandbox_names))]
     pub name: String,
 }
 
@@ -278,7 +278,7 @@ pub struct CheckArgs {
 pub struct RunArgs {
     /// JSON profile: a name (looked up in ~/.config/sbx/profiles, /etc/sbx/profiles, then the
     /// built-ins) or a path to a file.
-    #[arg(short = 'p', long, value_name = "NAME|PATH", add = ArgValueCandidates::new(crate::meta::profile_names))]
+    #[arg(short = 'p', long, value_name = "NAME|PATH", add = ArgValueCandidates::new(crate::complete::profile_names))]
     pub profile: Option<String>,
 
     /// Root filesystem: the host's / read-only ("host"), or a directory.

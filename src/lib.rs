@@ -5,6 +5,7 @@
 pub mod beneath;
 pub mod child;
 pub mod cli;
+pub mod complete;
 pub mod envfile;
 pub mod error;
 pub mod image;
@@ -14,6 +15,8 @@ pub mod limits;
 pub mod meta;
 pub mod network;
 pub mod plan;
+pub mod planner;
+pub mod prepare;
 pub mod probe;
 pub mod profile;
 pub mod protect;

@@ -13,8 +13,8 @@ use sbx::cli::{Cli, Command, RunArgs};
 use sbx::error::exit::SBX_ERROR;
 use sbx::supervisor::idmap::IdMode;
 use sbx::{
-    envfile, error, image, instance, limits, meta, network, plan, probe, profile, security,
-    supervisor, sys,
+    envfile, error, image, instance, limits, meta, network, plan, planner, prepare, probe, profile,
+    security, supervisor, sys,
 };
 
 fn main() -> ExitCode {
@@ -77,10 +77,28 @@ fn dispatch() -> Result<i32> {
 
 fn run(args: &RunArgs) -> Result<i32> {
     let mut args = args.clone();
-    let caller = plan::Caller::from_process()?;
+    let caller = planner::Caller::from_process()?;
     envfile::fold(&mut args.env_file, &mut args.env, &caller.vars.env)?;
     let choice = profile::select::choose(args.profile.as_deref(), &args.command[0])?;
-    let plan = plan::build(&choice.loaded, &args, &caller)?;
+    let overrides = planner::Overrides::from_args(&args)?;
+    let host = instance::host_facts(&overrides)?;
+    let paths = args
+        .name
+        .as_deref()
+        .map(instance::cmd::paths_for)
+        .transpose()?;
+    let req = planner::Request {
+        loaded: &choice.loaded,
+        overrides: &overrides,
+        caller: &caller,
+        host: &host,
+        instance: paths.as_ref(),
+    };
+    // Plans without writing: what the host lacks, `prepare` makes just before the run.
+    let plan = planner::build(&req)?;
+    if let Some(warning) = planner::limits::not_enforced_warning(&plan.limits) {
+        eprintln!("sbx: warning: {warning}");
+    }
     if let IdMode::Single { warning } = &plan.ids.mode {
         eprintln!("sbx: warning: {warning}");
     }
@@ -95,8 +113,11 @@ fn run(args: &RunArgs) -> Result<i32> {
         describe(&plan, &choice.why);
     }
     match &args.name {
-        Some(name) => instance::cmd::create(name, &args, &choice.loaded, &caller, plan),
-        None => instance::launch::foreground(&plan, None).0,
+        Some(name) => instance::cmd::create(name, &req, plan, args.detach),
+        None => {
+            let (plan, prepared) = prepare::prepare(&req, plan)?;
+            instance::launch::foreground(&plan, &prepared, None).0
+        }
     }
 }
 
@@ -137,8 +158,10 @@ fn describe(plan: &plan::Plan, why: &str) {
             image::run::describe_overlay(overlay),
             upper
                 .as_ref()
+                .map(|u| &u.path)
+                .or(plan.setup.upper.as_ref())
                 .map_or("on a tmpfs, discarded at exit".to_string(), |u| {
-                    format!("kept in {}", u.path.display())
+                    format!("kept in {}", u.display())
                 })
         ),
         other => eprintln!("sbx: rootfs: {other:?}"),

@@ -10,7 +10,6 @@ use std::io::Write;
 use anyhow::{bail, Context, Result};
 use clap::CommandFactory;
 use clap_complete::env::{Bash, EnvCompleter, Fish, Zsh};
-use clap_complete::CompletionCandidate;
 
 use crate::cli::Cli;
 
@@ -69,22 +68,4 @@ pub fn subcommands() -> Vec<String> {
 pub fn version() -> String {
     let commit = option_env!("SBX_COMMIT").unwrap_or("unknown commit");
     format!("sbx {} ({commit})", env!("CARGO_PKG_VERSION"))
-}
-
-/// Completion candidates: profile names (built-in, user and system).
-pub fn profile_names() -> Vec<CompletionCandidate> {
-    crate::profile::load::known_names()
-        .into_iter()
-        .map(CompletionCandidate::new)
-        .collect()
-}
-
-/// Completion candidates: named sandboxes of this user.
-pub fn sandbox_names() -> Vec<CompletionCandidate> {
-    crate::instance::Dirs::from_env()
-        .and_then(|d| d.names())
-        .unwrap_or_default()
-        .into_iter()
-        .map(CompletionCandidate::new)
-        .collect()
 }

@@ -11,9 +11,10 @@
 //!
 //! Each is bound read-only over itself, and every directory between the writable bind and
 //! it is bound over itself too, which makes it a mount point: it cannot be renamed away and
-//! replaced by a look-alike. A missing one is created on the host first (a directory when
-//! the entry ends in `/`, an empty file otherwise), because a path that does not exist
-//! cannot be covered by a mount (firejail #1011).
+//! replaced by a look-alike. A missing one must be created on the host first (a directory
+//! when the entry ends in `/`, an empty file otherwise), because a path that does not exist
+//! cannot be covered by a mount (firejail #1011): the planner lists it in the Plan's
+//! `HostSetup`, and `prepare` creates it (`create`) before planning again.
 //!
 //! Everything below a writable bind was written by an earlier run, so nothing here follows
 //! a symbolic link: paths are opened beneath the bind's directory with `RESOLVE_BENEATH |
@@ -28,7 +29,7 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::beneath::{self, Identity};
-use crate::plan::Mount;
+use crate::plan::{Mount, ProtectedPath};
 use crate::profile::GitMode;
 
 /// What git reads from a `.git` directory that can make it run a command or trust other
@@ -53,14 +54,16 @@ struct Entry {
 }
 
 /// The extra mounts that protect `entries` (profile `protect` plus `--protect`), the
-/// repository's `.git` and sbx's own directories inside the writable binds of `mounts`.
+/// repository's `.git` and sbx's own directories inside the writable binds of `mounts`,
+/// and the protected paths missing on the host, which must be created first. Writes nothing.
 pub fn mounts(
     mounts: &[Mount],
     entries: &[String],
     own_dirs: &[PathBuf],
     git: GitMode,
-) -> Result<Vec<Mount>> {
+) -> Result<(Vec<Mount>, Vec<ProtectedPath>)> {
     let mut out = Vec::new();
+    let mut missing = Vec::new();
     let mut pinned = BTreeSet::new();
     for m in mounts {
         let Mount::Bind {
@@ -103,15 +106,16 @@ pub fn mounts(
             });
         }
         for entry in wanted {
-            protect(&top, source, destination, &entry, &mut pinned, &mut out)?;
+            let found = protect(&top, source, destination, &entry, &mut pinned, &mut out)?;
+            missing.extend(found);
         }
     }
-    Ok(out)
+    Ok((out, missing))
 }
 
 /// The bind's own directory, opened without following a link planted since the planner
 /// resolved it.
-fn open_bind(source: &Path) -> Result<OwnedFd> {
+pub fn open_bind(source: &Path) -> Result<OwnedFd> {
     beneath::reopen_canonical(source, libc::O_PATH | libc::O_DIRECTORY).map_err(|e| {
         if beneath::is_link_error(&e) {
             anyhow::anyhow!(
@@ -176,7 +180,8 @@ fn protect(
     entry: &Entry,
     pinned: &mut BTreeSet<PathBuf>,
     out: &mut Vec<Mount>,
-) -> Result<()> {
+) -> Result<Option<ProtectedPath>> {
+    let mut missing = None;
     let host = source.join(&entry.rel);
     let is_dir = match beneath::open(top.as_fd(), &entry.rel, libc::O_PATH) {
         Ok(fd) => nix::sys::stat::fstat(fd.as_fd())
@@ -188,9 +193,13 @@ fn protect(
              with the real file or directory",
             host.display()
         ),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) && !entry.create => return Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) && !entry.create => return Ok(None),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-            create(top, &entry.rel, entry.is_dir, &host)?;
+            missing = Some(ProtectedPath {
+                bind: source.to_path_buf(),
+                rel: entry.rel.clone(),
+                is_dir: entry.is_dir,
+            });
             entry.is_dir
         }
         Err(e) => return Err(e).with_context(|| format!("open {}", host.display())),
@@ -212,32 +221,52 @@ fn protect(
             source_is_dir: !last || is_dir,
         });
     }
-    Ok(())
+    Ok(missing)
 }
 
-/// Creates a missing protected path beneath the bind, following no link.
-fn create(top: &OwnedFd, rel: &Path, is_dir: bool, host: &Path) -> Result<()> {
-    let made = if is_dir {
-        beneath::create_dirs(top.as_fd(), rel, 0o700).map(drop)
+/// Creates a protected path the planner found missing, beneath its bind's directory and
+/// following no link (`prepare` calls this; the planner only lists the paths). One that
+/// appeared meanwhile is left as it is: the next plan inspects it as any other.
+pub fn create(missing: &ProtectedPath) -> Result<()> {
+    let top = open_bind(&missing.bind)?;
+    let host = missing.bind.join(&missing.rel);
+    let made = if missing.is_dir {
+        beneath::create_dirs(top.as_fd(), &missing.rel, 0o700).map(drop)
     } else {
-        beneath::create_file(top.as_fd(), rel, 0o600)
+        beneath::create_file(top.as_fd(), &missing.rel, 0o600)
     };
-    made.map_err(|e| {
-        if beneath::is_link_error(&e) {
-            anyhow::anyhow!(
-                "cannot create {} to protect it: a symbolic link lies on its path (an earlier \
-                 sandbox run may have planted it); remove the link",
-                host.display()
-            )
-        } else {
-            anyhow::anyhow!("create {} so that it can be protected: {e}", host.display())
-        }
-    })
+    match made {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        Err(e) if beneath::is_link_error(&e) => bail!(
+            "cannot create {} to protect it: a symbolic link lies on its path (an earlier \
+             sandbox run may have planted it); remove the link",
+            host.display()
+        ),
+        Err(e) => bail!("create {} so that it can be protected: {e}", host.display()),
+        Ok(()) => Ok(()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// As `prepare` runs it: plan, create what is missing, plan again.
+    fn mounts(
+        binds: &[Mount],
+        entries: &[String],
+        own_dirs: &[PathBuf],
+        git: GitMode,
+    ) -> Result<Vec<Mount>> {
+        for _ in 0..3 {
+            let (out, missing) = super::mounts(binds, entries, own_dirs, git)?;
+            if missing.is_empty() {
+                return Ok(out);
+            }
+            missing.iter().try_for_each(create)?;
+        }
+        bail!("protected paths still missing after creating them")
+    }
 
     fn rw(src: &Path, dst: &str) -> Mount {
         Mount::Bind {

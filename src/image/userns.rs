@@ -17,14 +17,15 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult};
 
-use crate::supervisor::idmap::{self, IdMode, IdPlan};
+use crate::plan::ids::{IdMode, IdPlan};
+use crate::supervisor::idmap;
 
 /// The id plan of store writers and of sandboxes on an image: the caller is root inside,
 /// the subordinate range fills 1, 2, ...
 pub fn store_ids() -> IdPlan {
     let uid = nix::unistd::getuid().as_raw();
     let gid = nix::unistd::getgid().as_raw();
-    idmap::plan(&crate::plan::user_name(uid), uid, gid, 0, 0)
+    crate::planner::ids::plan(&crate::planner::facts::user_name(uid), uid, gid, 0, 0)
 }
 
 /// Whether this process has a single thread, so `fork` may run arbitrary code.

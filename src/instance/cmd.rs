@@ -11,22 +11,25 @@ use super::state::{Liveness, ProcId, Record, State};
 use super::{
     launch, make_private_dir, read_json, validate_name, write_json, Dirs, Paths, RECORD, STATE,
 };
-use crate::cli::{KillArgs, RmArgs, RunArgs, StartArgs, StopArgs};
-use crate::plan::{self, Caller, Plan, Rootfs};
-use crate::profile::load::Loaded;
+use crate::cli::{ExecArgs, KillArgs, RmArgs, StartArgs, StopArgs};
+use crate::plan::Plan;
+use crate::planner::{self, Request, LAYER};
+use crate::prepare::{self, Prepared};
 
 /// How long `stop`, `kill` and `rm -f` wait for the supervisor to record the end.
 const SETTLE: Duration = Duration::from_secs(10);
 
-/// `sbx run --name NAME [-d]`: record the sandbox, then run it. `args` has its env files
-/// folded in already, so `start` gets the same variables even if a file changes.
-pub fn create(
-    name: &str,
-    args: &RunArgs,
-    loaded: &Loaded,
-    caller: &Caller,
-    mut plan: Plan,
-) -> Result<i32> {
+/// The directories a sandbox named `name` has (or will have).
+pub fn paths_for(name: &str) -> Result<Paths> {
+    validate_name(name)?;
+    Ok(Dirs::from_env()?.paths(name))
+}
+
+/// `sbx run --name NAME [-d]`: record the sandbox, prepare the host, then run it. `plan`
+/// is built from `req` (whose `instance` is the sandbox's directories); the overrides have
+/// their env files folded in already, so `start` gets the same variables even if a file
+/// changes.
+pub fn create(name: &str, req: &Request, plan: Plan, detach: bool) -> Result<i32> {
     validate_name(name)?;
     let dirs = Dirs::from_env()?;
     let lock = dirs.lock()?;
@@ -41,45 +44,31 @@ pub fn create(
     make_private_dir(&dirs.runtime)?;
     make_private_dir(&paths.data)?;
     make_private_dir(&paths.runtime)?;
-    let record = Record::new(name, args, loaded, caller);
-    if let Err(e) = write_json(&paths.data.join(RECORD), &record)
-        .and_then(|()| keep_writable_layer(&mut plan, &paths))
-    {
-        remove_dirs(&paths);
-        return Err(e);
-    }
-    plan.instance = Some(paths.clone());
-    launch_recorded(&plan, &paths, lock, args.detach, true)
+    let record = Record::new(name, (req.overrides, detach), req.loaded, req.caller);
+    let prepared =
+        write_json(&paths.data.join(RECORD), &record).and_then(|()| prepare::prepare(req, plan));
+    let (plan, prepared) = match prepared {
+        Ok(ready) => ready,
+        Err(e) => {
+            remove_dirs(&paths);
+            return Err(e);
+        }
+    };
+    launch_recorded(&plan, &prepared, &paths, lock, detach, true)
 }
-
-/// A named sandbox on an image keeps its writable layer beside its record, so `start`
-/// finds what the last run installed; `rm` deletes it. An upper directory the profile or
-/// `--upper` names is kept there instead.
-fn keep_writable_layer(plan: &mut Plan, paths: &Paths) -> Result<()> {
-    if let Rootfs::Image {
-        upper: upper @ None,
-        ..
-    } = &mut plan.rootfs
-    {
-        *upper = Some(crate::image::run::upper_dir(&paths.data.join(LAYER))?);
-    }
-    Ok(())
-}
-
-/// Where a named sandbox on an image keeps its writable layer.
-const LAYER: &str = "layer";
 
 /// Runs a recorded sandbox, detached or not. A sandbox that never got as far as running
 /// its command on its first start is forgotten again: nothing is left half-created.
 fn launch_recorded(
     plan: &Plan,
+    prepared: &Prepared,
     paths: &Paths,
     lock: nix::fcntl::Flock<std::fs::File>,
     detach: bool,
     first: bool,
 ) -> Result<i32> {
     if detach {
-        match launch::detached(plan, paths, lock) {
+        match launch::detached(plan, prepared, paths, lock) {
             Ok(()) => {
                 println!("{}", paths.name);
                 Ok(0)
@@ -92,7 +81,7 @@ fn launch_recorded(
             }
         }
     } else {
-        let (result, started) = launch::foreground(plan, Some(lock));
+        let (result, started) = launch::foreground(plan, prepared, Some(lock));
         if first && !started {
             remove_dirs(paths);
         }
@@ -110,17 +99,60 @@ pub fn start(args: &StartArgs) -> Result<i32> {
         bail!("sandbox {} is already running", args.name);
     }
     let stdin_is_tty = args.attach && nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
-    let mut plan = plan::build(&record.loaded(), &record.args, &record.caller(stdin_is_tty))
-        .with_context(|| format!("sandbox {} can no longer be built as recorded", args.name))?;
+    let loaded = record.loaded();
+    let caller = record.caller(stdin_is_tty);
+    let rebuilt = || format!("sandbox {} can no longer be built as recorded", args.name);
+    let host = super::host_facts(&record.overrides).with_context(rebuilt)?;
+    let req = Request {
+        loaded: &loaded,
+        overrides: &record.overrides,
+        caller: &caller,
+        host: &host,
+        instance: Some(&paths),
+    };
+    let plan = planner::build(&req).with_context(rebuilt)?;
+    if let Some(warning) = planner::limits::not_enforced_warning(&plan.limits) {
+        eprintln!("sbx: warning: {warning}");
+    }
     if let Some(systemd_run) = &plan.limits.via_systemd {
         drop(lock);
         return Err(crate::limits::rerun_in_scope(systemd_run));
     }
     make_private_dir(&dirs.runtime)?;
     make_private_dir(&paths.runtime)?;
-    keep_writable_layer(&mut plan, &paths)?;
-    plan.instance = Some(paths.clone());
-    launch_recorded(&plan, &paths, lock, !args.attach, false)
+    let (plan, prepared) = prepare::prepare(&req, plan)?;
+    launch_recorded(&plan, &prepared, &paths, lock, !args.attach, false)
+}
+
+/// The Plan `sbx exec` runs its command with: the recorded one, with this command, its
+/// variables and working directory. Built by the planner alone: `exec` prepares nothing,
+/// the sandbox it enters holds what its run needs.
+pub fn exec_plan(record: &Record, args: &ExecArgs) -> Result<Plan> {
+    let mut overrides = record.overrides.clone();
+    let mut env = args.env.clone();
+    // A bare name takes its value from the environment recorded at creation.
+    let caller = record.caller(args.tty);
+    crate::envfile::fold(&mut args.env_file.clone(), &mut env, &caller.vars.env)?;
+    overrides.env.extend(env);
+    overrides.command = args.command.clone();
+    if let Some(dir) = &args.workdir {
+        overrides.workdir = Some(dir.clone());
+    }
+    let rebuilt = || format!("sandbox {} can no longer be built as recorded", args.name);
+    let host = super::host_facts(&overrides).with_context(rebuilt)?;
+    let loaded = record.loaded();
+    let plan = planner::build(&Request {
+        loaded: &loaded,
+        overrides: &overrides,
+        caller: &caller,
+        host: &host,
+        instance: None,
+    })
+    .with_context(rebuilt)?;
+    if let Some(warning) = planner::limits::not_enforced_warning(&plan.limits) {
+        eprintln!("sbx: warning: {warning}");
+    }
+    Ok(plan)
 }
 
 /// `sbx stop [-t SECONDS] NAME...`.
@@ -163,7 +195,8 @@ pub fn kill(args: &KillArgs) -> Result<i32> {
 pub fn rm(args: &RmArgs) -> Result<i32> {
     let dirs = Dirs::from_env()?;
     for_each(&args.names, |name| {
-        let (paths, _) = find(&dirs, name)?;
+        // The record itself is not read: one this sbx cannot read can be removed.
+        let paths = recorded(&dirs, name)?;
         let lock = dirs.lock()?;
         if let Ok(target) = running(&paths) {
             if !args.force {
@@ -289,14 +322,19 @@ fn for_each(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> Result<i
 
 /// The sandbox's directories and record, or a clear error.
 pub fn find(dirs: &Dirs, name: &str) -> Result<(Paths, Record)> {
+    let paths = recorded(dirs, name)?;
+    let record = Record::read(&paths.data.join(RECORD))?;
+    Ok((paths, record))
+}
+
+/// The directories of a recorded sandbox, or a clear error.
+fn recorded(dirs: &Dirs, name: &str) -> Result<Paths> {
     validate_name(name)?;
     let paths = dirs.paths(name);
-    let path = paths.data.join(RECORD);
-    if !path.exists() {
+    if !paths.data.join(RECORD).exists() {
         bail!("no sandbox named {name}; `sbx ps -a` lists them");
     }
-    let record = read_json(&path)?;
-    Ok((paths, record))
+    Ok(paths)
 }
 
 pub fn load_state(paths: &Paths) -> Option<State> {

@@ -33,7 +33,7 @@ use super::state::{State, Tracking};
 use super::{control, Dirs};
 use crate::cli::ExecArgs;
 use crate::error::exit::SBX_ERROR;
-use crate::plan::{self, Plan};
+use crate::plan::Plan;
 use crate::profile::NetworkMode;
 use crate::supervisor::idmap::IdMode;
 use crate::supervisor::stdio::{PipeRelay, TerminalPipes};
@@ -57,18 +57,7 @@ pub fn exec(args: &ExecArgs) -> Result<i32> {
     };
 
     // The recorded plan with this command: the same hardening, never more.
-    let mut run_args = record.args.clone();
-    let mut env = args.env.clone();
-    // A bare name takes its value from the environment recorded at creation.
-    let caller = record.caller(args.tty);
-    crate::envfile::fold(&mut args.env_file.clone(), &mut env, &caller.vars.env)?;
-    run_args.env.extend(env);
-    run_args.command = args.command.clone();
-    if let Some(dir) = &args.workdir {
-        run_args.workdir = Some(dir.clone());
-    }
-    let plan = plan::build(&record.loaded(), &run_args, &caller)
-        .with_context(|| format!("sandbox {} can no longer be built as recorded", args.name))?;
+    let plan = super::cmd::exec_plan(&record, args)?;
 
     // The cgroup first, for this process and so for all it starts: /sys/fs/cgroup is
     // read-only inside.

@@ -15,6 +15,7 @@ use nix::unistd::{fork, pipe2, ForkResult};
 use super::state::{self, ProcId, State, Status, Tracking};
 use super::{make_private_dir, write_json, Paths, LOG, STATE};
 use crate::plan::Plan;
+use crate::prepare::Prepared;
 use crate::supervisor::{self, Ended, Observer, Started};
 
 /// Each log file is capped at this size; one older file (`log.1`) is kept beside it.
@@ -143,15 +144,21 @@ impl Observer for Reporter {
 }
 
 /// Runs the sandbox in the foreground; returns its exit code and whether it ever started.
-pub fn foreground(plan: &Plan, lock: Option<Flock<File>>) -> (Result<i32>, bool) {
+/// `_prepared` (the image's layer locks) is held until the sandbox ends.
+pub fn foreground(
+    plan: &Plan,
+    _prepared: &Prepared,
+    lock: Option<Flock<File>>,
+) -> (Result<i32>, bool) {
     let mut reporter = Reporter::new(plan, lock);
     let result = supervisor::run(plan, &mut reporter);
     (result, reporter.started())
 }
 
 /// Starts the sandbox under a supervisor of its own that outlives this process, and
-/// returns once the command runs (or with the reason it could not start).
-pub fn detached(plan: &Plan, paths: &Paths, lock: Flock<File>) -> Result<()> {
+/// returns once the command runs (or with the reason it could not start). The supervisor
+/// inherits what `_prepared` holds (the layer locks), for as long as the sandbox runs.
+pub fn detached(plan: &Plan, _prepared: &Prepared, paths: &Paths, lock: Flock<File>) -> Result<()> {
     make_private_dir(&paths.data)?;
     let log = paths.data.join(LOG);
     let (ready_r, ready_w) = pipe2(OFlag::O_CLOEXEC).context("pipe")?;

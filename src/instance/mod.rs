@@ -27,6 +27,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use nix::fcntl::{Flock, FlockArg};
 
+pub use crate::plan::net::Join;
+pub use crate::plan::Paths;
+use crate::planner::{HostFacts, Overrides};
+
 /// The longest name we accept; the control socket's path must stay short.
 const MAX_NAME: usize = 64;
 
@@ -47,32 +51,15 @@ pub fn validate_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// One named sandbox's two directories.
-#[derive(Debug, Clone)]
-pub struct Paths {
-    pub name: String,
-    /// Record, log, writable layer.
-    pub data: PathBuf,
-    /// State and control socket.
-    pub runtime: PathBuf,
-}
-
-/// `--net sandbox:NAME`: a running named sandbox whose user and network namespaces a new
-/// sandbox joins, as the containers of one pod share a network.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Join {
-    pub name: String,
-    /// Its command's process, whose namespaces are entered (init's are closed to us).
-    pub target: state::ProcId,
-    /// Its network has slirp4netns's NAT (so DNS at 10.0.2.3).
-    pub nat: bool,
-    /// The ids our own uid and gid have in its user namespace: the new sandbox's ids.
-    pub uid: u32,
-    pub gid: u32,
-    /// Its user and network namespaces as init reported them at start (inode numbers):
-    /// the ones we may land in. Its command could have moved into nested ones since.
-    pub user_ns: u64,
-    pub net_ns: u64,
+/// The host facts a sandbox is planned from, with the running sandbox that
+/// `--net sandbox:NAME` names: its state and id maps (read only) decide the new sandbox's
+/// ids, so the lookup comes before planning, here where named sandboxes are known.
+pub fn host_facts(overrides: &Overrides) -> Result<HostFacts> {
+    let mut host = HostFacts::read();
+    if let Some(name) = overrides.joins() {
+        host.join = Some(Join::resolve(name).context("--net sandbox:NAME")?);
+    }
+    Ok(host)
 }
 
 impl Join {

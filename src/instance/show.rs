@@ -11,7 +11,6 @@ use super::state::{Liveness, Record, State};
 use super::termsafe::TerminalSafe;
 use super::{read_json, Dirs, LOG, RECORD};
 use crate::cli::{InspectArgs, LogsArgs, PsArgs};
-use crate::plan;
 
 /// `sbx ps [-a] [--json]`.
 pub fn ps(args: &PsArgs) -> Result<i32> {
@@ -68,7 +67,7 @@ fn summary(record: &Record, state: Option<&State>) -> serde_json::Value {
         },
         "pid": if running { state.map(|s| s.pid) } else { None },
         "profile": record.profile,
-        "command": record.args.command.join(" "),
+        "command": record.overrides.command.join(" "),
         "created": record.created,
         "started": state.map(|s| s.started),
         "exit_code": if running { None } else { state.and_then(|s| s.exit_code) },
@@ -82,10 +81,10 @@ pub fn inspect(args: &InspectArgs) -> Result<i32> {
     let state = load_state(&paths);
     let mut out = summary(&record, state.as_ref());
     let running = out["state"] == "running";
-    let plan = plan::build(&record.loaded(), &record.args, &record.caller(false));
+    let plan = record_plan(&record);
     out["profile_origin"] = json!(record.profile_origin);
     out["resolved_profile"] = serde_json::to_value(&record.resolved)?;
-    out["argv"] = json!(record.args.command);
+    out["argv"] = json!(record.overrides.command);
     if let Some(s) = &state {
         out["finished"] = json!(s.finished);
         out["signal"] = json!(s.signal);
@@ -118,6 +117,23 @@ pub fn inspect(args: &InspectArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// The Plan the record builds today (read only: nothing is prepared for it).
+fn record_plan(record: &super::state::Record) -> Result<crate::plan::Plan> {
+    let host = super::host_facts(&record.overrides)?;
+    let (loaded, caller) = (record.loaded(), record.caller(false));
+    let plan = crate::planner::build(&crate::planner::Request {
+        loaded: &loaded,
+        overrides: &record.overrides,
+        caller: &caller,
+        host: &host,
+        instance: None,
+    })?;
+    if let Some(warning) = crate::planner::limits::not_enforced_warning(&plan.limits) {
+        eprintln!("sbx: warning: {warning}");
+    }
+    Ok(plan)
+}
+
 fn mount_json(m: &crate::plan::Mount) -> serde_json::Value {
     match m {
         crate::plan::Mount::Bind {
@@ -145,7 +161,7 @@ pub fn logs(args: &LogsArgs) -> Result<i32> {
     let (paths, record) = find(&dirs, &args.name)?;
     let log = paths.data.join(LOG);
     if !log.exists() {
-        if record.args.detach || load_state(&paths).is_none() {
+        if record.detached || load_state(&paths).is_none() {
             return Ok(0);
         }
         bail!(

@@ -1,25 +1,34 @@
 //! What a named sandbox was created with (`Record`) and what it is doing (`State`).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::RunArgs;
-use crate::plan::Caller;
+pub use crate::plan::net::ProcId;
+use crate::planner::{Caller, Overrides};
 use crate::profile::load::{Loaded, Origin};
 use crate::profile::vars::Vars;
 use crate::profile::Profile;
 
+/// The format of `record.json` this sbx writes.
+pub const RECORD_VERSION: u32 = 1;
+
 /// How a named sandbox was created: enough to build the same Plan again for `start` and
-/// `exec`, even after the profile files changed.
+/// `exec`, even after the profile files changed. A format of its own, versioned: the
+/// overrides are `Overrides`, not the command line's types, so renaming a flag leaves it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
+    /// `RECORD_VERSION`. Records without one were written by sbx before 1: their `args`
+    /// (the command line as clap parsed it) are read as the overrides.
+    pub version: u32,
     pub name: String,
     pub created: u64,
-    pub args: RunArgs,
+    pub overrides: Overrides,
+    /// Created with `run -d`: its output is in its log from the start.
+    pub detached: bool,
     pub profile: String,
     pub profile_origin: String,
     /// The profile after `extends`, before variables.
@@ -39,12 +48,19 @@ pub struct CallerRecord {
 }
 
 impl Record {
-    pub fn new(name: &str, args: &RunArgs, loaded: &Loaded, caller: &Caller) -> Record {
+    pub fn new(
+        name: &str,
+        (overrides, detached): (&Overrides, bool),
+        loaded: &Loaded,
+        caller: &Caller,
+    ) -> Record {
         let v = &caller.vars;
         Record {
+            version: RECORD_VERSION,
             name: name.to_string(),
             created: now(),
-            args: args.clone(),
+            overrides: overrides.clone(),
+            detached,
             profile: loaded.name.clone(),
             profile_origin: loaded.origin.to_string(),
             resolved: loaded.profile.clone(),
@@ -56,6 +72,39 @@ impl Record {
                 gid: v.gid,
                 env: v.env.clone(),
             },
+        }
+    }
+
+    /// Reads `path`, converting a record of the format before versions (whose `args` field
+    /// names the same settings as `Overrides`: the command line's flags, serialized).
+    pub fn read(path: &Path) -> Result<Record> {
+        let mut value: serde_json::Value = super::read_json(path)?;
+        let parse = |value| {
+            serde_json::from_value(value).with_context(|| format!("parse {}", path.display()))
+        };
+        match value.get("version").map(serde_json::Value::as_u64) {
+            Some(Some(v)) if v == u64::from(RECORD_VERSION) => parse(value),
+            None => {
+                let Some(fields) = value.as_object_mut() else {
+                    bail!(
+                        "{} is not a sandbox record (not a JSON object)",
+                        path.display()
+                    );
+                };
+                let args = fields.remove("args").unwrap_or_default();
+                let detached = args.get("detach").cloned().unwrap_or(false.into());
+                fields.insert("overrides".into(), args);
+                fields.insert("detached".into(), detached);
+                fields.insert("version".into(), RECORD_VERSION.into());
+                parse(value)
+            }
+            Some(v) => bail!(
+                "{} has record version {}, which this sbx does not know (it reads version \
+                 {RECORD_VERSION}); use the sbx that created it, or `sbx rm` the sandbox and \
+                 create it again",
+                path.display(),
+                v.map_or("(not a number)".to_string(), |v| v.to_string())
+            ),
         }
     }
 
@@ -84,14 +133,6 @@ impl Record {
             stdin_is_tty,
         }
     }
-}
-
-/// A process, named so that a reused pid is not mistaken for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProcId {
-    pub pid: i32,
-    /// Start time in clock ticks after boot (`/proc/PID/stat`, field 22).
-    pub start: u64,
 }
 
 impl ProcId {
@@ -235,6 +276,62 @@ pub fn now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record_file(json: &str) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "sbx-record-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("record.json");
+        std::fs::write(&path, json).unwrap();
+        (dir, path)
+    }
+
+    const CALLER: &str = r#""profile": "default", "profile_origin": "built-in",
+        "resolved": {}, "caller": {"pwd": "/", "home": "/h", "user": "u", "uid": 1,
+        "gid": 1, "env": {}}"#;
+
+    #[test]
+    fn records_without_a_version_are_read_as_version_1() {
+        let (dir, path) = record_file(&format!(
+            r#"{{"name": "old", "created": 5, {CALLER}, "args": {{"profile": null,
+            "image": "alpine", "env": ["A=1"], "memory": "64M", "net": "none", "name": "old",
+            "detach": true, "env_file": [], "command": ["sh"]}}}}"#
+        ));
+        let record = Record::read(&path).unwrap();
+        assert_eq!(record.version, RECORD_VERSION);
+        assert!(record.detached);
+        assert_eq!(
+            record.overrides,
+            Overrides {
+                image: Some("alpine".into()),
+                env: vec!["A=1".into()],
+                memory: Some("64M".into()),
+                net: Some("none".into()),
+                command: vec!["sh".into()],
+                ..Default::default()
+            }
+        );
+        // Written back, it is version 1 with the overrides under their own name.
+        let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(json["version"], 1);
+        assert_eq!(json["overrides"]["image"], "alpine");
+        assert!(json.get("args").is_none());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn records_of_an_unknown_version_are_refused_with_a_fix() {
+        let (dir, path) = record_file(&format!(
+            r#"{{"version": 7, "name": "new", "created": 5, {CALLER}, "overrides": {{}},
+            "detached": false}}"#
+        ));
+        let err = format!("{:#}", Record::read(&path).unwrap_err());
+        assert!(err.contains("version 7") && err.contains("sbx rm"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     #[test]
     fn own_process_is_alive_and_a_wrong_start_is_not() {

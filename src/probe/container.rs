@@ -14,12 +14,6 @@ pub const UNMASK_FIX: &str = "run the container with /proc unmasked: podman `--s
     unmask=ALL`, docker `--security-opt systempaths=unconfined`, Kubernetes \
     `securityContext: {procMount: Unmasked}`";
 
-/// What to add so that a container's seccomp profile lets sbx create user namespaces.
-pub const SECCOMP_FIX: &str = "this process runs under a seccomp filter (a container's \
-    profile, such as docker's default, denies unshare(CLONE_NEWUSER)): run the container with \
-    `--security-opt seccomp=unconfined` (docker, podman) or a profile that allows unshare, or \
-    `securityContext: {seccompProfile: {type: Unconfined}}` in Kubernetes";
-
 pub(super) fn proc_mount(mounts: &[MountInfo]) -> Check {
     let verdict = in_child(|| {
         enter_userns(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID)?;
@@ -64,12 +58,4 @@ pub(super) fn masked_proc(mounts: &[MountInfo]) -> Vec<String> {
     out.dedup();
     out.truncate(4);
     out
-}
-
-/// Whether this process runs under a seccomp filter.
-pub fn under_seccomp_filter() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .any(|l| l.starts_with("Seccomp:") && l.split_whitespace().nth(1) == Some("2"))
-    })
 }

@@ -227,11 +227,18 @@ mod tests {
     }
 
     #[test]
-    fn exit_code_needs_userns_and_mount_api() {
-        let all = [check("userns", true, None), check("mount_api", true, None)];
+    fn exit_code_needs_userns_mount_api_and_proc() {
+        let all = [
+            check("userns", true, None),
+            check("mount_api", true, None),
+            check("proc_mount", true, None),
+        ];
         assert_eq!(exit_code(&all), 0);
-        let no_mount = [check("userns", true, None), check("mount_api", false, None)];
-        assert_eq!(exit_code(&no_mount), 1);
-        assert_eq!(exit_code(&all[..1]), 1);
+        for missing in 0..all.len() {
+            let mut some = all.to_vec();
+            some[missing].ok = false;
+            assert_eq!(exit_code(&some), 1, "{}", all[missing].name);
+        }
+        assert_eq!(exit_code(&all[..2]), 1);
     }
 }

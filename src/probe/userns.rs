@@ -22,8 +22,8 @@ pub(super) fn userns() -> Check {
     };
     let blockers = userns_blockers(|key| fs::read_to_string(Path::new("/proc/sys").join(key)).ok());
     if blockers.is_empty() {
-        let fix = if super::container::under_seccomp_filter() {
-            super::container::SECCOMP_FIX
+        let fix = if under_seccomp_filter() {
+            SECCOMP_FIX
         } else {
             "no blocking sysctl found; inside a container, its seccomp profile or LSM may \
              deny unshare(CLONE_NEWUSER): run sbx on the host or allow user namespaces there"
@@ -73,6 +73,20 @@ const NO_USERNS: &str = "cannot create a user namespace: ";
 pub(super) fn needs_userns(why: &str) -> Option<&'static str> {
     why.starts_with(NO_USERNS)
         .then_some("user namespaces must work first: see the `userns` check")
+}
+
+/// What to add so that a container's seccomp profile lets sbx create user namespaces.
+pub const SECCOMP_FIX: &str = "this process runs under a seccomp filter (a container's \
+    profile, such as docker's default, denies unshare(CLONE_NEWUSER)): run the container with \
+    `--security-opt seccomp=unconfined` (docker, podman) or a profile that allows unshare, or \
+    `securityContext: {seccompProfile: {type: Unconfined}}` in Kubernetes";
+
+/// Whether this process runs under a seccomp filter.
+pub fn under_seccomp_filter() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Seccomp:") && l.split_whitespace().nth(1) == Some("2"))
+    })
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@ fn ls() -> Result<i32> {
 
 fn show(name: &str) -> Result<i32> {
     let loaded = layer::resolve(name)?;
-    let caller = crate::plan::Caller::from_process()?;
+    let caller = crate::planner::Caller::from_process()?;
     let expanded = caller.vars.expand_profile(&loaded.profile)?;
     println!("{}", serde_json::to_string_pretty(&expanded)?);
     Ok(0)
@@ -160,14 +160,25 @@ fn resolves(text: &str, file: &Path) -> Result<()> {
         profile,
         origin: load::Origin::File(file.to_path_buf()),
     })?;
-    let caller = crate::plan::Caller::from_process()?;
-    let args = crate::cli::RunArgs {
+    let caller = crate::planner::Caller::from_process()?;
+    let overrides = crate::planner::Overrides {
         command: vec!["true".into()],
         ..Default::default()
     };
-    crate::plan::build(&loaded, &args, &caller)
-        .map(drop)
-        .context("does not resolve")
+    // Planned against this host, which it leaves as it is: a bind source to create, an
+    // upper directory or a cgroup controller is only listed in the Plan's setup.
+    let plan = crate::planner::build(&crate::planner::Request {
+        loaded: &loaded,
+        overrides: &overrides,
+        caller: &caller,
+        host: &crate::planner::HostFacts::read(),
+        instance: None,
+    })
+    .context("does not resolve")?;
+    if let Some(warning) = crate::planner::limits::not_enforced_warning(&plan.limits) {
+        eprintln!("sbx: warning: {warning}");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -219,5 +230,17 @@ mod tests {
         let found = problems(r#"{"workdir": "${NOPE}"}"#, Path::new("p.json"));
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].contains("NOPE"), "{found:?}");
+    }
+
+    #[test]
+    fn check_creates_nothing() {
+        let dir = std::env::temp_dir().join(format!("sbx-check-{}", std::process::id()));
+        let text = format!(
+            r#"{{"mounts": [{{"type": "bind", "source": "{}", "destination": "/d", "create": true}}]}}"#,
+            dir.display()
+        );
+        let found = problems(&text, Path::new("p.json"));
+        assert!(found.is_empty(), "{found:?}");
+        assert!(!dir.exists(), "profile check created {}", dir.display());
     }
 }

@@ -13,6 +13,11 @@ pub mod vars;
 use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
+
+/// The modes a profile names are the Plan's own types (src/plan/), so the Plan imports no
+/// profile type.
+pub use crate::plan::net::NetworkMode;
+pub use crate::plan::security::LandlockMode;
 use serde::{Deserialize, Serialize};
 
 /// One JSON profile file, as written by its author.
@@ -199,32 +204,6 @@ impl SeccompSpec {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
-pub enum LandlockMode {
-    /// As much as the kernel supports; `sbx run -v` and `sbx check` say how much.
-    #[default]
-    BestEffort,
-    /// Anything less than full enforcement is an error.
-    Required,
-    /// No Landlock rules.
-    Off,
-}
-
-impl std::str::FromStr for LandlockMode {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> anyhow::Result<Self> {
-        match s {
-            "best-effort" => Ok(LandlockMode::BestEffort),
-            "required" => Ok(LandlockMode::Required),
-            "off" => Ok(LandlockMode::Off),
-            other => anyhow::bail!(
-                "unknown Landlock mode {other:?}; use \"best-effort\", \"required\" or \"off\""
-            ),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
 pub enum GitMode {
     /// The whole `.git` is read-only: nothing a step does can change what git runs later.
     #[default]
@@ -330,48 +309,6 @@ pub struct UserSpec {
 impl UserSpec {
     pub fn is_empty(&self) -> bool {
         self.uid.is_none() && self.gid.is_none()
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum NetworkMode {
-    /// A network namespace of its own with only loopback.
-    #[default]
-    None,
-    /// The host's network namespace: no network isolation.
-    Host,
-    /// A network namespace of its own, with outbound TCP/UDP through slirp4netns's
-    /// user-mode NAT; the host's loopback stays closed unless allowed.
-    Slirp4netns,
-    /// The network namespace of a running named sandbox (`--net sandbox:NAME` only).
-    #[serde(skip)]
-    Sandbox,
-}
-
-impl std::fmt::Display for NetworkMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            NetworkMode::None => "none",
-            NetworkMode::Host => "host",
-            NetworkMode::Slirp4netns => "slirp4netns",
-            NetworkMode::Sandbox => "sandbox",
-        })
-    }
-}
-
-impl std::str::FromStr for NetworkMode {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> anyhow::Result<Self> {
-        match s {
-            "none" => Ok(NetworkMode::None),
-            "host" => Ok(NetworkMode::Host),
-            "slirp4netns" => Ok(NetworkMode::Slirp4netns),
-            other => anyhow::bail!(
-                "unknown network mode {other:?}; use \"none\", \"host\", \"slirp4netns\" or \
-                 (on the command line) \"sandbox:NAME\""
-            ),
-        }
     }
 }
 

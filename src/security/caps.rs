@@ -6,6 +6,8 @@
 use anyhow::{bail, Context, Result};
 use caps::{CapSet, Capability, CapsHashSet};
 
+pub use crate::plan::security::CapsPlan;
+
 /// What package managers need as root inside (podman's default).
 pub const ROOT_DEFAULT: &[Capability] = &[
     Capability::CAP_CHOWN,
@@ -20,15 +22,6 @@ pub const ROOT_DEFAULT: &[Capability] = &[
     Capability::CAP_SETUID,
     Capability::CAP_SYS_CHROOT,
 ];
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CapsPlan {
-    /// The command's capabilities (effective, permitted and bounding; inheritable only for
-    /// the ambient ones).
-    pub set: CapsHashSet,
-    /// A non-root command keeps `set` across execve only as ambient capabilities.
-    pub ambient: bool,
-}
 
 /// `add` and `drop` apply to the default for `inside_uid`, drops first; "ALL" drops all.
 pub fn plan<'a>(

@@ -11,54 +11,10 @@ use landlock::{
     RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
 };
 
+pub use crate::plan::security::{LandlockPlan, Tcp, TARGET_ABI};
 use crate::profile::LandlockMode;
 
-/// The newest ABI whose rights sbx asks for (filesystem V5, network V4, scopes V6).
-pub const TARGET_ABI: u32 = 6;
 const TARGET: ABI = ABI::V6;
-
-/// What TCP may do (Landlock ABI 4+).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Tcp {
-    /// No network: no TCP bind or connect at all.
-    Deny,
-    /// Unrestricted.
-    Any,
-    /// Connect only to these ports; bind unrestricted.
-    ConnectOnly(Vec<u16>),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LandlockPlan {
-    pub mode: LandlockMode,
-    /// Directories (or files) the command may write beneath, as seen inside.
-    pub writable: Vec<(PathBuf, bool)>,
-    pub tcp: Tcp,
-    /// The kernel's ABI, from the probe, for the report.
-    pub kernel_abi: Option<u32>,
-}
-
-impl LandlockPlan {
-    /// "fully enforced (ABI 6 of kernel ABI 7)", for `-v` and `sbx check`.
-    pub fn outcome(&self) -> String {
-        match (self.mode, self.kernel_abi) {
-            (LandlockMode::Off, _) => {
-                "off (--landlock off, the profile, or --allow-nested: Landlock forbids mounts)".into()
-            }
-            (_, None) | (_, Some(0)) => "not enforced: this kernel has no Landlock".into(),
-            (_, Some(k)) if k >= TARGET_ABI => {
-                format!("fully enforced (ABI {TARGET_ABI}; kernel ABI {k})")
-            }
-            (_, Some(k)) => format!(
-                "partially enforced (kernel ABI {k} of the {TARGET_ABI} sbx uses: rights newer than ABI {k} are not enforced)"
-            ),
-        }
-    }
-
-    pub fn fully_enforced(&self) -> bool {
-        self.kernel_abi.is_some_and(|k| k >= TARGET_ABI)
-    }
-}
 
 /// Decides the mode; `required` on a kernel that cannot fully enforce it is an error now,
 /// before any namespace exists.

@@ -9,10 +9,10 @@
 use std::collections::BTreeSet;
 
 use anyhow::{bail, Context, Result};
-use seccompiler::BpfProgram;
 
 use super::bpf::{self, Cond, Policy, Rule};
 
+pub use crate::plan::security::SeccompPlan;
 use crate::profile::SeccompSpec;
 
 /// Denied outright.
@@ -109,15 +109,6 @@ const TIOCSTI: u32 = 0x5412;
 const TIOCLINUX: u32 = 0x541C;
 /// personality(2) values that change nothing dangerous (Docker's list).
 const PERSONALITY_OK: &[u32] = &[0, 0x8, 0x20000, 0x20008, 0xffff_ffff];
-
-#[derive(Debug, Clone)]
-pub struct SeccompPlan {
-    /// One program: see `bpf` for its shape.
-    pub program: BpfProgram,
-    /// For `-v`: how many rules the filter has.
-    pub denied: usize,
-    pub errno: i32,
-}
 
 /// Compiles the filter, or None when the profile turns it off.
 pub fn plan(

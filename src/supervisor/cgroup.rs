@@ -13,46 +13,55 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use nix::unistd::{AccessFlags, Pid};
 
-use crate::limits::CgroupLimits;
+use crate::plan::limits::CgroupLimits;
+pub use crate::plan::limits::Site;
 
-/// Where leaves are created: a directory of the cgroup2 tree that the caller owns, whose
-/// `cgroup.subtree_control` enables the controllers the limits need.
+/// Where the caller's cgroup lies: the cgroup2 mount and the caller's own cgroup in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Site {
-    pub parent: PathBuf,
+pub struct CgroupHost {
+    pub mount: PathBuf,
+    /// As /proc/self/cgroup names it (`/user.slice/...`).
+    pub own: String,
 }
 
-/// Finds the delegated parent of the caller's cgroup, or says exactly what is missing;
-/// enables the needed controllers for its children when they are not yet.
-pub fn find_site(needed: &[&str]) -> std::result::Result<Site, String> {
-    locate(needed, true)
-}
-
-/// Like `find_site` but changes nothing (for `sbx check`).
-pub fn probe_site(needed: &[&str]) -> std::result::Result<Site, String> {
-    locate(needed, false)
-}
-
-fn locate(needed: &[&str], enable: bool) -> std::result::Result<Site, String> {
+/// This process's cgroup2 mount and cgroup, or what is missing (read only).
+pub fn host() -> std::result::Result<CgroupHost, String> {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
     let mount = cgroup2_mount(&read("/proc/self/mountinfo"))
         .ok_or("this host has no cgroup v2 hierarchy mounted (a cgroup v1 host)")?;
     let own = own_cgroup(&read("/proc/self/cgroup"))
         .ok_or("this process is in no cgroup v2 cgroup (a cgroup v1 host)")?;
-    let current = mount.join(own.trim_start_matches('/'));
+    Ok(CgroupHost { mount, own })
+}
+
+/// Finds the delegated parent of the caller's cgroup, or says exactly what is missing;
+/// changes nothing (for `sbx check`).
+pub fn probe_site(needed: &[&str]) -> std::result::Result<Site, String> {
+    locate(&host()?, needed).map(|(site, _)| site)
+}
+
+/// The delegated parent of the caller's cgroup, and which of `needed` its
+/// `cgroup.subtree_control` does not enable yet (`enable` does that, in `prepare`). Reads
+/// only.
+pub fn locate(
+    host: &CgroupHost,
+    needed: &[&str],
+) -> std::result::Result<(Site, Vec<String>), String> {
+    let current = host.mount.join(host.own.trim_start_matches('/'));
     // Beside our own cgroup: ours holds our process, so by the no-internal-processes rule
     // it cannot also have a child with controllers enabled.
     let parent = match current.parent() {
-        Some(p) if own != "/" => p.to_path_buf(),
-        _ => mount,
+        Some(p) if host.own != "/" => p.to_path_buf(),
+        _ => host.mount.clone(),
     };
-    check_site(&parent, needed, enable)?;
-    Ok(Site { parent })
+    let missing = check_site(&parent, needed)?;
+    Ok((Site { parent }, missing))
 }
 
-fn check_site(parent: &Path, needed: &[&str], enable: bool) -> std::result::Result<(), String> {
-    let fix = "run sbx in a delegated cgroup, as systemd does for a user session \
-               (`systemd-run --user --scope -p Delegate=yes sbx run ...`)";
+const FIX: &str = "run sbx in a delegated cgroup, as systemd does for a user session \
+                   (`systemd-run --user --scope -p Delegate=yes sbx run ...`)";
+
+fn check_site(parent: &Path, needed: &[&str]) -> std::result::Result<Vec<String>, String> {
     let available = std::fs::read_to_string(parent.join("cgroup.controllers")).unwrap_or_default();
     let missing: Vec<&&str> = needed
         .iter()
@@ -61,7 +70,7 @@ fn check_site(parent: &Path, needed: &[&str], enable: bool) -> std::result::Resu
     if !missing.is_empty() {
         return Err(format!(
             "the controllers {missing:?} are not available in {} (available: {:?}); on a \
-             hybrid cgroup v1 host boot with systemd.unified_cgroup_hierarchy=1, else {fix}",
+             hybrid cgroup v1 host boot with systemd.unified_cgroup_hierarchy=1, else {FIX}",
             parent.display(),
             available.trim()
         ));
@@ -69,28 +78,35 @@ fn check_site(parent: &Path, needed: &[&str], enable: bool) -> std::result::Resu
     let writable = |p: &Path| nix::unistd::access(p, AccessFlags::W_OK).is_ok();
     if !writable(parent) || !writable(&parent.join("cgroup.procs")) {
         return Err(format!(
-            "the cgroup {} above yours is not delegated to you (not writable); {fix}",
+            "the cgroup {} above yours is not delegated to you (not writable); {FIX}",
             parent.display()
         ));
     }
     // Enabled for the parent's children (ours may enable what its parent offers).
-    let control = parent.join("cgroup.subtree_control");
-    let enabled = std::fs::read_to_string(&control).unwrap_or_default();
-    let want: Vec<String> = needed
+    let enabled =
+        std::fs::read_to_string(parent.join("cgroup.subtree_control")).unwrap_or_default();
+    Ok(needed
         .iter()
         .filter(|c| !enabled.split_whitespace().any(|e| e == **c))
-        .map(|c| format!("+{c}"))
-        .collect();
-    if !want.is_empty() && enable {
-        std::fs::write(&control, want.join(" ")).map_err(|e| {
-            format!(
-                "cannot enable {} in {}: {e}; {fix}",
-                want.join(" "),
-                control.display()
-            )
-        })?;
+        .map(|c| c.to_string())
+        .collect())
+}
+
+/// Enables `controllers` for the children of the site (`prepare` does this, just before
+/// the run); the error says what failed and how to fix it.
+pub fn enable(site: &Site, controllers: &[String]) -> std::result::Result<(), String> {
+    if controllers.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let control = site.parent.join("cgroup.subtree_control");
+    let want: Vec<String> = controllers.iter().map(|c| format!("+{c}")).collect();
+    std::fs::write(&control, want.join(" ")).map_err(|e| {
+        format!(
+            "cannot enable {} in {}: {e}; {FIX}",
+            want.join(" "),
+            control.display()
+        )
+    })
 }
 
 /// The mount point of the cgroup2 filesystem (e.g. /sys/fs/cgroup, or

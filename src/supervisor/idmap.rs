@@ -5,24 +5,17 @@
 //! so files created through a writable bind are owned by the caller on the host; the
 //! subordinate range fills every other inside id from 0 upwards, so `chown` works inside.
 
-use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
+pub use crate::plan::ids::{IdMode, IdPlan, IdRange};
+
 pub const SUBUID: &str = "/etc/subuid";
 pub const SUBGID: &str = "/etc/subgid";
 const HELPER_DIRS: &[&str] = &["/usr/bin", "/usr/sbin", "/bin", "/sbin"];
-
-/// One line of a uid_map/gid_map: `inside outside count`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IdRange {
-    pub inside: u32,
-    pub outside: u32,
-    pub count: u32,
-}
 
 /// A subordinate range from /etc/subuid or /etc/subgid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,56 +24,9 @@ pub struct SubRange {
     pub count: u32,
 }
 
-#[derive(Debug, Clone)]
-pub struct IdPlan {
-    pub host_uid: u32,
-    pub host_gid: u32,
-    pub inside_uid: u32,
-    pub inside_gid: u32,
-    pub mode: IdMode,
-}
-
-#[derive(Debug, Clone)]
-pub enum IdMode {
-    /// The caller's id plus all its subordinate ids, written by the setuid helpers.
-    Full {
-        newuidmap: PathBuf,
-        newgidmap: PathBuf,
-        uid_map: Vec<IdRange>,
-        gid_map: Vec<IdRange>,
-    },
-    /// Only the caller's own id; `warning` says why and how to get the range.
-    Single { warning: String },
-}
-
-impl fmt::Display for IdRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} {}", self.inside, self.outside, self.count)
-    }
-}
-
-/// Decides how ids will be mapped, from the host's files. Has no side effects.
-pub fn plan(user: &str, uid: u32, gid: u32, inside_uid: u32, inside_gid: u32) -> IdPlan {
-    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-    let helpers = (find_helper("newuidmap"), find_helper("newgidmap"));
-    let mode = choose_mode(
-        user,
-        uid,
-        gid,
-        (inside_uid, inside_gid),
-        (&read(SUBUID), &read(SUBGID)),
-        helpers,
-    );
-    IdPlan {
-        host_uid: uid,
-        host_gid: gid,
-        inside_uid,
-        inside_gid,
-        mode,
-    }
-}
-
-fn choose_mode(
+/// How ids will be mapped: with the helpers and the caller's subordinate ranges, else
+/// only the caller's own id.
+pub fn choose_mode(
     user: &str,
     uid: u32,
     gid: u32,
@@ -119,55 +65,6 @@ fn choose_mode(
         uid_map: full_map(&uid_ranges, uid, inside_uid),
         gid_map: full_map(&gid_ranges, gid, inside_gid),
     }
-}
-
-/// `id` can be given to setresuid/setresgid: not -1, which the kernel reads as "leave it
-/// unchanged". `what` names the id and where it came from.
-pub fn check_settable(kind: &str, id: u32, what: &str) -> Result<()> {
-    if id == u32::MAX {
-        bail!(
-            "{what}, which is -1 to the kernel (\"no {kind}\") and cannot be set; give a {kind} \
-             below {}",
-            u32::MAX
-        );
-    }
-    Ok(())
-}
-
-/// `id` is settable and mapped by `map` (inside ids), so switching to it inside the
-/// sandbox gives exactly that id.
-pub fn check_mapped(kind: &str, id: u32, map: &[IdRange], what: &str) -> Result<()> {
-    check_settable(kind, id, what)?;
-    let mapped = |r: &IdRange| id >= r.inside && u64::from(id - r.inside) < u64::from(r.count);
-    if map.iter().any(mapped) {
-        return Ok(());
-    }
-    let mut spans: Vec<(u64, u64)> = map
-        .iter()
-        .map(|r| {
-            (
-                u64::from(r.inside),
-                u64::from(r.inside) + u64::from(r.count),
-            )
-        })
-        .collect();
-    spans.sort_unstable();
-    let mut merged: Vec<(u64, u64)> = Vec::new();
-    for (start, end) in spans {
-        match merged.last_mut() {
-            Some(last) if start <= last.1 => last.1 = last.1.max(end),
-            _ => merged.push((start, end)),
-        }
-    }
-    let shown: Vec<String> = merged
-        .iter()
-        .map(|(s, e)| format!("{s}-{}", e - 1))
-        .collect();
-    bail!(
-        "{what}, which the sandbox's user namespace does not map (its {kind}s are {}); give one \
-         of those, or add a larger range to /etc/sub{kind}",
-        shown.join(", ")
-    )
 }
 
 /// Absolute path of a setuid id-map helper, or None.

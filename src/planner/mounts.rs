@@ -1,14 +1,19 @@
 //! The root filesystem and the mounts of a Plan: sources resolved on the host and checked,
-//! destinations normalized, options parsed.
+//! destinations normalized, options parsed. A source a profile asks to create is listed
+//! in the setup, not created.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::*;
+use super::image::{self, ImagePlan};
+use super::{normalize_destination, Overrides, Request};
+use crate::plan::{normalize_absolute, parse_mode, HostSetup, Mount, Rootfs, TmpfsSize};
+use crate::profile::vars::Vars;
+use crate::profile::{ImageRootfs, MountKind, MountOption, MountSpec, Profile, RootfsSpec};
 
 /// Whether the root will be the host's `/` (decided without touching anything).
-pub(super) fn host_root(args: &RunArgs, profile: &Profile) -> bool {
+pub(super) fn host_root(args: &Overrides, profile: &Profile) -> bool {
     let spec = match (&args.image, &args.rootfs) {
         (Some(_), _) => return false,
         (None, Some(dir)) => Some(RootfsSpec::Path(dir.clone())),
@@ -23,13 +28,16 @@ pub(super) fn host_root(args: &RunArgs, profile: &Profile) -> bool {
 
 /// The root filesystem, and the image behind it if it is one. `mounts` are the run's own
 /// (resolved first): a kept upper directory reached through a link planted in one of its
-/// writable binds is refused, as a bind source would be.
+/// writable binds is refused, as a bind source would be. `default_upper`: where the upper
+/// layer is kept when none is named (a named sandbox's own directory).
 pub(super) fn resolve_rootfs(
-    args: &RunArgs,
+    req: &Request,
     profile: &Profile,
-    cwd: &Path,
     mounts: &[Mount],
+    default_upper: Option<PathBuf>,
+    setup: &mut HostSetup,
 ) -> Result<(Rootfs, Option<ImagePlan>)> {
+    let (args, cwd) = (req.overrides, Path::new(&req.caller.vars.pwd));
     let spec = match (&args.image, &args.rootfs, &profile.rootfs) {
         (Some(image), _, Some(RootfsSpec::Image(p))) if p.image == *image => {
             Some(RootfsSpec::Image(p.clone()))
@@ -65,7 +73,15 @@ pub(super) fn resolve_rootfs(
         let given = normalize_absolute(Path::new(upper), "--upper")?;
         check_links(&given, &writable_dirs(mounts), "upper directory")?;
     }
-    let plan = crate::image::run::plan(&image)?;
+    if image.upper.is_none() {
+        image.upper = default_upper.map(|dir| dir.to_string_lossy().into_owned());
+    }
+    let store = req
+        .host
+        .store
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let plan = image::plan(&image, store, setup)?;
     let rootfs = Rootfs::Image {
         name: plan.image.name.clone(),
         layers: plan.image.layers.clone(),
@@ -96,9 +112,10 @@ fn resolve_dir_rootfs(spec: &str) -> Result<Rootfs> {
 /// out (one that would make your whole home writable).
 pub(super) fn resolve_mounts(
     profile: &Profile,
-    args: &RunArgs,
+    args: &Overrides,
     vars: &Vars,
     host_root: bool,
+    setup: &mut HostSetup,
 ) -> Result<(Vec<Mount>, Vec<String>)> {
     // Each bind with the path it was given as, to check the links on that path below.
     let mut resolved: Vec<(Mount, Option<PathBuf>)> = Vec::new();
@@ -120,7 +137,7 @@ pub(super) fn resolve_mounts(
             ));
             continue;
         }
-        let Some(m) = resolve_profile_mount(spec, &what, host_root)? else {
+        let Some(m) = resolve_profile_mount(spec, &what, host_root, setup)? else {
             continue;
         };
         let given = spec.source.as_ref().map(PathBuf::from);
@@ -246,7 +263,12 @@ fn check_links(
     Ok(())
 }
 
-fn resolve_profile_mount(spec: &MountSpec, what: &str, host_root: bool) -> Result<Option<Mount>> {
+fn resolve_profile_mount(
+    spec: &MountSpec,
+    what: &str,
+    host_root: bool,
+    setup: &mut HostSetup,
+) -> Result<Option<Mount>> {
     let destination = &spec.destination;
     let noexec = spec.options.contains(&MountOption::Noexec);
     let ro_option = spec.options.contains(&MountOption::Ro);
@@ -262,17 +284,22 @@ fn resolve_profile_mount(spec: &MountSpec, what: &str, host_root: bool) -> Resul
             if !source.starts_with('/') {
                 bail!("{what}.source: {source:?} is not an absolute path; profiles name host paths absolutely (use ${{PWD}} for the current directory)");
             }
+            let readonly = spec.kind == MountKind::RoBind || ro_option;
             if spec.create && !Path::new(&source).exists() {
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(source)
-                    .with_context(|| format!("{what}: create bind source {source}"))?;
+                // `prepare` creates it, then plans again.
+                let source = normalize_absolute(Path::new(source), &format!("{what}.source"))?;
+                setup.bind_sources.push(source.clone());
+                return Ok(Some(Mount::Bind {
+                    source,
+                    destination: normalize_destination(Path::new(&destination), what)?,
+                    readonly,
+                    noexec,
+                    source_is_dir: true,
+                }));
             }
             if spec.optional && !Path::new(&source).exists() {
                 return Ok(None);
             }
-            let readonly = spec.kind == MountKind::RoBind || ro_option;
             bind(
                 Path::new(&source),
                 Path::new(&destination),
