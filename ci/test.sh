@@ -270,14 +270,15 @@ vm_kernel_tier() {
     mapfile -t names < <(select_tests "$stage/tests/$name" "" "nosubuid_ cgroup_ crossuser_ asroot_")
     [ ${#names[@]} -gt 0 ] || continue
     want=$((want + ${#names[@]}))
-    script+="$stage/tests/$name --exact ${names[*]}; "
+    script+="$stage/tests/$name --test-threads=2 --exact ${names[*]}; "
   done
   if [ $want = 0 ]; then
     [ -n "$filter" ] || failed+=("vm-kernel tier: no test")
     return 0
   fi
+  # Software emulation: every deadline of the tests five times longer, two tests at a time.
   SBX_BIN="$stage/sbx" SBX_TEST_DATA="$stage/tests/data" SBX_TEST_STRICT="$strict" \
-    SBX_VM_TIMEOUT=2400 bash ci/vm-test.sh --kernel -- sh -c "uname -r; rc=0; ${script//; / || rc=1; }exit \$rc" \
+    SBX_TEST_TIME_SCALE=5 SBX_VM_TIMEOUT=2400 bash ci/vm-test.sh --kernel -- sh -c "uname -r; rc=0; ${script//; / || rc=1; }exit \$rc" \
     2>&1 | tee "$out" | count || failed+=("kernel-sensitive tests in the vm-kernel tier")
   local ran
   ran=$(sed -n 's/^test result: [a-z]*\. \([0-9]*\) passed.*/\1/p' "$out" | awk '{ s += $1 } END { print s + 0 }')

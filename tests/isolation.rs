@@ -276,7 +276,8 @@ fn tmp_is_private_and_empty() {
     }
     // The working directory under $HOME, so that it is not bound somewhere in /tmp.
     let dir = TempDir::in_home();
-    let host_side = std::env::temp_dir().join(unique("host-visible"));
+    // The host's own /tmp (TMPDIR may point elsewhere, as in the VM tier).
+    let host_side = Path::new("/tmp").join(unique("host-visible"));
     fs::write(&host_side, "host").unwrap();
     let _host_guard = TempFile(host_side.clone());
     let inside_name = unique("written-inside");
@@ -292,7 +293,7 @@ fn tmp_is_private_and_empty() {
         ["0", inside_name.as_str()],
         "/tmp starts empty, and a file can be written there\n{out}"
     );
-    let leaked = std::env::temp_dir().join(&inside_name);
+    let leaked = Path::new("/tmp").join(&inside_name);
     let _leak_guard = TempFile(leaked.clone());
     assert!(
         !leaked.exists(),
@@ -305,10 +306,10 @@ fn tmp_holds_only_the_working_directory_when_it_is_under_tmp() {
     if !require_sandbox() {
         return;
     }
-    let dir = TempDir::new();
+    let dir = TempDir::new_in(Path::new("/tmp"));
     let first = dir
         .path()
-        .strip_prefix(std::env::temp_dir().canonicalize().unwrap())
+        .strip_prefix(Path::new("/tmp").canonicalize().unwrap())
         .ok()
         .and_then(|rest| rest.components().next())
         .map(|c| c.as_os_str().to_string_lossy().into_owned());

@@ -45,6 +45,7 @@ pub fn processes_with(marker: &str) -> Vec<Proc> {
 /// Waits until some process matches `pred` (within `timeout`); returns it or fails.
 #[track_caller]
 pub fn wait_for_process(marker: &str, pred: impl Fn(&Proc) -> bool, timeout: Duration) -> Proc {
+    let timeout = scaled(timeout);
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(p) = processes_with(marker).into_iter().find(|p| pred(p)) {
@@ -63,6 +64,7 @@ pub fn wait_for_process(marker: &str, pred: impl Fn(&Proc) -> bool, timeout: Dur
 /// if some are still there after `timeout`.
 #[track_caller]
 pub fn assert_no_process_with(marker: &str, timeout: Duration) {
+    let timeout = scaled(timeout);
     let deadline = Instant::now() + timeout;
     loop {
         let left = processes_with(marker);

@@ -234,6 +234,7 @@ impl Running {
     /// and fails the test, showing what it wrote.
     #[track_caller]
     pub fn wait_for_stdout(&mut self, needle: &str, timeout: Duration) {
+        let timeout = scaled(timeout);
         let deadline = Instant::now() + timeout;
         loop {
             if self.stdout_so_far().contains(needle) {
@@ -271,6 +272,7 @@ impl Running {
     /// process that inherited it outlived the sandbox, which is a failure too.
     #[track_caller]
     pub fn finish(mut self, timeout: Duration) -> Outcome {
+        let timeout = scaled(timeout);
         let deadline = Instant::now() + timeout;
         let status = loop {
             match self.child.try_wait() {
@@ -320,4 +322,15 @@ impl Drop for Running {
             let _ = self.child.wait();
         }
     }
+}
+
+/// A deadline stretched by `$SBX_TEST_TIME_SCALE` (a whole number, default 1): the VM tier
+/// runs under software emulation, where everything takes several times longer.
+pub fn scaled(timeout: Duration) -> Duration {
+    let scale = std::env::var("SBX_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|s| *s >= 1)
+        .unwrap_or(1);
+    timeout * scale
 }
