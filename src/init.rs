@@ -68,12 +68,13 @@ pub fn run(plan: &Plan, chan: &Channel, control: Option<OwnedFd>) -> Result<Infa
         Some((code, message)) => {
             let _ = waitpid(command, None);
             chan.send(&Msg::ExecFailed { code, message })?;
-            exit(0);
+            crate::sys::exit_now(0);
         }
     }
     let outcome = supervise(command, control)?;
     chan.send(&outcome)?;
-    exit(0)
+    // The kernel then kills what is left in the namespace; nothing of ours needs flushing.
+    crate::sys::exit_now(0)
 }
 
 /// The inode numbers of init's namespaces, which are the sandbox's.
@@ -244,10 +245,4 @@ impl Execs {
             }
         }
     }
-}
-
-fn exit(code: i32) -> ! {
-    // SAFETY: _exit ends init immediately; the kernel then kills what is left in the
-    // namespace. Nothing of ours needs flushing.
-    unsafe { libc::_exit(code) }
 }

@@ -7,6 +7,7 @@ pub mod child;
 pub mod cli;
 pub mod envfile;
 pub mod error;
+pub mod exit;
 pub mod image;
 pub mod init;
 pub mod instance;

@@ -32,8 +32,9 @@ pub enum Msg {
         pid: i32,
         namespaces: BTreeMap<String, u64>,
     },
-    /// Child to parent: the command could not be executed. `code` is 126 or 127 (or 125 for
-    /// setup that happens in the command's own process, such as the working directory).
+    /// Child to parent: the command could not be executed. `code` is `CANNOT_EXECUTE` or
+    /// `NOT_FOUND` (or `SBX_ERROR` for setup that happens in the command's own process,
+    /// such as the working directory).
     ExecFailed { code: i32, message: String },
     /// Child to parent: the command exited with this code.
     Exited(i32),
@@ -195,7 +196,7 @@ mod tests {
         let (a, b) = Channel::pair().unwrap();
         a.send(&Msg::Go).unwrap();
         b.send(&Msg::ExecFailed {
-            code: 127,
+            code: crate::exit::NOT_FOUND,
             message: "x: not found".into(),
         })
         .unwrap();
@@ -204,7 +205,7 @@ mod tests {
         assert_eq!(
             msg,
             Msg::ExecFailed {
-                code: 127,
+                code: crate::exit::NOT_FOUND,
                 message: "x: not found".into()
             }
         );

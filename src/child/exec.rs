@@ -11,7 +11,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use nix::errno::Errno;
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
 
-use crate::error::exit::{CANNOT_EXECUTE, NOT_FOUND, SBX_ERROR};
+use crate::exit::{CANNOT_EXECUTE, NOT_FOUND, SBX_ERROR};
 use crate::plan::Plan;
 
 nix::ioctl_write_int_bad!(set_controlling_tty, libc::TIOCSCTTY);
@@ -47,8 +47,8 @@ pub fn exec_command(plan: &Plan, pty: Option<OwnedFd>, report: OwnedFd) -> ! {
     let mut bytes = failure.code.to_ne_bytes().to_vec();
     bytes.extend_from_slice(failure.message.as_bytes());
     let _ = std::fs::File::from(report).write_all(&bytes);
-    // SAFETY: _exit ends this forked process without touching state shared with init.
-    unsafe { libc::_exit(failure.code) }
+    // Without touching state shared with init.
+    crate::sys::exit_now(failure.code)
 }
 
 fn prepare_and_exec(
@@ -126,7 +126,8 @@ fn new_session(pty: Option<OwnedFd>) -> nix::Result<()> {
     Ok(())
 }
 
-/// execve with execvp's PATH rules; returns only on failure, with 126 or 127.
+/// execve with execvp's PATH rules; returns only on failure, with `CANNOT_EXECUTE` or
+/// `NOT_FOUND`.
 fn exec_search(plan: &Plan) -> Failure {
     let name = &plan.argv[0];
     let display = name.to_string_lossy().into_owned();

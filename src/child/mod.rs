@@ -2,7 +2,7 @@
 //!
 //! Runs as the future PID 1 of the new pid namespace, holding every capability of the new
 //! user namespace. It never panics and never returns: any failure becomes a `Failed`
-//! message for the parent and exit status 125.
+//! message for the parent and exit status `exit::SBX_ERROR`.
 
 mod exec;
 mod net;
@@ -15,7 +15,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use anyhow::{Context, Result};
 use nix::sys::signal::Signal;
 
-use crate::error::exit::SBX_ERROR;
+use crate::exit::SBX_ERROR;
 use crate::plan::Plan;
 use crate::supervisor::idmap::IdMode;
 use crate::supervisor::stdio::TerminalPipes;
@@ -35,9 +35,8 @@ pub fn run(
         Err(e) => e,
     };
     let _ = chan.send(&Msg::Failed(format!("{failure:#}")));
-    // SAFETY: _exit ends the process without running the parent's atexit handlers or
-    // flushing buffers that belong to the parent's copy of stdio.
-    unsafe { libc::_exit(SBX_ERROR) }
+    // Without the parent's atexit handlers or the buffers of its copy of stdio.
+    crate::sys::exit_now(SBX_ERROR)
 }
 
 fn setup(

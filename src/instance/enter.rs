@@ -32,7 +32,7 @@ use super::cmd::{find, load_state};
 use super::state::{State, Tracking};
 use super::{control, Dirs};
 use crate::cli::ExecArgs;
-use crate::error::exit::SBX_ERROR;
+use crate::exit::SBX_ERROR;
 use crate::plan::{self, Plan};
 use crate::profile::NetworkMode;
 use crate::supervisor::idmap::IdMode;
@@ -351,12 +351,12 @@ fn wait(
             }
             return match outcome {
                 Some((Msg::Exited(code), _)) => Ok(code),
-                Some((Msg::Signaled(sig), _)) => Ok(128 + sig),
+                Some((Msg::Signaled(sig), _)) => Ok(crate::exit::signalled(sig)),
                 Some((msg, _)) => Err(anyhow!("unexpected message from the sandbox: {msg:?}")),
                 None => {
                     // Init is gone, and the kernel killed everything in the namespace.
                     eprintln!("sbx: the sandbox ended while the command ran");
-                    Ok(128 + Signal::SIGKILL as i32)
+                    Ok(crate::exit::signalled(Signal::SIGKILL as i32))
                 }
             };
         }

@@ -37,7 +37,7 @@ impl Report {
             Msg::ExecFailed { code, message } => self.exec_failed = Some((code, message)),
             Msg::Exited(code) => self.exit_code = Some(code),
             Msg::Signaled(sig) => {
-                self.exit_code = Some(128 + sig);
+                self.exit_code = Some(crate::exit::signalled(sig));
                 self.signal = Some(sig);
             }
             Msg::Started { pid, namespaces } => return Some((pid, namespaces)),
@@ -56,7 +56,7 @@ pub struct Watch {
 }
 
 /// Runs until init exits; with a timeout, SIGTERM when it expires and SIGKILL after the
-/// grace period, and then exit code 124.
+/// grace period, and then exit code `exit::TIMEOUT`.
 pub fn supervise(
     chan: &Channel,
     mask: &SigSet,
@@ -197,7 +197,7 @@ pub fn supervise(
         // What the command did once signalled is not the story: the timeout is.
         eprintln!("sbx: timed out after {:?}", timeout.unwrap_or_default());
         return Ok(Ended {
-            code: TIMED_OUT,
+            code: crate::exit::TIMEOUT,
             signal: report.signal,
         });
     }
@@ -249,9 +249,6 @@ fn command_on_host(init: Pid, inside: i32) -> Option<Pid> {
         .map(Pid::from_raw)
 }
 
-/// Exit code of a run stopped by its timeout (as timeout(1)).
-pub const TIMED_OUT: i32 = 124;
-
 fn try_reap(sandbox: &mut Sandbox) -> Result<Option<WaitStatus>> {
     match waitpid(sandbox.pid, Some(WaitPidFlag::WNOHANG)) {
         Ok(WaitStatus::StillAlive) => Ok(None),
@@ -291,7 +288,7 @@ fn outcome(report: Report, status: WaitStatus) -> Result<i32> {
         bail!("{why}");
     }
     if let Some((code, message)) = report.exec_failed {
-        if code == crate::error::exit::SBX_ERROR {
+        if code == crate::exit::SBX_ERROR {
             bail!("{message}");
         }
         eprintln!("sbx: {message}");
@@ -303,7 +300,7 @@ fn outcome(report: Report, status: WaitStatus) -> Result<i32> {
     match status {
         WaitStatus::Signaled(_, sig, _) => {
             eprintln!("sbx: the sandbox was killed by {sig}");
-            Ok(128 + sig as i32)
+            Ok(crate::exit::signalled(sig as i32))
         }
         WaitStatus::Exited(_, code) => Err(anyhow!(
             "the sandbox's init exited with status {code} before reporting the command's outcome"
