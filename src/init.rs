@@ -10,15 +10,13 @@ use std::os::fd::{AsFd, OwnedFd};
 use anyhow::{Context, Result};
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use nix::pty::{posix_openpt, unlockpt};
-use nix::sys::signal::{kill, SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{accept4, getsockopt, sockopt::PeerCredentials, SockFlag};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, pipe2, ForkResult, Pid};
 
 use crate::plan::Plan;
-use crate::supervisor::FORWARDED;
+use crate::runtime::signals;
 use crate::sync::{Channel, Msg};
 
 pub fn run(plan: &Plan, chan: &Channel, control: Option<OwnedFd>) -> Result<Infallible> {
@@ -26,7 +24,7 @@ pub fn run(plan: &Plan, chan: &Channel, control: Option<OwnedFd>) -> Result<Infa
     // /proc/1/fd, /proc/1/mem or /proc/1/exe.
     nix::sys::prctl::set_dumpable(false).context("PR_SET_DUMPABLE")?;
     let pty = if plan.tty {
-        let pty = open_pty(chan)?;
+        let pty = crate::runtime::command::open_pty(chan)?;
         // The command's fds 0-2 become the pty; init's need not stay the caller's terminal,
         // which nothing in the sandbox may hold (not even init, non-dumpable as it is).
         let null = nix::fcntl::open(
@@ -49,14 +47,14 @@ pub fn run(plan: &Plan, chan: &Channel, control: Option<OwnedFd>) -> Result<Infa
         ForkResult::Child => {
             drop(report_r);
             drop(control);
-            crate::child::exec_command(plan, pty, report_w)
+            crate::runtime::command::exec(plan, pty, report_w)
         }
         ForkResult::Parent { child } => child,
     };
     drop(report_w);
     drop(pty);
 
-    match crate::child::read_exec_report(report_r) {
+    match crate::runtime::command::read_report(report_r) {
         None => chan.send(&Msg::Started {
             pid: command.as_raw(),
             namespaces: if plan.reports_status() {
@@ -91,34 +89,10 @@ fn own_namespaces() -> BTreeMap<String, u64> {
 
 const NAMESPACES: &[&str] = &["cgroup", "ipc", "mnt", "net", "pid", "user", "uts"];
 
-/// Opens the command's terminal inside the sandbox's own devpts, hands the master side to
-/// the supervisor and returns the slave side.
-pub fn open_pty(chan: &Channel) -> Result<OwnedFd> {
-    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
-        .context("open /dev/ptmx in the sandbox")?;
-    unlockpt(&master).context("unlock the pty")?;
-    let name = nix::pty::ptsname_r(&master).context("name the pty")?;
-    let slave = nix::fcntl::open(
-        name.as_str(),
-        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .with_context(|| format!("open {name}"))?;
-    chan.send_fd(&Msg::Pty, Some(master.as_fd()))?;
-    chan.expect_msg(&Msg::PtyReady)?;
-    Ok(slave)
-}
-
 /// Waits for the command while forwarding signals, reaping orphans and serving `sbx exec`.
 fn supervise(command: Pid, control: Option<OwnedFd>) -> Result<Msg> {
-    let mut set = SigSet::empty();
-    for sig in FORWARDED {
-        set.add(*sig);
-    }
-    set.add(Signal::SIGCHLD);
     // The signals are blocked since before clone; the signalfd collects them.
-    let signals = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .context("signalfd")?;
+    let signals = signals::signalfd(&signals::set(&[Signal::SIGCHLD]))?;
     let mut execs = Execs::default();
     loop {
         let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];

@@ -18,6 +18,7 @@ pub mod probe;
 pub mod profile;
 pub mod protect;
 pub mod pull;
+pub mod runtime;
 pub mod security;
 pub mod supervisor;
 pub mod sync;

@@ -4,7 +4,6 @@
 //! user namespace. It never panics and never returns: any failure becomes a `Failed`
 //! message for the parent and exit status `exit::SBX_ERROR`.
 
-mod exec;
 mod net;
 mod overlay;
 mod rootfs;
@@ -20,8 +19,6 @@ use crate::plan::Plan;
 use crate::supervisor::idmap::IdMode;
 use crate::supervisor::stdio::TerminalPipes;
 use crate::sync::{Channel, Msg};
-
-pub use exec::{exec_command, read_exec_report};
 
 /// Entry point after clone, in the child. Never returns.
 pub fn run(

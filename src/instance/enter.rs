@@ -22,9 +22,7 @@ use std::os::unix::fs::MetadataExt;
 use anyhow::{anyhow, bail, Context, Result};
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, pipe2, ForkResult};
 
@@ -34,11 +32,11 @@ use super::{control, Dirs};
 use crate::cli::ExecArgs;
 use crate::exit::SBX_ERROR;
 use crate::plan::{self, Plan};
-use crate::profile::NetworkMode;
+use crate::runtime::namespaces::{namespace_flags, Namespaces};
+use crate::runtime::signals;
 use crate::supervisor::idmap::IdMode;
 use crate::supervisor::stdio::{PipeRelay, TerminalPipes};
 use crate::supervisor::tty::Relay;
-use crate::supervisor::FORWARDED;
 use crate::sync::{Channel, Msg};
 use crate::sys::exit_now;
 
@@ -95,7 +93,7 @@ pub fn exec(args: &ExecArgs) -> Result<i32> {
     } else {
         TerminalPipes::for_terminals()?
     };
-    let mask = exec_signals();
+    let mask = signals::set(&[Signal::SIGWINCH]);
     mask.thread_block().context("blocking signals")?;
     let (mine, theirs) = Channel::pair()?;
     let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).context("pipe")?;
@@ -144,7 +142,7 @@ pub fn exec(args: &ExecArgs) -> Result<i32> {
     } else {
         None
     };
-    if let Some((code, message)) = crate::child::read_exec_report(report_r) {
+    if let Some((code, message)) = crate::runtime::command::read_report(report_r) {
         if code == SBX_ERROR {
             bail!("{message}");
         }
@@ -189,8 +187,11 @@ fn intermediate(
             target.as_raw_fd(),
         ])
         .context("close_range")?;
-        nix::sched::setns(target, namespace_flags(plan))
-            .context("enter the sandbox's namespaces")?;
+        nix::sched::setns(
+            target,
+            namespace_flags(plan.network.mode, Namespaces::Enter),
+        )
+        .context("enter the sandbox's namespaces")?;
         Ok(())
     })();
     if let Err(e) = result {
@@ -218,19 +219,6 @@ fn intermediate(
     }
 }
 
-fn namespace_flags(plan: &Plan) -> CloneFlags {
-    let mut flags = CloneFlags::CLONE_NEWUSER
-        | CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWPID
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWCGROUP;
-    if plan.network.mode != NetworkMode::Host {
-        flags |= CloneFlags::CLONE_NEWNET;
-    }
-    flags
-}
-
 /// The new process, inside every namespace of the sandbox.
 fn inside(plan: &Plan, namespaces: &BTreeMap<String, u64>, chan: Channel, report: OwnedFd) -> ! {
     let result = (|| -> Result<Option<OwnedFd>> {
@@ -244,14 +232,14 @@ fn inside(plan: &Plan, namespaces: &BTreeMap<String, u64>, chan: Channel, report
         drop(pidfd);
         chan.expect_msg(&Msg::Go)?;
         if plan.tty {
-            return Ok(Some(crate::init::open_pty(&chan)?));
+            return Ok(Some(crate::runtime::command::open_pty(&chan)?));
         }
         Ok(None)
     })();
     match result {
         Ok(pty) => {
             drop(chan);
-            crate::child::exec_command(plan, pty, report)
+            crate::runtime::command::exec(plan, pty, report)
         }
         Err(e) => {
             let _ = chan.send(&Msg::Failed(format!("{e:#}")));
@@ -277,15 +265,6 @@ fn check_namespaces(expected: &BTreeMap<String, u64>) -> Result<()> {
     Ok(())
 }
 
-fn exec_signals() -> SigSet {
-    let mut set = SigSet::empty();
-    for sig in FORWARDED {
-        set.add(*sig);
-    }
-    set.add(Signal::SIGWINCH);
-    set
-}
-
 /// Relays the terminal and signals until init reports the process's end.
 fn wait(
     control: &Channel,
@@ -294,8 +273,7 @@ fn wait(
     mut relay: Option<Relay>,
     mut pipes: Option<PipeRelay>,
 ) -> Result<i32> {
-    let signals = SignalFd::with_flags(mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .context("signalfd")?;
+    let signals = crate::runtime::signals::signalfd(mask)?;
     loop {
         let stdin = std::io::stdin();
         let mut fds = vec![

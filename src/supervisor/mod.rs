@@ -15,24 +15,15 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use nix::sched::CloneFlags;
-use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
 use crate::plan::Plan;
-use crate::profile::NetworkMode;
+use crate::runtime::namespaces::{namespace_flags, Namespaces};
+use crate::runtime::signals;
 use crate::sync::{Channel, Msg};
 use crate::sys::{self, Forked};
-
-/// Signals the runner passes on to the command.
-pub const FORWARDED: &[Signal] = &[
-    Signal::SIGINT,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-];
 
 /// The sandbox's command is running.
 #[derive(Debug, Clone)]
@@ -67,7 +58,7 @@ pub trait Observer {
 pub fn run(plan: &Plan, observer: &mut dyn Observer) -> Result<i32> {
     // Blocked before clone, so the child inherits the mask: no signal can kill the sandbox
     // half-built, and init collects them with sigwait. The parent reads them from a signalfd.
-    let mask = supervisor_signals();
+    let mask = signals::set(&[Signal::SIGCHLD, Signal::SIGWINCH]);
     mask.thread_block().context("blocking signals")?;
 
     // Before clone: the leaf and its limits exist before the sandbox does.
@@ -94,9 +85,10 @@ pub fn run(plan: &Plan, observer: &mut dyn Observer) -> Result<i32> {
         stdio::TerminalPipes::for_terminals()?
     };
     let (chan, child_chan) = Channel::pair()?;
+    let flags = namespace_flags(plan.network.mode, Namespaces::Create);
     // SAFETY: sbx is single-threaded here (no thread is ever started before a run), so the
     // child may do anything after the clone.
-    let pid = match unsafe { sys::clone_process(namespace_flags(plan).bits()) } {
+    let pid = match unsafe { sys::clone_process(flags.bits()) } {
         Ok(Forked::Child) => {
             drop(chan);
             crate::child::run(plan, child_chan, control, pipes.as_ref())
@@ -141,23 +133,6 @@ pub fn run(plan: &Plan, observer: &mut dyn Observer) -> Result<i32> {
     Ok(ended.code)
 }
 
-fn namespace_flags(plan: &Plan) -> CloneFlags {
-    let mut flags = CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWPID
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC;
-    // The cgroup namespace comes later: the child unshares it once it is in its leaf, so
-    // the leaf is what it sees as `/`.
-    match plan.network.mode {
-        NetworkMode::Sandbox => {}
-        NetworkMode::Host => flags |= CloneFlags::CLONE_NEWUSER,
-        NetworkMode::None | NetworkMode::Slirp4netns => {
-            flags |= CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNET
-        }
-    }
-    flags
-}
-
 /// Enters the user and network namespaces of a running sandbox, through a pidfd of its
 /// command (checked to be the recorded process), and checks they are the ones its init
 /// reported at start: a command that moved into nested namespaces (`unshare -Urn` under
@@ -169,16 +144,6 @@ fn join_namespaces(join: &crate::instance::Join) -> Result<()> {
     nix::sched::setns(&fd, CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNET)
         .with_context(|| format!("--net sandbox:{}: enter its namespaces", join.name))?;
     join.check_namespaces("self")
-}
-
-fn supervisor_signals() -> SigSet {
-    let mut set = SigSet::empty();
-    for sig in FORWARDED {
-        set.add(*sig);
-    }
-    set.add(Signal::SIGCHLD);
-    set.add(Signal::SIGWINCH);
-    set
 }
 
 fn clone_error(e: std::io::Error) -> anyhow::Error {

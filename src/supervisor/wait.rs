@@ -11,7 +11,6 @@ use anyhow::{anyhow, bail, Context, Result};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
@@ -69,8 +68,7 @@ pub fn supervise(
     let started = Instant::now();
     let mut deadline = timeout.map(|t| (started + t, Signal::SIGTERM));
     let mut timed_out = false;
-    let signals = SignalFd::with_flags(mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .context("signalfd")?;
+    let signals = crate::runtime::signals::signalfd(mask)?;
     let mut report = Report::default();
     let mut relay: Option<Relay> = None;
     let mut chan_open = true;

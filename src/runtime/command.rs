@@ -1,4 +1,5 @@
-//! The command's own process, between fork and execve: session, terminal, working
+//! The command's own process, between fork and execve, for the sandbox's command (forked by
+//! init) and for `sbx exec` alike: session, terminal, working
 //! directory, clean signal state, no stray fds, then the exec with PATH lookup.
 //!
 //! On failure it writes `code (4 bytes) + message` to the report pipe, which is
@@ -6,13 +7,17 @@
 
 use std::ffi::{CStr, CString};
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
+use anyhow::Context;
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::pty::{posix_openpt, unlockpt};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
 
 use crate::exit::{CANNOT_EXECUTE, NOT_FOUND, SBX_ERROR};
 use crate::plan::Plan;
+use crate::sync::{Channel, Msg};
 
 nix::ioctl_write_int_bad!(set_controlling_tty, libc::TIOCSCTTY);
 
@@ -29,7 +34,7 @@ fn setup_error(message: String) -> Failure {
 }
 
 /// EOF means the command was executed; otherwise the command's process wrote why not.
-pub fn read_exec_report(pipe: OwnedFd) -> Option<(i32, String)> {
+pub fn read_report(pipe: OwnedFd) -> Option<(i32, String)> {
     let mut buf = Vec::new();
     let _ = std::fs::File::from(pipe).read_to_end(&mut buf);
     if buf.len() < 4 {
@@ -39,7 +44,7 @@ pub fn read_exec_report(pipe: OwnedFd) -> Option<(i32, String)> {
     Some((code, String::from_utf8_lossy(&buf[4..]).into_owned()))
 }
 
-pub fn exec_command(plan: &Plan, pty: Option<OwnedFd>, report: OwnedFd) -> ! {
+pub fn exec(plan: &Plan, pty: Option<OwnedFd>, report: OwnedFd) -> ! {
     let failure = match prepare_and_exec(plan, pty) {
         Ok(never) => match never {},
         Err(f) => f,
@@ -181,4 +186,22 @@ fn exec_failure(name: &str, err: Errno, searched: Option<&str>) -> Failure {
             message: format!("{name}: cannot execute: {}", e.desc()),
         },
     }
+}
+
+/// Opens the command's terminal inside the sandbox's own devpts, hands the master side to
+/// the supervisor and returns the slave side.
+pub fn open_pty(chan: &Channel) -> anyhow::Result<OwnedFd> {
+    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .context("open /dev/ptmx in the sandbox")?;
+    unlockpt(&master).context("unlock the pty")?;
+    let name = nix::pty::ptsname_r(&master).context("name the pty")?;
+    let slave = nix::fcntl::open(
+        name.as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .with_context(|| format!("open {name}"))?;
+    chan.send_fd(&Msg::Pty, Some(master.as_fd()))?;
+    chan.expect_msg(&Msg::PtyReady)?;
+    Ok(slave)
 }
