@@ -13,18 +13,21 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{accept4, getsockopt, sockopt::PeerCredentials, SockFlag};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{fork, pipe2, ForkResult, Pid};
+use nix::unistd::{fork, ForkResult, Pid};
 
 use crate::plan::Plan;
+use crate::runtime::command::{self, Report};
 use crate::runtime::signals;
-use crate::sync::{Channel, Msg};
+use crate::sync::{
+    CommandReceiver, Ended, FromInit, FromSandbox, InitControl, SandboxChannel, ToInit,
+};
 
-pub fn run(plan: &Plan, chan: &Channel, control: Option<OwnedFd>) -> Result<Infallible> {
+pub fn run(plan: &Plan, chan: &SandboxChannel, control: Option<OwnedFd>) -> Result<Infallible> {
     // Not dumpable: the command, running as the same uid, cannot ptrace init or open
     // /proc/1/fd, /proc/1/mem or /proc/1/exe.
     nix::sys::prctl::set_dumpable(false).context("PR_SET_DUMPABLE")?;
     let pty = if plan.tty {
-        let pty = crate::runtime::command::open_pty(chan)?;
+        let pty = open_pty(chan)?;
         // The command's fds 0-2 become the pty; init's need not stay the caller's terminal,
         // which nothing in the sandbox may hold (not even init, non-dumpable as it is).
         let null = nix::fcntl::open(
@@ -41,36 +44,38 @@ pub fn run(plan: &Plan, chan: &Channel, control: Option<OwnedFd>) -> Result<Infa
         None
     };
 
-    let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).context("pipe")?;
+    let (report_r, report_w) = CommandReceiver::pair()?;
     // SAFETY: init is single-threaded (the sandbox never starts threads before exec).
     let command = match unsafe { fork() }.context("fork the command")? {
         ForkResult::Child => {
             drop(report_r);
             drop(control);
-            crate::runtime::command::exec(plan, pty, report_w)
+            command::exec(plan, pty, report_w)
         }
         ForkResult::Parent { child } => child,
     };
     drop(report_w);
     drop(pty);
 
-    match crate::runtime::command::read_report(report_r) {
-        None => chan.send(&Msg::Started {
+    match command::read_report(&report_r) {
+        Report::Executed { landlock } => chan.send(&FromSandbox::Started {
             pid: command.as_raw(),
             namespaces: if plan.reports_status() {
                 own_namespaces()
             } else {
                 BTreeMap::new()
             },
+            landlock,
         })?,
-        Some((code, message)) => {
+        Report::Failed { code, message } => {
             let _ = waitpid(command, None);
-            chan.send(&Msg::ExecFailed { code, message })?;
+            chan.send(&FromSandbox::ExecFailed { code, message })?;
             crate::sys::exit_now(0);
         }
     }
+    drop(report_r);
     let outcome = supervise(command, control)?;
-    chan.send(&outcome)?;
+    chan.send(&FromSandbox::Ended(outcome))?;
     // The kernel then kills what is left in the namespace; nothing of ours needs flushing.
     crate::sys::exit_now(0)
 }
@@ -89,8 +94,17 @@ fn own_namespaces() -> BTreeMap<String, u64> {
 
 const NAMESPACES: &[&str] = &["cgroup", "ipc", "mnt", "net", "pid", "user", "uts"];
 
+/// The command's terminal: the master side goes to the supervisor, which relays it; the
+/// slave side is returned for the command.
+fn open_pty(chan: &SandboxChannel) -> Result<OwnedFd> {
+    let pty = command::open_pty()?;
+    chan.send_fd(&FromSandbox::Pty, pty.master.as_fd())?;
+    chan.wait_pty_ready()?;
+    Ok(pty.slave)
+}
+
 /// Waits for the command while forwarding signals, reaping orphans and serving `sbx exec`.
-fn supervise(command: Pid, control: Option<OwnedFd>) -> Result<Msg> {
+fn supervise(command: Pid, control: Option<OwnedFd>) -> Result<Ended> {
     // The signals are blocked since before clone; the signalfd collects them.
     let signals = signals::signalfd(&signals::set(&[Signal::SIGCHLD]))?;
     let mut execs = Execs::default();
@@ -141,11 +155,11 @@ struct Execs {
     clients: Vec<ExecClient>,
     /// Outcomes of children nobody asked about yet (an exec'd process may end before its
     /// `sbx exec` asks): the most recent few.
-    unclaimed: VecDeque<(i32, Msg)>,
+    unclaimed: VecDeque<(i32, Ended)>,
 }
 
 struct ExecClient {
-    chan: Channel,
+    chan: InitControl,
     pid: Option<i32>,
 }
 
@@ -161,7 +175,7 @@ impl Execs {
             .is_ok_and(|c| c.uid() == nix::unistd::getuid().as_raw());
         if ours {
             self.clients.push(ExecClient {
-                chan: Channel::from_fd(fd),
+                chan: InitControl::from_fd(fd),
                 pid: None,
             });
         }
@@ -171,20 +185,23 @@ impl Execs {
         let mut gone = Vec::new();
         for &i in readable {
             let client = &mut self.clients[i];
-            match client.chan.recv() {
-                Ok(Some((Msg::Enter { pid }, _))) if client.pid.is_none() => {
-                    let ended = self.unclaimed.iter().position(|(p, _)| *p == pid);
-                    if let Some((_, outcome)) = ended.and_then(|at| self.unclaimed.remove(at)) {
-                        let _ = client.chan.send(&Msg::Entered);
-                        let _ = client.chan.send(&outcome);
-                        gone.push(i);
-                    } else if client.chan.send(&Msg::Entered).is_ok() {
-                        client.pid = Some(pid);
-                    } else {
-                        gone.push(i);
-                    }
+            let pid = match client.chan.recv() {
+                Ok(Some((ToInit::Claim { pid }, _))) if client.pid.is_none() => pid,
+                // A second claim, the end of the connection, or garbage: done with it.
+                Ok(Some((ToInit::Claim { .. }, _))) | Ok(None) | Err(_) => {
+                    gone.push(i);
+                    continue;
                 }
-                _ => gone.push(i),
+            };
+            let ended = self.unclaimed.iter().position(|(p, _)| *p == pid);
+            if let Some((_, outcome)) = ended.and_then(|at| self.unclaimed.remove(at)) {
+                let _ = client.chan.send(&FromInit::Claimed);
+                let _ = client.chan.send(&FromInit::Ended(outcome));
+                gone.push(i);
+            } else if client.chan.send(&FromInit::Claimed).is_ok() {
+                client.pid = Some(pid);
+            } else {
+                gone.push(i);
             }
         }
         for i in gone.into_iter().rev() {
@@ -193,12 +210,12 @@ impl Execs {
     }
 
     /// Reaps every exited child; returns the command's outcome once it is among them.
-    fn reap(&mut self, command: Pid) -> Option<Msg> {
+    fn reap(&mut self, command: Pid) -> Option<Ended> {
         let mut outcome = None;
         loop {
             let (pid, msg) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => (pid, Msg::Exited(code)),
-                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, Msg::Signaled(sig as i32)),
+                Ok(WaitStatus::Exited(pid, code)) => (pid, Ended::Exited(code)),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, Ended::Signaled(sig as i32)),
                 Ok(WaitStatus::StillAlive) | Err(_) => return outcome,
                 Ok(_) => continue,
             };
@@ -210,7 +227,7 @@ impl Execs {
                 .position(|c| c.pid == Some(pid.as_raw()))
             {
                 let client = self.clients.remove(at);
-                let _ = client.chan.send(&msg);
+                let _ = client.chan.send(&FromInit::Ended(msg));
             } else if !self.clients.is_empty() {
                 if self.unclaimed.len() == UNCLAIMED {
                     self.unclaimed.pop_front();

@@ -16,7 +16,7 @@ use nix::sys::socket::{
 use nix::sys::stat::Mode;
 
 use super::CONTROL;
-use crate::sync::Channel;
+use crate::sync::ExecControl;
 
 /// Binds and listens on `dir/ctl.sock`, replacing a stale one.
 pub fn listen(dir: &Path) -> Result<OwnedFd> {
@@ -34,12 +34,12 @@ pub fn listen(dir: &Path) -> Result<OwnedFd> {
 }
 
 /// Connects to the sandbox whose runtime directory is `dir`.
-pub fn connect(dir: &Path) -> Result<Channel> {
+pub fn connect(dir: &Path) -> Result<ExecControl> {
     let what = || format!("connect to {}", dir.join(CONTROL).display());
     let sock = seqpacket().with_context(what)?;
     let (_dir, addr) = address(dir).with_context(what)?;
     connect_to(sock.as_raw_fd(), &addr).with_context(what)?;
-    Ok(Channel::from_fd(sock))
+    Ok(ExecControl::from_fd(sock))
 }
 
 fn seqpacket() -> nix::Result<OwnedFd> {

@@ -20,11 +20,10 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 
 use anyhow::{anyhow, bail, Context, Result};
-use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::waitpid;
-use nix::unistd::{fork, pipe2, ForkResult};
+use nix::unistd::{fork, ForkResult};
 
 use super::cmd::{find, load_state};
 use super::state::{State, Tracking};
@@ -32,12 +31,16 @@ use super::{control, Dirs};
 use crate::cli::ExecArgs;
 use crate::exit::SBX_ERROR;
 use crate::plan::{self, Plan};
+use crate::runtime::command::{self, Report};
 use crate::runtime::namespaces::{namespace_flags, Namespaces};
 use crate::runtime::signals;
 use crate::supervisor::idmap::IdMode;
 use crate::supervisor::stdio::{PipeRelay, TerminalPipes};
 use crate::supervisor::tty::Relay;
-use crate::sync::{Channel, Msg};
+use crate::sync::{
+    CommandReceiver, CommandReport, EnterChannel, EnteredChannel, ExecControl, FromEntered,
+    FromInit, ToEntered,
+};
 use crate::sys::exit_now;
 
 pub fn exec(args: &ExecArgs) -> Result<i32> {
@@ -95,8 +98,8 @@ pub fn exec(args: &ExecArgs) -> Result<i32> {
     };
     let mask = signals::set(&[Signal::SIGWINCH]);
     mask.thread_block().context("blocking signals")?;
-    let (mine, theirs) = Channel::pair()?;
-    let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).context("pipe")?;
+    let (mine, theirs) = EnterChannel::pair()?;
+    let (report_r, report_w) = CommandReceiver::pair()?;
     // SAFETY: sbx is single-threaded; the child only enters and forks.
     match unsafe { fork() }.context("fork")? {
         ForkResult::Child => {
@@ -107,7 +110,9 @@ pub fn exec(args: &ExecArgs) -> Result<i32> {
                 Ok(never) => match never {},
                 Err((chan, e)) => (chan, e),
             };
-            let _ = failure.0.send(&Msg::Failed(format!("{:#}", failure.1)));
+            let _ = failure
+                .0
+                .send(&FromEntered::Failed(format!("{:#}", failure.1)));
             exit_now(SBX_ERROR)
         }
         ForkResult::Parent { child } => {
@@ -118,31 +123,24 @@ pub fn exec(args: &ExecArgs) -> Result<i32> {
         }
     }
     let pipes = pipes.map(TerminalPipes::into_relay);
-    let (pid, pidfd) = match mine.recv()? {
-        Some((Msg::Enter { pid }, Some(fd))) => (pid, fd),
-        Some((Msg::Failed(why), _)) => bail!("cannot enter sandbox {}: {why}", args.name),
-        _ => bail!(
-            "cannot enter sandbox {}: the process inside is gone",
-            args.name
-        ),
-    };
+    let (pid, pidfd) = mine
+        .wait_hello()
+        .with_context(|| format!("cannot enter sandbox {}", args.name))?;
 
     // Init will report how it ends; then it may start.
-    control.send(&Msg::Enter { pid })?;
     control
-        .expect_msg(&Msg::Entered)
+        .claim(pid)
         .with_context(|| format!("sandbox {} did not take the process", args.name))?;
     drop(lock);
-    mine.send(&Msg::Go)?;
+    mine.send(&ToEntered::Go)?;
     let relay = if plan.tty {
-        let master = mine.expect_msg(&Msg::Pty)?.context("no terminal came")?;
-        let relay = Relay::start(master).context("setting up the terminal")?;
-        mine.send(&Msg::PtyReady)?;
+        let relay = Relay::start(mine.wait_pty()?).context("setting up the terminal")?;
+        mine.send(&ToEntered::PtyReady)?;
         Some(relay)
     } else {
         None
     };
-    if let Some((code, message)) = crate::runtime::command::read_report(report_r) {
+    if let Report::Failed { code, message } = command::read_report(&report_r) {
         if code == SBX_ERROR {
             bail!("{message}");
         }
@@ -174,16 +172,16 @@ fn intermediate(
     state: &State,
     target: &OwnedFd,
     pipes: Option<TerminalPipes>,
-    chan: Channel,
-    report: OwnedFd,
-) -> Result<std::convert::Infallible, (Channel, anyhow::Error)> {
+    chan: EnteredChannel,
+    report: CommandReport,
+) -> Result<std::convert::Infallible, (EnteredChannel, anyhow::Error)> {
     let result = (|| -> Result<()> {
         if let Some(pipes) = pipes {
             pipes.install().context("stdio pipes")?;
         }
         crate::sys::close_fds_except(&[
             chan.as_fd().as_raw_fd(),
-            report.as_raw_fd(),
+            report.as_fd().as_raw_fd(),
             target.as_raw_fd(),
         ])
         .context("close_range")?;
@@ -206,7 +204,9 @@ fn intermediate(
                 // The starter: its exit hands the new process to the sandbox's init.
                 Ok(ForkResult::Parent { .. }) => exit_now(0),
                 Err(e) => {
-                    let _ = chan.send(&Msg::Failed(format!("fork inside the sandbox: {e}")));
+                    let _ = chan.send(&FromEntered::Failed(format!(
+                        "fork inside the sandbox: {e}"
+                    )));
                     exit_now(SBX_ERROR)
                 }
             }
@@ -220,7 +220,12 @@ fn intermediate(
 }
 
 /// The new process, inside every namespace of the sandbox.
-fn inside(plan: &Plan, namespaces: &BTreeMap<String, u64>, chan: Channel, report: OwnedFd) -> ! {
+fn inside(
+    plan: &Plan,
+    namespaces: &BTreeMap<String, u64>,
+    chan: EnteredChannel,
+    report: CommandReport,
+) -> ! {
     let result = (|| -> Result<Option<OwnedFd>> {
         check_namespaces(namespaces)?;
         if matches!(plan.ids.mode, IdMode::Full { .. }) {
@@ -228,21 +233,24 @@ fn inside(plan: &Plan, namespaces: &BTreeMap<String, u64>, chan: Channel, report
         }
         let me = nix::unistd::getpid().as_raw();
         let pidfd = crate::sys::pidfd_open(me).context("pidfd_open")?;
-        chan.send_fd(&Msg::Enter { pid: me }, Some(pidfd.as_fd()))?;
+        chan.send_fd(&FromEntered::Hello { pid: me }, pidfd.as_fd())?;
         drop(pidfd);
-        chan.expect_msg(&Msg::Go)?;
+        chan.wait_go()?;
         if plan.tty {
-            return Ok(Some(crate::runtime::command::open_pty(&chan)?));
+            let pty = command::open_pty()?;
+            chan.send_fd(&FromEntered::Pty, pty.master.as_fd())?;
+            chan.wait_pty_ready()?;
+            return Ok(Some(pty.slave));
         }
         Ok(None)
     })();
     match result {
         Ok(pty) => {
             drop(chan);
-            crate::runtime::command::exec(plan, pty, report)
+            command::exec(plan, pty, report)
         }
         Err(e) => {
-            let _ = chan.send(&Msg::Failed(format!("{e:#}")));
+            let _ = chan.send(&FromEntered::Failed(format!("{e:#}")));
             exit_now(SBX_ERROR)
         }
     }
@@ -267,7 +275,7 @@ fn check_namespaces(expected: &BTreeMap<String, u64>) -> Result<()> {
 
 /// Relays the terminal and signals until init reports the process's end.
 fn wait(
-    control: &Channel,
+    control: &ExecControl,
     mask: &SigSet,
     pidfd: &OwnedFd,
     mut relay: Option<Relay>,
@@ -328,9 +336,10 @@ fn wait(
                 p.finish();
             }
             return match outcome {
-                Some((Msg::Exited(code), _)) => Ok(code),
-                Some((Msg::Signaled(sig), _)) => Ok(crate::exit::signalled(sig)),
-                Some((msg, _)) => Err(anyhow!("unexpected message from the sandbox: {msg:?}")),
+                Some((FromInit::Ended(ended), _)) => Ok(ended.code()),
+                Some((FromInit::Claimed, _)) => Err(anyhow!(
+                    "the sandbox's init sent Claimed twice; expected Ended"
+                )),
                 None => {
                     // Init is gone, and the kernel killed everything in the namespace.
                     eprintln!("sbx: the sandbox ended while the command ran");

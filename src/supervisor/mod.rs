@@ -22,7 +22,7 @@ use nix::unistd::Pid;
 use crate::plan::Plan;
 use crate::runtime::namespaces::{namespace_flags, Namespaces};
 use crate::runtime::signals;
-use crate::sync::{Channel, Msg};
+use crate::sync::{SupervisorChannel, ToSandbox};
 use crate::sys::{self, Forked};
 
 /// The sandbox's command is running.
@@ -84,7 +84,7 @@ pub fn run(plan: &Plan, observer: &mut dyn Observer) -> Result<i32> {
     } else {
         stdio::TerminalPipes::for_terminals()?
     };
-    let (chan, child_chan) = Channel::pair()?;
+    let (chan, child_chan) = SupervisorChannel::pair()?;
     let flags = namespace_flags(plan.network.mode, Namespaces::Create);
     // SAFETY: sbx is single-threaded here (no thread is ever started before a run), so the
     // child may do anything after the clone.
@@ -117,10 +117,11 @@ pub fn run(plan: &Plan, observer: &mut dyn Observer) -> Result<i32> {
         Ok(n) => n,
         Err(e) => return Err(chan.pending_failure().map_or(e, |why| anyhow::anyhow!(why))),
     };
-    chan.send(&Msg::Go)?;
+    chan.send(&ToSandbox::Go)?;
     let watch = wait::Watch {
         timeout: plan.limits.timeout,
         find_command: plan.instance.is_some(),
+        verbose: plan.verbose,
         cgroup: leaf.as_ref().map(|l| l.path.clone()),
     };
     let ended = wait::supervise(&chan, &mask, &mut sandbox, &watch, pipes, observer)?;

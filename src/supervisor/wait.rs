@@ -17,7 +17,9 @@ use nix::unistd::Pid;
 use super::stdio::PipeRelay;
 use super::tty::Relay;
 use super::{Ended, Observer, Sandbox, Started};
-use crate::sync::{Channel, Msg};
+use crate::security::landlock::Enforced;
+use crate::sync;
+use crate::sync::{FromSandbox, SupervisorChannel, ToSandbox};
 
 /// What init told us about the command.
 #[derive(Debug, Default)]
@@ -30,20 +32,39 @@ struct Report {
 
 impl Report {
     /// Notes a message; `Started` is handed back for the observer.
-    fn absorb(&mut self, msg: Msg) -> Option<(i32, BTreeMap<String, u64>)> {
+    fn absorb(&mut self, msg: FromSandbox) -> Option<Launch> {
         match msg {
-            Msg::Failed(why) => self.setup_failed = Some(why),
-            Msg::ExecFailed { code, message } => self.exec_failed = Some((code, message)),
-            Msg::Exited(code) => self.exit_code = Some(code),
-            Msg::Signaled(sig) => {
-                self.exit_code = Some(crate::exit::signalled(sig));
-                self.signal = Some(sig);
+            FromSandbox::Failed(why) => self.setup_failed = Some(why),
+            FromSandbox::ExecFailed { code, message } => self.exec_failed = Some((code, message)),
+            FromSandbox::Ended(ended) => {
+                self.exit_code = Some(ended.code());
+                if let sync::Ended::Signaled(sig) = ended {
+                    self.signal = Some(sig);
+                }
             }
-            Msg::Started { pid, namespaces } => return Some((pid, namespaces)),
-            Msg::Go | Msg::Pty | Msg::PtyReady | Msg::Enter { .. } | Msg::Entered => {}
+            FromSandbox::Started {
+                pid,
+                namespaces,
+                landlock,
+            } => {
+                return Some(Launch {
+                    pid,
+                    namespaces,
+                    landlock,
+                })
+            }
+            // Only while the loop has no terminal yet: it takes `Pty` itself.
+            FromSandbox::Pty => {}
         }
         None
     }
+}
+
+/// What `Started` said.
+struct Launch {
+    pid: i32,
+    namespaces: BTreeMap<String, u64>,
+    landlock: Option<Enforced>,
 }
 
 /// What the loop watches besides init.
@@ -51,13 +72,15 @@ pub struct Watch {
     pub timeout: Option<Duration>,
     /// Find the command's host pid for the observer (named sandboxes).
     pub find_command: bool,
+    /// `-v`: say what Landlock the kernel enforced once the command runs.
+    pub verbose: bool,
     pub cgroup: Option<PathBuf>,
 }
 
 /// Runs until init exits; with a timeout, SIGTERM when it expires and SIGKILL after the
 /// grace period, and then exit code `exit::TIMEOUT`.
 pub fn supervise(
-    chan: &Channel,
+    chan: &SupervisorChannel,
     mask: &SigSet,
     sandbox: &mut Sandbox,
     watch: &Watch,
@@ -143,13 +166,13 @@ pub fn supervise(
         if chan_open {
             if ready[i] {
                 match chan.recv()? {
-                    Some((Msg::Pty, Some(master))) => {
+                    Some((FromSandbox::Pty, Some(master))) => {
                         relay = Some(Relay::start(master).context("setting up the terminal")?);
-                        chan.send(&Msg::PtyReady)?;
+                        chan.send(&ToSandbox::PtyReady)?;
                     }
                     Some((msg, _)) => {
-                        if let Some((pid, namespaces)) = report.absorb(msg) {
-                            observer.started(&started_event(sandbox, pid, namespaces, watch))?;
+                        if let Some(launch) = report.absorb(msg) {
+                            observer.started(&started_event(sandbox, launch, watch))?;
                         }
                     }
                     None => chan_open = false,
@@ -209,20 +232,21 @@ pub fn supervise(
     Ok(Ended { code, signal })
 }
 
-fn started_event(
-    sandbox: &Sandbox,
-    command: i32,
-    namespaces: BTreeMap<String, u64>,
-    watch: &Watch,
-) -> Started {
+fn started_event(sandbox: &Sandbox, launch: Launch, watch: &Watch) -> Started {
+    if watch.verbose {
+        eprintln!(
+            "sbx: {}",
+            crate::security::landlock::describe_enforced(launch.landlock)
+        );
+    }
     Started {
         init: sandbox.pid,
         command: if watch.find_command {
-            command_on_host(sandbox.pid, command)
+            command_on_host(sandbox.pid, launch.pid)
         } else {
             None
         },
-        namespaces,
+        namespaces: launch.namespaces,
         cgroup: watch.cgroup.clone(),
     }
 }
