@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use anyhow::{Context, Result};
 use nix::fcntl::OFlag;
-use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::poll::PollTimeout;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{accept4, getsockopt, sockopt::PeerCredentials, SockFlag};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -17,6 +17,7 @@ use nix::unistd::{fork, ForkResult, Pid};
 
 use crate::plan::Plan;
 use crate::runtime::command::{self, Report};
+use crate::runtime::poll::Poller;
 use crate::runtime::signals;
 use crate::sync::{
     CommandReceiver, Ended, FromInit, FromSandbox, InitControl, SandboxChannel, ToInit,
@@ -103,48 +104,56 @@ fn open_pty(chan: &SandboxChannel) -> Result<OwnedFd> {
     Ok(pty.slave)
 }
 
+/// What one poll round can find ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Signals,
+    /// The control socket: a new `sbx exec`.
+    Control,
+    /// A connected `sbx exec`, by its id.
+    Client(u64),
+}
+
 /// Waits for the command while forwarding signals, reaping orphans and serving `sbx exec`.
 fn supervise(command: Pid, control: Option<OwnedFd>) -> Result<Ended> {
     // The signals are blocked since before clone; the signalfd collects them.
     let signals = signals::signalfd(&signals::set(&[Signal::SIGCHLD]))?;
     let mut execs = Execs::default();
     loop {
-        let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
-        if let Some(listener) = &control {
-            fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
-        }
-        for client in &execs.clients {
-            fds.push(PollFd::new(client.chan.as_fd(), PollFlags::POLLIN));
-        }
-        let ready = crate::sys::poll_ready(&mut fds, PollTimeout::NONE).context("poll")?;
-        drop(fds);
-
-        if ready[0] {
-            while let Ok(Some(info)) = signals.read_signal() {
-                match Signal::try_from(info.ssi_signo as i32) {
-                    Ok(Signal::SIGCHLD) => {
+        let ready = {
+            let mut poller = Poller::new();
+            poller.read(Source::Signals, signals.as_fd());
+            if let Some(listener) = &control {
+                poller.read(Source::Control, listener.as_fd());
+            }
+            for client in &execs.clients {
+                poller.read(Source::Client(client.id), client.chan.as_fd());
+            }
+            poller.wait(PollTimeout::NONE)?
+        };
+        if ready.contains(Source::Signals) {
+            for sig in signals::pending(&signals).unwrap_or_default() {
+                match sig {
+                    Signal::SIGCHLD => {
                         if let Some(outcome) = execs.reap(command) {
                             return Ok(outcome);
                         }
                     }
-                    Ok(sig) => {
+                    sig => {
                         let _ = kill(command, sig);
                     }
-                    Err(_) => {}
                 }
             }
         }
-        let mut first_client = 1;
-        if let Some(listener) = &control {
-            if ready[1] {
-                execs.accept(listener);
-            }
-            first_client = 2;
+        if let (Some(listener), true) = (&control, ready.contains(Source::Control)) {
+            execs.accept(listener);
         }
-        let readable: Vec<usize> = (0..execs.clients.len())
-            .filter(|i| ready.get(first_client + i).copied().unwrap_or(false))
-            .collect();
-        execs.serve(&readable);
+        for source in ready.iter() {
+            match source {
+                Source::Client(id) => execs.serve(id),
+                Source::Signals | Source::Control => {}
+            }
+        }
     }
 }
 
@@ -153,12 +162,15 @@ fn supervise(command: Pid, control: Option<OwnedFd>) -> Result<Ended> {
 #[derive(Default)]
 struct Execs {
     clients: Vec<ExecClient>,
+    /// The id of the next client: ids outlive the clients' places in `clients`.
+    next_id: u64,
     /// Outcomes of children nobody asked about yet (an exec'd process may end before its
     /// `sbx exec` asks): the most recent few.
     unclaimed: VecDeque<(i32, Ended)>,
 }
 
 struct ExecClient {
+    id: u64,
     chan: InitControl,
     pid: Option<i32>,
 }
@@ -174,38 +186,39 @@ impl Execs {
         let ours = getsockopt(&fd, PeerCredentials)
             .is_ok_and(|c| c.uid() == nix::unistd::getuid().as_raw());
         if ours {
+            self.next_id += 1;
             self.clients.push(ExecClient {
+                id: self.next_id,
                 chan: InitControl::from_fd(fd),
                 pid: None,
             });
         }
     }
 
-    fn serve(&mut self, readable: &[usize]) {
-        let mut gone = Vec::new();
-        for &i in readable {
-            let client = &mut self.clients[i];
-            let pid = match client.chan.recv() {
-                Ok(Some((ToInit::Claim { pid }, _))) if client.pid.is_none() => pid,
-                // A second claim, the end of the connection, or garbage: done with it.
-                Ok(Some((ToInit::Claim { .. }, _))) | Ok(None) | Err(_) => {
-                    gone.push(i);
-                    continue;
-                }
-            };
-            let ended = self.unclaimed.iter().position(|(p, _)| *p == pid);
-            if let Some((_, outcome)) = ended.and_then(|at| self.unclaimed.remove(at)) {
-                let _ = client.chan.send(&FromInit::Claimed);
-                let _ = client.chan.send(&FromInit::Ended(outcome));
-                gone.push(i);
-            } else if client.chan.send(&FromInit::Claimed).is_ok() {
-                client.pid = Some(pid);
-            } else {
-                gone.push(i);
+    /// Reads client `id`'s claim: answered at once when its process has ended already.
+    fn serve(&mut self, id: u64) {
+        // Gone already: its process ended this round, and it has its answer.
+        let Some(at) = self.clients.iter().position(|c| c.id == id) else {
+            return;
+        };
+        let client = &mut self.clients[at];
+        let pid = match client.chan.recv() {
+            Ok(Some((ToInit::Claim { pid }, _))) if client.pid.is_none() => pid,
+            // A second claim, the end of the connection, or garbage: done with it.
+            Ok(Some((ToInit::Claim { .. }, _))) | Ok(None) | Err(_) => {
+                self.clients.remove(at);
+                return;
             }
-        }
-        for i in gone.into_iter().rev() {
-            self.clients.remove(i);
+        };
+        let ended = self.unclaimed.iter().position(|(p, _)| *p == pid);
+        if let Some((_, outcome)) = ended.and_then(|i| self.unclaimed.remove(i)) {
+            let _ = client.chan.send(&FromInit::Claimed);
+            let _ = client.chan.send(&FromInit::Ended(outcome));
+            self.clients.remove(at);
+        } else if client.chan.send(&FromInit::Claimed).is_ok() {
+            client.pid = Some(pid);
+        } else {
+            self.clients.remove(at);
         }
     }
 

@@ -20,23 +20,24 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 
 use anyhow::{anyhow, bail, Context, Result};
-use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::poll::PollTimeout;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, ForkResult};
 
 use super::cmd::{find, load_state};
-use super::state::{State, Tracking};
+use super::state::{Record, State, Tracking};
 use super::{control, Dirs};
 use crate::cli::ExecArgs;
 use crate::exit::SBX_ERROR;
 use crate::plan::{self, Plan};
 use crate::runtime::command::{self, Report};
 use crate::runtime::namespaces::{namespace_flags, Namespaces};
+use crate::runtime::poll::Poller;
 use crate::runtime::signals;
 use crate::supervisor::idmap::IdMode;
-use crate::supervisor::stdio::{PipeRelay, TerminalPipes};
-use crate::supervisor::tty::Relay;
+use crate::supervisor::relay::{RelayFd, Relays};
+use crate::supervisor::stdio::TerminalPipes;
 use crate::sync::{
     CommandReceiver, CommandReport, EnterChannel, EnteredChannel, ExecControl, FromEntered,
     FromInit, ToEntered,
@@ -57,19 +58,7 @@ pub fn exec(args: &ExecArgs) -> Result<i32> {
         );
     };
 
-    // The recorded plan with this command: the same hardening, never more.
-    let mut run_args = record.args.clone();
-    let mut env = args.env.clone();
-    // A bare name takes its value from the environment recorded at creation.
-    let caller = record.caller(args.tty);
-    crate::envfile::fold(&mut args.env_file.clone(), &mut env, &caller.vars.env)?;
-    run_args.env.extend(env);
-    run_args.command = args.command.clone();
-    if let Some(dir) = &args.workdir {
-        run_args.workdir = Some(dir.clone());
-    }
-    let plan = plan::build(&record.loaded(), &run_args, &caller)
-        .with_context(|| format!("sandbox {} can no longer be built as recorded", args.name))?;
+    let plan = recorded_plan(args, &record)?;
 
     // The cgroup first, for this process and so for all it starts: /sys/fs/cgroup is
     // read-only inside.
@@ -100,28 +89,7 @@ pub fn exec(args: &ExecArgs) -> Result<i32> {
     mask.thread_block().context("blocking signals")?;
     let (mine, theirs) = EnterChannel::pair()?;
     let (report_r, report_w) = CommandReceiver::pair()?;
-    // SAFETY: sbx is single-threaded; the child only enters and forks.
-    match unsafe { fork() }.context("fork")? {
-        ForkResult::Child => {
-            drop(mine);
-            drop(report_r);
-            drop(control);
-            let failure = match intermediate(&plan, state, &target, pipes, theirs, report_w) {
-                Ok(never) => match never {},
-                Err((chan, e)) => (chan, e),
-            };
-            let _ = failure
-                .0
-                .send(&FromEntered::Failed(format!("{:#}", failure.1)));
-            exit_now(SBX_ERROR)
-        }
-        ForkResult::Parent { child } => {
-            drop(theirs);
-            drop(report_w);
-            drop(target);
-            let _ = waitpid(child, None);
-        }
-    }
+    spawn(&plan, state, target, pipes.as_ref(), theirs, report_w)?;
     let pipes = pipes.map(TerminalPipes::into_relay);
     let (pid, pidfd) = mine
         .wait_hello()
@@ -133,13 +101,11 @@ pub fn exec(args: &ExecArgs) -> Result<i32> {
         .with_context(|| format!("sandbox {} did not take the process", args.name))?;
     drop(lock);
     mine.send(&ToEntered::Go)?;
-    let relay = if plan.tty {
-        let relay = Relay::start(mine.wait_pty()?).context("setting up the terminal")?;
+    let mut relays = Relays::new(None, pipes);
+    if plan.tty {
+        relays.start_pty(mine.wait_pty()?)?;
         mine.send(&ToEntered::PtyReady)?;
-        Some(relay)
-    } else {
-        None
-    };
+    }
     if let Report::Failed { code, message } = command::read_report(&report_r) {
         if code == SBX_ERROR {
             bail!("{message}");
@@ -147,7 +113,53 @@ pub fn exec(args: &ExecArgs) -> Result<i32> {
         eprintln!("sbx: {message}");
         return Ok(code);
     }
-    wait(&control, &mask, &pidfd, relay, pipes)
+    wait(&control, &mask, &pidfd, relays)
+}
+
+/// The plan the sandbox was created with, for this command: the same hardening, never
+/// more.
+fn recorded_plan(args: &ExecArgs, record: &Record) -> Result<Plan> {
+    let mut run_args = record.args.clone();
+    let mut env = args.env.clone();
+    // A bare name takes its value from the environment recorded at creation.
+    let caller = record.caller(args.tty);
+    crate::envfile::fold(&mut args.env_file.clone(), &mut env, &caller.vars.env)?;
+    run_args.env.extend(env);
+    run_args.command = args.command.clone();
+    if let Some(dir) = &args.workdir {
+        run_args.workdir = Some(dir.clone());
+    }
+    plan::build(&record.loaded(), &run_args, &caller)
+        .with_context(|| format!("sandbox {} can no longer be built as recorded", args.name))
+}
+
+/// Forks the intermediate process, which enters the sandbox and starts the new process
+/// there, and reaps it. Our other descriptors (our end of the channels, the control
+/// socket) the intermediate closes before it enters.
+fn spawn(
+    plan: &Plan,
+    state: &State,
+    target: OwnedFd,
+    pipes: Option<&TerminalPipes>,
+    chan: EnteredChannel,
+    report: CommandReport,
+) -> Result<()> {
+    // SAFETY: sbx is single-threaded; the child only enters and forks.
+    match unsafe { fork() }.context("fork")? {
+        ForkResult::Child => {
+            let (chan, e) = match intermediate(plan, state, &target, pipes, chan, report) {
+                Ok(never) => match never {},
+                Err(failure) => failure,
+            };
+            let _ = chan.send(&FromEntered::Failed(format!("{e:#}")));
+            exit_now(SBX_ERROR)
+        }
+        ForkResult::Parent { child } => {
+            drop((chan, report, target));
+            let _ = waitpid(child, None);
+            Ok(())
+        }
+    }
 }
 
 fn join_cgroup(leaf: &std::path::Path) -> Result<()> {
@@ -171,7 +183,7 @@ fn intermediate(
     plan: &Plan,
     state: &State,
     target: &OwnedFd,
-    pipes: Option<TerminalPipes>,
+    pipes: Option<&TerminalPipes>,
     chan: EnteredChannel,
     report: CommandReport,
 ) -> Result<std::convert::Infallible, (EnteredChannel, anyhow::Error)> {
@@ -273,68 +285,40 @@ fn check_namespaces(expected: &BTreeMap<String, u64>) -> Result<()> {
     Ok(())
 }
 
+/// What one poll round can find ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Signals,
+    Control,
+    Terminal(RelayFd),
+}
+
 /// Relays the terminal and signals until init reports the process's end.
-fn wait(
-    control: &ExecControl,
-    mask: &SigSet,
-    pidfd: &OwnedFd,
-    mut relay: Option<Relay>,
-    mut pipes: Option<PipeRelay>,
-) -> Result<i32> {
-    let signals = crate::runtime::signals::signalfd(mask)?;
+fn wait(control: &ExecControl, mask: &SigSet, pidfd: &OwnedFd, mut relays: Relays) -> Result<i32> {
+    let signals = signals::signalfd(mask)?;
     loop {
-        let stdin = std::io::stdin();
-        let mut fds = vec![
-            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
-            PollFd::new(control.as_fd(), PollFlags::POLLIN),
-        ];
-        let polled_stdin = relay.as_ref().is_some_and(|r| r.stdin_open());
-        if let Some(r) = &relay {
-            fds.push(PollFd::new(r.master(), PollFlags::POLLIN));
-            if polled_stdin {
-                fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
-            }
-        }
-        // The pipes' fds come last, after the terminal's.
-        let first_pipe = fds.len();
-        let polled_pipes = pipes.as_ref().map(|p| p.watch(&mut fds));
-        let ready = crate::sys::poll_ready(&mut fds, PollTimeout::NONE).context("poll")?;
-        drop(fds);
-        if let (Some(p), Some(polled)) = (&mut pipes, &polled_pipes) {
-            p.pump(polled, &ready[first_pipe..first_pipe + polled.count()]);
-        }
-        if ready[0] {
-            while let Ok(Some(info)) = signals.read_signal() {
-                match Signal::try_from(info.ssi_signo as i32) {
-                    Ok(Signal::SIGWINCH) => {
-                        if let Some(r) = &relay {
-                            r.resize();
-                        }
-                    }
-                    Ok(sig) => {
+        let ready = {
+            let mut poller = Poller::new();
+            poller.read(Source::Signals, signals.as_fd());
+            poller.read(Source::Control, control.as_fd());
+            relays.watch(&mut poller, Source::Terminal);
+            poller.wait(PollTimeout::NONE)?
+        };
+        relays.pump(&ready, Source::Terminal);
+        if ready.contains(Source::Signals) {
+            for sig in signals::pending(&signals).unwrap_or_default() {
+                match sig {
+                    Signal::SIGWINCH => relays.resize(),
+                    sig => {
                         let _ = crate::sys::pidfd_send_signal(pidfd.as_fd(), sig as i32);
                     }
-                    Err(_) => {}
                 }
             }
         }
-        if let Some(r) = &mut relay {
-            if ready[2] {
-                r.pump_output();
-            }
-            if polled_stdin && ready[3] {
-                r.pump_input();
-            }
-        }
-        if ready[1] {
+        if ready.contains(Source::Control) {
             let outcome = control.recv()?;
-            if let Some(r) = &mut relay {
-                r.drain();
-            }
-            // The command has ended: nothing in the sandbox keeps a way to our terminal.
-            if let Some(p) = pipes.take() {
-                p.finish();
-            }
+            // The process has ended: nothing in the sandbox keeps a way to our terminal.
+            relays.finish();
             return match outcome {
                 Some((FromInit::Ended(ended), _)) => Ok(ended.code()),
                 Some((FromInit::Claimed, _)) => Err(anyhow!(

@@ -6,6 +6,7 @@
 pub mod cgroup;
 pub mod idmap;
 mod net;
+pub mod relay;
 pub mod stdio;
 pub mod tty;
 mod wait;
