@@ -16,8 +16,8 @@ use nix::sys::signal::Signal;
 
 use crate::exit::SBX_ERROR;
 use crate::plan::Plan;
+use crate::runtime::stdio::TerminalPipes;
 use crate::supervisor::idmap::IdMode;
-use crate::supervisor::stdio::TerminalPipes;
 use crate::sync::{FromSandbox, SandboxChannel};
 
 /// Entry point after clone, in the child. Never returns.

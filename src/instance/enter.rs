@@ -34,10 +34,10 @@ use crate::plan::{self, Plan};
 use crate::runtime::command::{self, Report};
 use crate::runtime::namespaces::{namespace_flags, Namespaces};
 use crate::runtime::poll::Poller;
+use crate::runtime::relay::{RelayFd, Relays};
 use crate::runtime::signals;
+use crate::runtime::stdio::TerminalPipes;
 use crate::supervisor::idmap::IdMode;
-use crate::supervisor::relay::{RelayFd, Relays};
-use crate::supervisor::stdio::TerminalPipes;
 use crate::sync::{
     CommandReceiver, CommandReport, EnterChannel, EnteredChannel, ExecControl, FromEntered,
     FromInit, ToEntered,

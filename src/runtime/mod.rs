@@ -4,9 +4,15 @@
 //! - `command`: the command's own process, from fork to execve (init and `sbx exec`);
 //! - `poll`: a poll round over named sources;
 //! - `signals`: the forwarded signals, signal sets and signalfd reading;
-//! - `namespaces`: the namespaces a sandbox has, to create or to enter.
+//! - `namespaces`: the namespaces a sandbox has, to create or to enter;
+//! - `control`: a named sandbox's control socket (init listens, `sbx exec` connects);
+//! - `stdio`, `tty`, `relay`: the caller's terminal, relayed as pipes or through a pty.
 
 pub mod command;
+pub mod control;
 pub mod namespaces;
 pub mod poll;
+pub mod relay;
 pub mod signals;
+pub mod stdio;
+pub mod tty;

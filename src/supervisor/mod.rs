@@ -6,9 +6,6 @@
 pub mod cgroup;
 pub mod idmap;
 mod net;
-pub mod relay;
-pub mod stdio;
-pub mod tty;
 mod wait;
 
 use std::collections::BTreeMap;
@@ -23,6 +20,7 @@ use nix::unistd::Pid;
 use crate::plan::Plan;
 use crate::runtime::namespaces::{namespace_flags, Namespaces};
 use crate::runtime::signals;
+use crate::runtime::stdio::TerminalPipes;
 use crate::sync::{SupervisorChannel, ToSandbox};
 use crate::sys::{self, Forked};
 
@@ -69,7 +67,7 @@ pub fn run(plan: &Plan, observer: &mut dyn Observer) -> Result<i32> {
     };
     // `sbx exec` connects here; init serves it.
     let control = match &plan.instance {
-        Some(paths) => Some(crate::instance::control::listen(&paths.runtime)?),
+        Some(paths) => Some(crate::runtime::control::listen(&paths.runtime)?),
         None => None,
     };
     // `--net sandbox:NAME`: into that sandbox's user and network namespaces; ours are made
@@ -83,7 +81,7 @@ pub fn run(plan: &Plan, observer: &mut dyn Observer) -> Result<i32> {
     let pipes = if plan.tty {
         None
     } else {
-        stdio::TerminalPipes::for_terminals()?
+        TerminalPipes::for_terminals()?
     };
     let (chan, child_chan) = SupervisorChannel::pair()?;
     let flags = namespace_flags(plan.network.mode, Namespaces::Create);
@@ -99,7 +97,7 @@ pub fn run(plan: &Plan, observer: &mut dyn Observer) -> Result<i32> {
     };
     drop(child_chan);
     drop(control);
-    let pipes = pipes.map(stdio::TerminalPipes::into_relay);
+    let pipes = pipes.map(TerminalPipes::into_relay);
     let mut sandbox = Sandbox { pid, reaped: false };
 
     if let Some(leaf) = &leaf {

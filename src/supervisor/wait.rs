@@ -14,11 +14,11 @@ use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use super::relay::{RelayFd, Relays};
-use super::stdio::PipeRelay;
 use super::{Ended, Observer, Sandbox, Started};
 use crate::runtime::poll::Poller;
+use crate::runtime::relay::{RelayFd, Relays};
 use crate::runtime::signals;
+use crate::runtime::stdio::PipeRelay;
 use crate::security::landlock::Enforced;
 use crate::sync::{self, FromSandbox, SupervisorChannel, ToSandbox};
 

@@ -6,9 +6,9 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 
 use anyhow::{Context, Result};
 
+use super::poll::{Poller, Ready};
 use super::stdio::{PipeEnd, PipeRelay};
 use super::tty::Relay;
-use crate::runtime::poll::{Poller, Ready};
 
 /// The terminal's descriptors, as a poll round names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,7 +18,7 @@ use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::unistd::pipe2;
 
-use crate::runtime::poll::{Poller, Ready};
+use super::poll::{Poller, Ready};
 
 /// Pipes made for the terminals among fds 0-2, before the fork or clone.
 pub struct TerminalPipes {
