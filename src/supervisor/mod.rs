@@ -56,7 +56,7 @@ pub trait Observer {
 /// Runs the plan's command in a new sandbox and returns the exit code sbx should exit with.
 pub fn run(plan: &Plan, observer: &mut dyn Observer) -> Result<i32> {
     // Blocked before clone, so the child inherits the mask: no signal can kill the sandbox
-    // half-built, and init collects them with sigwait. The parent reads them from a signalfd.
+    // half-built, and init and the parent both read them from a signalfd.
     let mask = signals::set(&[Signal::SIGCHLD, Signal::SIGWINCH]);
     mask.thread_block().context("blocking signals")?;
 
