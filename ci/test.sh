@@ -68,6 +68,7 @@ count() { tee -a "$results"; }
 echo "== format and lints"
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
+python3 ci/layers.py
 
 echo "== build"
 cargo build --quiet

@@ -39,12 +39,7 @@ pub fn report(err: &anyhow::Error) {
     }
 }
 
-/// Exit codes, as podman uses them.
+/// The exit codes, for callers outside the runtime; they are decided in `crate::exit`.
 pub mod exit {
-    /// sbx itself failed: bad option, bad profile, setup failure.
-    pub const SBX_ERROR: i32 = 125;
-    /// The command exists but cannot be executed.
-    pub const CANNOT_EXECUTE: i32 = 126;
-    /// The command was not found.
-    pub const NOT_FOUND: i32 = 127;
+    pub use crate::exit::{CANNOT_EXECUTE, NOT_FOUND, SBX_ERROR};
 }

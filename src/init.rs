@@ -9,19 +9,21 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use anyhow::{Context, Result};
 use nix::fcntl::OFlag;
-use nix::poll::{PollFd, PollFlags, PollTimeout};
-use nix::pty::{posix_openpt, unlockpt};
-use nix::sys::signal::{kill, SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::poll::PollTimeout;
+use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{accept4, getsockopt, sockopt::PeerCredentials, SockFlag};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{fork, pipe2, ForkResult, Pid};
+use nix::unistd::{fork, ForkResult, Pid};
 
 use crate::plan::Plan;
-use crate::supervisor::FORWARDED;
-use crate::sync::{Channel, Msg};
+use crate::runtime::command::{self, Report};
+use crate::runtime::poll::Poller;
+use crate::runtime::signals;
+use crate::sync::{
+    CommandReceiver, Ended, FromInit, FromSandbox, InitControl, SandboxChannel, ToInit,
+};
 
-pub fn run(plan: &Plan, chan: &Channel, control: Option<OwnedFd>) -> Result<Infallible> {
+pub fn run(plan: &Plan, chan: &SandboxChannel, control: Option<OwnedFd>) -> Result<Infallible> {
     // Not dumpable: the command, running as the same uid, cannot ptrace init or open
     // /proc/1/fd, /proc/1/mem or /proc/1/exe.
     nix::sys::prctl::set_dumpable(false).context("PR_SET_DUMPABLE")?;
@@ -43,37 +45,40 @@ pub fn run(plan: &Plan, chan: &Channel, control: Option<OwnedFd>) -> Result<Infa
         None
     };
 
-    let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).context("pipe")?;
+    let (report_r, report_w) = CommandReceiver::pair()?;
     // SAFETY: init is single-threaded (the sandbox never starts threads before exec).
     let command = match unsafe { fork() }.context("fork the command")? {
         ForkResult::Child => {
             drop(report_r);
             drop(control);
-            crate::child::exec_command(plan, pty, report_w)
+            command::exec(plan, pty, report_w)
         }
         ForkResult::Parent { child } => child,
     };
     drop(report_w);
     drop(pty);
 
-    match crate::child::read_exec_report(report_r) {
-        None => chan.send(&Msg::Started {
+    match command::read_report(&report_r) {
+        Report::Executed { landlock } => chan.send(&FromSandbox::Started {
             pid: command.as_raw(),
             namespaces: if plan.reports_status() {
                 own_namespaces()
             } else {
                 BTreeMap::new()
             },
+            landlock,
         })?,
-        Some((code, message)) => {
+        Report::Failed { code, message } => {
             let _ = waitpid(command, None);
-            chan.send(&Msg::ExecFailed { code, message })?;
-            exit(0);
+            chan.send(&FromSandbox::ExecFailed { code, message })?;
+            crate::sys::exit_now(0);
         }
     }
+    drop(report_r);
     let outcome = supervise(command, control)?;
-    chan.send(&outcome)?;
-    exit(0)
+    chan.send(&FromSandbox::Ended(outcome))?;
+    // The kernel then kills what is left in the namespace; nothing of ours needs flushing.
+    crate::sys::exit_now(0)
 }
 
 /// The inode numbers of init's namespaces, which are the sandbox's.
@@ -90,72 +95,65 @@ fn own_namespaces() -> BTreeMap<String, u64> {
 
 const NAMESPACES: &[&str] = &["cgroup", "ipc", "mnt", "net", "pid", "user", "uts"];
 
-/// Opens the command's terminal inside the sandbox's own devpts, hands the master side to
-/// the supervisor and returns the slave side.
-pub fn open_pty(chan: &Channel) -> Result<OwnedFd> {
-    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
-        .context("open /dev/ptmx in the sandbox")?;
-    unlockpt(&master).context("unlock the pty")?;
-    let name = nix::pty::ptsname_r(&master).context("name the pty")?;
-    let slave = nix::fcntl::open(
-        name.as_str(),
-        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .with_context(|| format!("open {name}"))?;
-    chan.send_fd(&Msg::Pty, Some(master.as_fd()))?;
-    chan.expect_msg(&Msg::PtyReady)?;
-    Ok(slave)
+/// The command's terminal: the master side goes to the supervisor, which relays it; the
+/// slave side is returned for the command.
+fn open_pty(chan: &SandboxChannel) -> Result<OwnedFd> {
+    let pty = command::open_pty()?;
+    chan.send_fd(&FromSandbox::Pty, pty.master.as_fd())?;
+    chan.wait_pty_ready()?;
+    Ok(pty.slave)
+}
+
+/// What one poll round can find ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Signals,
+    /// The control socket: a new `sbx exec`.
+    Control,
+    /// A connected `sbx exec`, by its id.
+    Client(u64),
 }
 
 /// Waits for the command while forwarding signals, reaping orphans and serving `sbx exec`.
-fn supervise(command: Pid, control: Option<OwnedFd>) -> Result<Msg> {
-    let mut set = SigSet::empty();
-    for sig in FORWARDED {
-        set.add(*sig);
-    }
-    set.add(Signal::SIGCHLD);
+fn supervise(command: Pid, control: Option<OwnedFd>) -> Result<Ended> {
     // The signals are blocked since before clone; the signalfd collects them.
-    let signals = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .context("signalfd")?;
+    let signals = signals::signalfd(&signals::set(&[Signal::SIGCHLD]))?;
     let mut execs = Execs::default();
     loop {
-        let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
-        if let Some(listener) = &control {
-            fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
-        }
-        for client in &execs.clients {
-            fds.push(PollFd::new(client.chan.as_fd(), PollFlags::POLLIN));
-        }
-        let ready = crate::sys::poll_ready(&mut fds, PollTimeout::NONE).context("poll")?;
-        drop(fds);
-
-        if ready[0] {
-            while let Ok(Some(info)) = signals.read_signal() {
-                match Signal::try_from(info.ssi_signo as i32) {
-                    Ok(Signal::SIGCHLD) => {
+        let ready = {
+            let mut poller = Poller::new();
+            poller.read(Source::Signals, signals.as_fd());
+            if let Some(listener) = &control {
+                poller.read(Source::Control, listener.as_fd());
+            }
+            for client in &execs.clients {
+                poller.read(Source::Client(client.id), client.chan.as_fd());
+            }
+            poller.wait(PollTimeout::NONE)?
+        };
+        if ready.contains(Source::Signals) {
+            for sig in signals::pending(&signals).unwrap_or_default() {
+                match sig {
+                    Signal::SIGCHLD => {
                         if let Some(outcome) = execs.reap(command) {
                             return Ok(outcome);
                         }
                     }
-                    Ok(sig) => {
+                    sig => {
                         let _ = kill(command, sig);
                     }
-                    Err(_) => {}
                 }
             }
         }
-        let mut first_client = 1;
-        if let Some(listener) = &control {
-            if ready[1] {
-                execs.accept(listener);
-            }
-            first_client = 2;
+        if let (Some(listener), true) = (&control, ready.contains(Source::Control)) {
+            execs.accept(listener);
         }
-        let readable: Vec<usize> = (0..execs.clients.len())
-            .filter(|i| ready.get(first_client + i).copied().unwrap_or(false))
-            .collect();
-        execs.serve(&readable);
+        for source in ready.iter() {
+            match source {
+                Source::Client(id) => execs.serve(id),
+                Source::Signals | Source::Control => {}
+            }
+        }
     }
 }
 
@@ -164,13 +162,16 @@ fn supervise(command: Pid, control: Option<OwnedFd>) -> Result<Msg> {
 #[derive(Default)]
 struct Execs {
     clients: Vec<ExecClient>,
+    /// The id of the next client: ids outlive the clients' places in `clients`.
+    next_id: u64,
     /// Outcomes of children nobody asked about yet (an exec'd process may end before its
     /// `sbx exec` asks): the most recent few.
-    unclaimed: VecDeque<(i32, Msg)>,
+    unclaimed: VecDeque<(i32, Ended)>,
 }
 
 struct ExecClient {
-    chan: Channel,
+    id: u64,
+    chan: InitControl,
     pid: Option<i32>,
 }
 
@@ -185,45 +186,49 @@ impl Execs {
         let ours = getsockopt(&fd, PeerCredentials)
             .is_ok_and(|c| c.uid() == nix::unistd::getuid().as_raw());
         if ours {
+            self.next_id += 1;
             self.clients.push(ExecClient {
-                chan: Channel::from_fd(fd),
+                id: self.next_id,
+                chan: InitControl::from_fd(fd),
                 pid: None,
             });
         }
     }
 
-    fn serve(&mut self, readable: &[usize]) {
-        let mut gone = Vec::new();
-        for &i in readable {
-            let client = &mut self.clients[i];
-            match client.chan.recv() {
-                Ok(Some((Msg::Enter { pid }, _))) if client.pid.is_none() => {
-                    let ended = self.unclaimed.iter().position(|(p, _)| *p == pid);
-                    if let Some((_, outcome)) = ended.and_then(|at| self.unclaimed.remove(at)) {
-                        let _ = client.chan.send(&Msg::Entered);
-                        let _ = client.chan.send(&outcome);
-                        gone.push(i);
-                    } else if client.chan.send(&Msg::Entered).is_ok() {
-                        client.pid = Some(pid);
-                    } else {
-                        gone.push(i);
-                    }
-                }
-                _ => gone.push(i),
+    /// Reads client `id`'s claim: answered at once when its process has ended already.
+    fn serve(&mut self, id: u64) {
+        // Gone already: its process ended this round, and it has its answer.
+        let Some(at) = self.clients.iter().position(|c| c.id == id) else {
+            return;
+        };
+        let client = &mut self.clients[at];
+        let pid = match client.chan.recv() {
+            Ok(Some((ToInit::Claim { pid }, _))) if client.pid.is_none() => pid,
+            // A second claim, the end of the connection, or garbage: done with it.
+            Ok(Some((ToInit::Claim { .. }, _))) | Ok(None) | Err(_) => {
+                self.clients.remove(at);
+                return;
             }
-        }
-        for i in gone.into_iter().rev() {
-            self.clients.remove(i);
+        };
+        let ended = self.unclaimed.iter().position(|(p, _)| *p == pid);
+        if let Some((_, outcome)) = ended.and_then(|i| self.unclaimed.remove(i)) {
+            let _ = client.chan.send(&FromInit::Claimed);
+            let _ = client.chan.send(&FromInit::Ended(outcome));
+            self.clients.remove(at);
+        } else if client.chan.send(&FromInit::Claimed).is_ok() {
+            client.pid = Some(pid);
+        } else {
+            self.clients.remove(at);
         }
     }
 
     /// Reaps every exited child; returns the command's outcome once it is among them.
-    fn reap(&mut self, command: Pid) -> Option<Msg> {
+    fn reap(&mut self, command: Pid) -> Option<Ended> {
         let mut outcome = None;
         loop {
             let (pid, msg) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => (pid, Msg::Exited(code)),
-                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, Msg::Signaled(sig as i32)),
+                Ok(WaitStatus::Exited(pid, code)) => (pid, Ended::Exited(code)),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, Ended::Signaled(sig as i32)),
                 Ok(WaitStatus::StillAlive) | Err(_) => return outcome,
                 Ok(_) => continue,
             };
@@ -235,7 +240,7 @@ impl Execs {
                 .position(|c| c.pid == Some(pid.as_raw()))
             {
                 let client = self.clients.remove(at);
-                let _ = client.chan.send(&msg);
+                let _ = client.chan.send(&FromInit::Ended(msg));
             } else if !self.clients.is_empty() {
                 if self.unclaimed.len() == UNCLAIMED {
                     self.unclaimed.pop_front();
@@ -244,10 +249,4 @@ impl Execs {
             }
         }
     }
-}
-
-fn exit(code: i32) -> ! {
-    // SAFETY: _exit ends init immediately; the kernel then kills what is left in the
-    // namespace. Nothing of ours needs flushing.
-    unsafe { libc::_exit(code) }
 }

@@ -1,7 +1,8 @@
 //! sbx: run a command in a rootless sandbox.
 //!
-//! This file parses the command line and is the only place that turns errors into exit
-//! codes: 125 for anything sbx itself could not do, the command's own status otherwise.
+//! This file parses the command line and is the only place where an exit code leaves the
+//! process: an error that reaches it is reported and becomes `exit::SBX_ERROR`; otherwise
+//! the code the command's run decided (see src/exit.rs).
 
 use std::os::fd::AsFd;
 use std::process::ExitCode;
@@ -10,7 +11,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 
 use sbx::cli::{Cli, Command, RunArgs};
-use sbx::error::exit::SBX_ERROR;
+use sbx::exit::SBX_ERROR;
 use sbx::supervisor::idmap::IdMode;
 use sbx::{
     envfile, error, image, instance, limits, meta, network, plan, planner, prepare, probe, profile,

@@ -381,19 +381,3 @@ pub fn close_fds_except(keep: &[RawFd]) -> io::Result<()> {
     }
     close_range(first, c_uint::MAX, 0)
 }
-
-/// `poll` that treats EINTR as "nothing ready" and says which descriptors have events
-/// (readable, hung up or in error), in the order given.
-pub fn poll_ready(
-    fds: &mut [nix::poll::PollFd],
-    timeout: nix::poll::PollTimeout,
-) -> nix::Result<Vec<bool>> {
-    match nix::poll::poll(fds, timeout) {
-        Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-        Err(e) => return Err(e),
-    }
-    Ok(fds
-        .iter()
-        .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-        .collect())
-}

@@ -731,6 +731,47 @@ fn a_kernel_overlay_that_would_be_read_only_is_refused() {
     );
 }
 
+/// As the test user in `dir`: an image `img` imported into `env`'s store, and `mnt` a
+/// fuse-overlayfs mount of the user's own (the upper directory the kernel will refuse).
+fn fuse_scene(
+    user: &str,
+    dir: &TempDir,
+    env: &[(&str, &Path)],
+) -> std::sync::RwLockWriteGuard<'static, ()> {
+    let py = Path::new("/usr/bin/python3");
+    let mkimage = data_dir().join("mkimage.py");
+    as_user(
+        user,
+        Some(dir.path()),
+        &[],
+        py,
+        &[mkimage.to_str().unwrap(), "rootfs", "img.tar"],
+    )
+    .assert_success();
+    as_user(
+        user,
+        Some(dir.path()),
+        env,
+        &sbx_bin(),
+        &["image", "import", "img", "img.tar"],
+    )
+    .assert_success();
+    for sub in ["lo", "up", "wk", "mnt"] {
+        as_user(user, Some(dir.path()), &[], Path::new("/bin/mkdir"), &[sub]).assert_success();
+    }
+    let mounting = mounting_on_the_host();
+    let fuse = Path::new("/usr/bin/fuse-overlayfs");
+    as_user(
+        user,
+        Some(dir.path()),
+        &[],
+        fuse,
+        &["-o", "lowerdir=lo,upperdir=up,workdir=wk", "mnt"],
+    )
+    .assert_success();
+    mounting
+}
+
 /// Run by ci/test.sh as root, which can take /dev/fuse away for a moment: with the kernel
 /// refusing (an upper directory on FUSE, which it would mount only read-only) and
 /// fuse-overlayfs unable to start, the one error names both.
@@ -749,46 +790,9 @@ fn asroot_neither_overlay_works_and_the_error_names_both() {
     nix::unistd::chown(dir.path(), Some(pw.uid), Some(pw.gid)).unwrap();
     let data = dir.join("data");
     let env = [("XDG_DATA_HOME", data.as_path())];
-    let py = Path::new("/usr/bin/python3");
-    let mkimage = data_dir().join("mkimage.py");
-    as_user(
-        &user,
-        Some(dir.path()),
-        &[],
-        py,
-        &[mkimage.to_str().unwrap(), "rootfs", "img.tar"],
-    )
-    .assert_success();
     let sbx = sbx_bin();
-    as_user(
-        &user,
-        Some(dir.path()),
-        &env,
-        &sbx,
-        &["image", "import", "img", "img.tar"],
-    )
-    .assert_success();
-    for sub in ["lo", "up", "wk", "mnt"] {
-        as_user(
-            &user,
-            Some(dir.path()),
-            &[],
-            Path::new("/bin/mkdir"),
-            &[sub],
-        )
-        .assert_success();
-    }
     // Until it is unmounted, no other test here snapshots the host's mount table.
-    let _mounting = mounting_on_the_host();
-    let fuse = Path::new("/usr/bin/fuse-overlayfs");
-    as_user(
-        &user,
-        Some(dir.path()),
-        &[],
-        fuse,
-        &["-o", "lowerdir=lo,upperdir=up,workdir=wk", "mnt"],
-    )
-    .assert_success();
+    let _mounting = fuse_scene(&user, &dir, &env);
 
     struct Restore<'a>(&'a str, &'a Path);
     impl Drop for Restore<'_> {

@@ -2,9 +2,8 @@
 //!
 //! Runs as the future PID 1 of the new pid namespace, holding every capability of the new
 //! user namespace. It never panics and never returns: any failure becomes a `Failed`
-//! message for the parent and exit status 125.
+//! message for the parent and exit status `exit::SBX_ERROR`.
 
-mod exec;
 mod net;
 mod overlay;
 mod rootfs;
@@ -15,18 +14,16 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use anyhow::{Context, Result};
 use nix::sys::signal::Signal;
 
-use crate::error::exit::SBX_ERROR;
+use crate::exit::SBX_ERROR;
 use crate::plan::Plan;
+use crate::runtime::stdio::TerminalPipes;
 use crate::supervisor::idmap::IdMode;
-use crate::supervisor::stdio::TerminalPipes;
-use crate::sync::{Channel, Msg};
-
-pub use exec::{exec_command, read_exec_report};
+use crate::sync::{FromSandbox, SandboxChannel};
 
 /// Entry point after clone, in the child. Never returns.
 pub fn run(
     plan: &Plan,
-    chan: Channel,
+    chan: SandboxChannel,
     control: Option<OwnedFd>,
     stdio: Option<&TerminalPipes>,
 ) -> ! {
@@ -34,15 +31,14 @@ pub fn run(
         Ok(never) => match never {},
         Err(e) => e,
     };
-    let _ = chan.send(&Msg::Failed(format!("{failure:#}")));
-    // SAFETY: _exit ends the process without running the parent's atexit handlers or
-    // flushing buffers that belong to the parent's copy of stdio.
-    unsafe { libc::_exit(SBX_ERROR) }
+    let _ = chan.send(&FromSandbox::Failed(format!("{failure:#}")));
+    // Without the parent's atexit handlers or the buffers of its copy of stdio.
+    crate::sys::exit_now(SBX_ERROR)
 }
 
 fn setup(
     plan: &Plan,
-    chan: &Channel,
+    chan: &SandboxChannel,
     control: Option<OwnedFd>,
     stdio: Option<&TerminalPipes>,
 ) -> Result<Infallible> {
@@ -56,8 +52,7 @@ fn setup(
     // terminal signals reach only the runner, which forwards them once.
     nix::unistd::setsid().context("setsid")?;
     let sources = rootfs::prepare(plan)?;
-    chan.expect_msg(&Msg::Go)
-        .context("waiting for the supervisor")?;
+    chan.wait_go().context("waiting for the supervisor")?;
     drop_supplementary_groups(plan)?;
     // Now in its cgroup leaf (when it has one), which the namespace makes its `/`.
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
@@ -76,7 +71,7 @@ fn die_with_parent() -> Result<()> {
 }
 
 /// Only stdin, stdout, stderr, the channel and the control socket survive into the sandbox.
-fn close_stray_fds(chan: &Channel, control: Option<&OwnedFd>) -> Result<()> {
+fn close_stray_fds(chan: &SandboxChannel, control: Option<&OwnedFd>) -> Result<()> {
     let mut keep = vec![chan.as_fd().as_raw_fd()];
     keep.extend(control.map(|c| c.as_raw_fd()));
     crate::sys::close_fds_except(&keep).context("close_range")

@@ -14,10 +14,9 @@ use anyhow::{bail, Context, Result};
 use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
-use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, ForkResult};
 
 use crate::plan::ids::{IdMode, IdPlan};
+use crate::runtime::fork::{fork_verdict, Forked, Judged};
 use crate::supervisor::idmap;
 
 /// The id plan of store writers and of sandboxes on an image: the caller is root inside,
@@ -42,45 +41,36 @@ pub fn run(body: impl FnOnce() -> Result<()>) -> Result<()> {
     }
     let (ready_r, ready_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
     let (go_r, go_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
-    let (verdict_r, verdict_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
     // SAFETY: the caller guarantees sbx is single-threaded here, so the child may do
-    // anything; it ends with _exit and never returns into the caller's frames.
-    match unsafe { fork() }.context("fork")? {
-        ForkResult::Child => {
-            drop((ready_r, go_w, verdict_r));
-            let verdict = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                child(File::from(ready_w), File::from(go_r), body)
-            }));
-            let code = match verdict {
-                Ok(Ok(())) => 0,
-                Ok(Err(e)) => {
-                    let _ = File::from(verdict_w).write_all(format!("{e:#}").as_bytes());
-                    1
-                }
-                Err(_) => 2,
-            };
-            let _ = std::io::stdout().flush();
-            crate::sys::exit_now(code)
+    // anything.
+    match unsafe { fork_verdict() }.context("fork")? {
+        Forked::Child(verdict) => {
+            drop((ready_r, go_w));
+            verdict.conclude(|| {
+                let done = child(File::from(ready_w), File::from(go_r), body);
+                let _ = std::io::stdout().flush();
+                done.map_err(|e| format!("{e:#}"))
+            })
         }
-        ForkResult::Parent { child } => {
-            drop((ready_w, go_r, verdict_w));
-            let guard = Reaper(Some(child));
+        Forked::Parent(mut helper) => {
+            drop((ready_w, go_r));
             let mut byte = [0u8; 1];
             let mut ready = File::from(ready_r);
-            let mut verdict = File::from(verdict_r);
             if ready.read(&mut byte).context("wait for the child")? == 1 {
-                idmap::write(&ids, child.as_raw())?;
+                let pid = helper.pid().context("the store's helper process is gone")?;
+                idmap::write(&ids, pid.as_raw())?;
                 File::from(go_w)
                     .write_all(b"g")
                     .context("release the child")?;
             }
-            let mut message = String::new();
-            let _ = verdict.read_to_string(&mut message);
-            let status = guard.wait()?;
-            match status {
-                WaitStatus::Exited(_, 0) => Ok(()),
-                WaitStatus::Exited(_, _) if !message.is_empty() => Err(anyhow::anyhow!(message)),
-                other => bail!("the store's helper process ended with {other:?}"),
+            let message = helper.read(None).unwrap_or_default();
+            match helper.judge(message) {
+                Ok(()) => Ok(()),
+                Err(Judged::Failed(message)) => Err(anyhow::anyhow!(message)),
+                Err(Judged::Ended(other)) => {
+                    bail!("the store's helper process ended with {other:?}")
+                }
+                Err(Judged::Wait(e)) => Err(e).context("waitpid"),
             }
         }
     }
@@ -108,30 +98,4 @@ fn child(mut ready: File, mut go: File, body: impl FnOnce() -> Result<()>) -> Re
         bail!("sbx ended before the import started");
     }
     body()
-}
-
-/// Kills and reaps the child if the parent errs before waiting for it.
-struct Reaper(Option<nix::unistd::Pid>);
-
-impl Reaper {
-    fn wait(mut self) -> Result<WaitStatus> {
-        let Some(pid) = self.0.take() else {
-            bail!("no child to wait for");
-        };
-        loop {
-            match waitpid(pid, None) {
-                Err(nix::errno::Errno::EINTR) => continue,
-                other => return other.context("waitpid"),
-            }
-        }
-    }
-}
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        if let Some(pid) = self.0.take() {
-            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-            let _ = waitpid(pid, None);
-        }
-    }
 }

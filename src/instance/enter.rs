@@ -20,26 +20,28 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 
 use anyhow::{anyhow, bail, Context, Result};
-use nix::fcntl::OFlag;
-use nix::poll::{PollFd, PollFlags, PollTimeout};
-use nix::sched::CloneFlags;
+use nix::poll::PollTimeout;
 use nix::sys::signal::{SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::waitpid;
-use nix::unistd::{fork, pipe2, ForkResult};
+use nix::unistd::{fork, ForkResult};
 
 use super::cmd::{find, load_state};
 use super::state::{State, Tracking};
 use super::{control, Dirs};
 use crate::cli::ExecArgs;
-use crate::error::exit::SBX_ERROR;
+use crate::exit::SBX_ERROR;
 use crate::plan::Plan;
-use crate::profile::NetworkMode;
+use crate::runtime::command::{self, Report};
+use crate::runtime::namespaces::{namespace_flags, Namespaces};
+use crate::runtime::poll::Poller;
+use crate::runtime::relay::{RelayFd, Relays};
+use crate::runtime::signals;
+use crate::runtime::stdio::TerminalPipes;
 use crate::supervisor::idmap::IdMode;
-use crate::supervisor::stdio::{PipeRelay, TerminalPipes};
-use crate::supervisor::tty::Relay;
-use crate::supervisor::FORWARDED;
-use crate::sync::{Channel, Msg};
+use crate::sync::{
+    CommandReceiver, CommandReport, EnterChannel, EnteredChannel, ExecControl, FromEntered,
+    FromInit, ToEntered,
+};
 use crate::sys::exit_now;
 
 pub fn exec(args: &ExecArgs) -> Result<i32> {
@@ -84,63 +86,64 @@ pub fn exec(args: &ExecArgs) -> Result<i32> {
     } else {
         TerminalPipes::for_terminals()?
     };
-    let mask = exec_signals();
+    let mask = signals::set(&[Signal::SIGWINCH]);
     mask.thread_block().context("blocking signals")?;
-    let (mine, theirs) = Channel::pair()?;
-    let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).context("pipe")?;
-    // SAFETY: sbx is single-threaded; the child only enters and forks.
-    match unsafe { fork() }.context("fork")? {
-        ForkResult::Child => {
-            drop(mine);
-            drop(report_r);
-            drop(control);
-            let failure = match intermediate(&plan, state, &target, pipes, theirs, report_w) {
-                Ok(never) => match never {},
-                Err((chan, e)) => (chan, e),
-            };
-            let _ = failure.0.send(&Msg::Failed(format!("{:#}", failure.1)));
-            exit_now(SBX_ERROR)
-        }
-        ForkResult::Parent { child } => {
-            drop(theirs);
-            drop(report_w);
-            drop(target);
-            let _ = waitpid(child, None);
-        }
-    }
+    let (mine, theirs) = EnterChannel::pair()?;
+    let (report_r, report_w) = CommandReceiver::pair()?;
+    spawn(&plan, state, target, pipes.as_ref(), theirs, report_w)?;
     let pipes = pipes.map(TerminalPipes::into_relay);
-    let (pid, pidfd) = match mine.recv()? {
-        Some((Msg::Enter { pid }, Some(fd))) => (pid, fd),
-        Some((Msg::Failed(why), _)) => bail!("cannot enter sandbox {}: {why}", args.name),
-        _ => bail!(
-            "cannot enter sandbox {}: the process inside is gone",
-            args.name
-        ),
-    };
+    let (pid, pidfd) = mine
+        .wait_hello()
+        .with_context(|| format!("cannot enter sandbox {}", args.name))?;
 
     // Init will report how it ends; then it may start.
-    control.send(&Msg::Enter { pid })?;
     control
-        .expect_msg(&Msg::Entered)
+        .claim(pid)
         .with_context(|| format!("sandbox {} did not take the process", args.name))?;
     drop(lock);
-    mine.send(&Msg::Go)?;
-    let relay = if plan.tty {
-        let master = mine.expect_msg(&Msg::Pty)?.context("no terminal came")?;
-        let relay = Relay::start(master).context("setting up the terminal")?;
-        mine.send(&Msg::PtyReady)?;
-        Some(relay)
-    } else {
-        None
-    };
-    if let Some((code, message)) = crate::child::read_exec_report(report_r) {
+    mine.send(&ToEntered::Go)?;
+    let mut relays = Relays::new(None, pipes);
+    if plan.tty {
+        relays.start_pty(mine.wait_pty()?)?;
+        mine.send(&ToEntered::PtyReady)?;
+    }
+    if let Report::Failed { code, message } = command::read_report(&report_r) {
         if code == SBX_ERROR {
             bail!("{message}");
         }
         eprintln!("sbx: {message}");
         return Ok(code);
     }
-    wait(&control, &mask, &pidfd, relay, pipes)
+    wait(&control, &mask, &pidfd, relays)
+}
+
+/// Forks the intermediate process, which enters the sandbox and starts the new process
+/// there, and reaps it. Our other descriptors (our end of the channels, the control
+/// socket) the intermediate closes before it enters.
+fn spawn(
+    plan: &Plan,
+    state: &State,
+    target: OwnedFd,
+    pipes: Option<&TerminalPipes>,
+    chan: EnteredChannel,
+    report: CommandReport,
+) -> Result<()> {
+    // SAFETY: sbx is single-threaded; the child only enters and forks.
+    match unsafe { fork() }.context("fork")? {
+        ForkResult::Child => {
+            let (chan, e) = match intermediate(plan, state, &target, pipes, chan, report) {
+                Ok(never) => match never {},
+                Err(failure) => failure,
+            };
+            let _ = chan.send(&FromEntered::Failed(format!("{e:#}")));
+            exit_now(SBX_ERROR)
+        }
+        ForkResult::Parent { child } => {
+            drop((chan, report, target));
+            let _ = waitpid(child, None);
+            Ok(())
+        }
+    }
 }
 
 fn join_cgroup(leaf: &std::path::Path) -> Result<()> {
@@ -164,22 +167,25 @@ fn intermediate(
     plan: &Plan,
     state: &State,
     target: &OwnedFd,
-    pipes: Option<TerminalPipes>,
-    chan: Channel,
-    report: OwnedFd,
-) -> Result<std::convert::Infallible, (Channel, anyhow::Error)> {
+    pipes: Option<&TerminalPipes>,
+    chan: EnteredChannel,
+    report: CommandReport,
+) -> Result<std::convert::Infallible, (EnteredChannel, anyhow::Error)> {
     let result = (|| -> Result<()> {
         if let Some(pipes) = pipes {
             pipes.install().context("stdio pipes")?;
         }
         crate::sys::close_fds_except(&[
             chan.as_fd().as_raw_fd(),
-            report.as_raw_fd(),
+            report.as_fd().as_raw_fd(),
             target.as_raw_fd(),
         ])
         .context("close_range")?;
-        nix::sched::setns(target, namespace_flags(plan))
-            .context("enter the sandbox's namespaces")?;
+        nix::sched::setns(
+            target,
+            namespace_flags(plan.network.mode, Namespaces::Enter),
+        )
+        .context("enter the sandbox's namespaces")?;
         Ok(())
     })();
     if let Err(e) = result {
@@ -194,7 +200,9 @@ fn intermediate(
                 // The starter: its exit hands the new process to the sandbox's init.
                 Ok(ForkResult::Parent { .. }) => exit_now(0),
                 Err(e) => {
-                    let _ = chan.send(&Msg::Failed(format!("fork inside the sandbox: {e}")));
+                    let _ = chan.send(&FromEntered::Failed(format!(
+                        "fork inside the sandbox: {e}"
+                    )));
                     exit_now(SBX_ERROR)
                 }
             }
@@ -207,21 +215,13 @@ fn intermediate(
     }
 }
 
-fn namespace_flags(plan: &Plan) -> CloneFlags {
-    let mut flags = CloneFlags::CLONE_NEWUSER
-        | CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWPID
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWCGROUP;
-    if plan.network.mode != NetworkMode::Host {
-        flags |= CloneFlags::CLONE_NEWNET;
-    }
-    flags
-}
-
 /// The new process, inside every namespace of the sandbox.
-fn inside(plan: &Plan, namespaces: &BTreeMap<String, u64>, chan: Channel, report: OwnedFd) -> ! {
+fn inside(
+    plan: &Plan,
+    namespaces: &BTreeMap<String, u64>,
+    chan: EnteredChannel,
+    report: CommandReport,
+) -> ! {
     let result = (|| -> Result<Option<OwnedFd>> {
         check_namespaces(namespaces)?;
         if matches!(plan.ids.mode, IdMode::Full { .. }) {
@@ -229,21 +229,24 @@ fn inside(plan: &Plan, namespaces: &BTreeMap<String, u64>, chan: Channel, report
         }
         let me = nix::unistd::getpid().as_raw();
         let pidfd = crate::sys::pidfd_open(me).context("pidfd_open")?;
-        chan.send_fd(&Msg::Enter { pid: me }, Some(pidfd.as_fd()))?;
+        chan.send_fd(&FromEntered::Hello { pid: me }, pidfd.as_fd())?;
         drop(pidfd);
-        chan.expect_msg(&Msg::Go)?;
+        chan.wait_go()?;
         if plan.tty {
-            return Ok(Some(crate::init::open_pty(&chan)?));
+            let pty = command::open_pty()?;
+            chan.send_fd(&FromEntered::Pty, pty.master.as_fd())?;
+            chan.wait_pty_ready()?;
+            return Ok(Some(pty.slave));
         }
         Ok(None)
     })();
     match result {
         Ok(pty) => {
             drop(chan);
-            crate::child::exec_command(plan, pty, report)
+            command::exec(plan, pty, report)
         }
         Err(e) => {
-            let _ = chan.send(&Msg::Failed(format!("{e:#}")));
+            let _ = chan.send(&FromEntered::Failed(format!("{e:#}")));
             exit_now(SBX_ERROR)
         }
     }
@@ -266,86 +269,49 @@ fn check_namespaces(expected: &BTreeMap<String, u64>) -> Result<()> {
     Ok(())
 }
 
-fn exec_signals() -> SigSet {
-    let mut set = SigSet::empty();
-    for sig in FORWARDED {
-        set.add(*sig);
-    }
-    set.add(Signal::SIGWINCH);
-    set
+/// What one poll round can find ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Signals,
+    Control,
+    Terminal(RelayFd),
 }
 
 /// Relays the terminal and signals until init reports the process's end.
-fn wait(
-    control: &Channel,
-    mask: &SigSet,
-    pidfd: &OwnedFd,
-    mut relay: Option<Relay>,
-    mut pipes: Option<PipeRelay>,
-) -> Result<i32> {
-    let signals = SignalFd::with_flags(mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .context("signalfd")?;
+fn wait(control: &ExecControl, mask: &SigSet, pidfd: &OwnedFd, mut relays: Relays) -> Result<i32> {
+    let signals = signals::signalfd(mask)?;
     loop {
-        let stdin = std::io::stdin();
-        let mut fds = vec![
-            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
-            PollFd::new(control.as_fd(), PollFlags::POLLIN),
-        ];
-        let polled_stdin = relay.as_ref().is_some_and(|r| r.stdin_open());
-        if let Some(r) = &relay {
-            fds.push(PollFd::new(r.master(), PollFlags::POLLIN));
-            if polled_stdin {
-                fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
-            }
-        }
-        // The pipes' fds come last, after the terminal's.
-        let first_pipe = fds.len();
-        let polled_pipes = pipes.as_ref().map(|p| p.watch(&mut fds));
-        let ready = crate::sys::poll_ready(&mut fds, PollTimeout::NONE).context("poll")?;
-        drop(fds);
-        if let (Some(p), Some(polled)) = (&mut pipes, &polled_pipes) {
-            p.pump(polled, &ready[first_pipe..first_pipe + polled.count()]);
-        }
-        if ready[0] {
-            while let Ok(Some(info)) = signals.read_signal() {
-                match Signal::try_from(info.ssi_signo as i32) {
-                    Ok(Signal::SIGWINCH) => {
-                        if let Some(r) = &relay {
-                            r.resize();
-                        }
-                    }
-                    Ok(sig) => {
+        let ready = {
+            let mut poller = Poller::new();
+            poller.read(Source::Signals, signals.as_fd());
+            poller.read(Source::Control, control.as_fd());
+            relays.watch(&mut poller, Source::Terminal);
+            poller.wait(PollTimeout::NONE)?
+        };
+        relays.pump(&ready, Source::Terminal);
+        if ready.contains(Source::Signals) {
+            for sig in signals::pending(&signals).unwrap_or_default() {
+                match sig {
+                    Signal::SIGWINCH => relays.resize(),
+                    sig => {
                         let _ = crate::sys::pidfd_send_signal(pidfd.as_fd(), sig as i32);
                     }
-                    Err(_) => {}
                 }
             }
         }
-        if let Some(r) = &mut relay {
-            if ready[2] {
-                r.pump_output();
-            }
-            if polled_stdin && ready[3] {
-                r.pump_input();
-            }
-        }
-        if ready[1] {
+        if ready.contains(Source::Control) {
             let outcome = control.recv()?;
-            if let Some(r) = &mut relay {
-                r.drain();
-            }
-            // The command has ended: nothing in the sandbox keeps a way to our terminal.
-            if let Some(p) = pipes.take() {
-                p.finish();
-            }
+            // The process has ended: nothing in the sandbox keeps a way to our terminal.
+            relays.finish();
             return match outcome {
-                Some((Msg::Exited(code), _)) => Ok(code),
-                Some((Msg::Signaled(sig), _)) => Ok(128 + sig),
-                Some((msg, _)) => Err(anyhow!("unexpected message from the sandbox: {msg:?}")),
+                Some((FromInit::Ended(ended), _)) => Ok(ended.code()),
+                Some((FromInit::Claimed, _)) => Err(anyhow!(
+                    "the sandbox's init sent Claimed twice; expected Ended"
+                )),
                 None => {
                     // Init is gone, and the kernel killed everything in the namespace.
                     eprintln!("sbx: the sandbox ended while the command ran");
-                    Ok(128 + Signal::SIGKILL as i32)
+                    Ok(crate::exit::signalled(Signal::SIGKILL as i32))
                 }
             };
         }

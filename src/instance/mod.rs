@@ -221,7 +221,6 @@ impl Dirs {
 pub const RECORD: &str = "record.json";
 pub const STATE: &str = "state.json";
 pub const LOG: &str = "log";
-pub const CONTROL: &str = "ctl.sock";
 
 /// Creates `dir` and its missing parents; `dir` itself gets mode 0700.
 pub fn make_private_dir(dir: &Path) -> Result<()> {

@@ -10,11 +10,51 @@ use landlock::{
     Access, AccessFs, AccessNet, CompatLevel, Compatible, NetPort, PathBeneath, PathFd, Ruleset,
     RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
 };
+use serde::{Deserialize, Serialize};
 
 pub use crate::plan::security::{LandlockPlan, Tcp, TARGET_ABI};
 use crate::profile::LandlockMode;
 
 const TARGET: ABI = ABI::V6;
+
+/// What the kernel enforced, as `restrict_self` reported it: the authoritative answer,
+/// where `LandlockPlan::outcome` is the prediction from the ABI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Enforced {
+    Fully,
+    Partially,
+    Not,
+}
+
+impl Enforced {
+    fn from_status(status: &RulesetStatus) -> Enforced {
+        match status {
+            RulesetStatus::FullyEnforced => Enforced::Fully,
+            RulesetStatus::PartiallyEnforced => Enforced::Partially,
+            RulesetStatus::NotEnforced => Enforced::Not,
+        }
+    }
+
+    /// For `-v`: "fully enforced", as the landlock crate says it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Enforced::Fully => "fully enforced",
+            Enforced::Partially => "partially enforced (rights this kernel lacks are not)",
+            Enforced::Not => "not enforced",
+        }
+    }
+}
+
+/// The `-v` line for what the kernel enforced on the command (`None`: Landlock was off).
+pub fn describe_enforced(enforced: Option<Enforced>) -> String {
+    match enforced {
+        Some(e) => format!(
+            "landlock: the kernel reports it {} on the command",
+            e.describe()
+        ),
+        None => "landlock: off; the command runs without a ruleset".to_string(),
+    }
+}
 
 /// Decides the mode; `required` on a kernel that cannot fully enforce it is an error now,
 /// before any namespace exists.
@@ -40,10 +80,11 @@ pub fn plan(
     Ok(plan)
 }
 
-/// In the command's process, after its working directory is set and before seccomp.
-pub fn apply(plan: &LandlockPlan) -> Result<()> {
+/// In the command's process, after its working directory is set and before seccomp;
+/// returns what the kernel enforced (`None` when Landlock is off).
+pub fn apply(plan: &LandlockPlan) -> Result<Option<Enforced>> {
     if plan.mode == LandlockMode::Off {
-        return Ok(());
+        return Ok(None);
     }
     let level = match plan.mode {
         LandlockMode::Required => CompatLevel::HardRequirement,
@@ -113,7 +154,7 @@ pub fn apply(plan: &LandlockPlan) -> Result<()> {
             status.ruleset
         );
     }
-    Ok(())
+    Ok(Some(Enforced::from_status(&status.ruleset)))
 }
 
 /// The file access descriptor `fd` was opened with, as Landlock rights.

@@ -9,21 +9,7 @@ pub mod landlock;
 pub mod seccomp;
 pub mod sockets;
 
-use anyhow::{Context, Result};
-
 pub use crate::plan::security::SecurityPlan;
-
-/// In the command's process, after its working directory is set: the last steps before
-/// execve.
-pub fn apply(plan: &SecurityPlan) -> Result<()> {
-    caps::apply(&plan.caps)?;
-    nix::sys::prctl::set_no_new_privs().context("PR_SET_NO_NEW_PRIVS")?;
-    landlock::apply(&plan.landlock)?;
-    if let Some(filter) = &plan.seccomp {
-        seccomp::apply(filter)?;
-    }
-    Ok(())
-}
 
 /// Lines for `sbx run -v`.
 pub fn describe(plan: &SecurityPlan) -> Vec<String> {

@@ -6,8 +6,6 @@
 pub mod cgroup;
 pub mod idmap;
 mod net;
-pub mod stdio;
-pub mod tty;
 mod wait;
 
 use std::collections::BTreeMap;
@@ -15,24 +13,16 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use nix::sched::CloneFlags;
-use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
 use crate::plan::Plan;
-use crate::profile::NetworkMode;
-use crate::sync::{Channel, Msg};
+use crate::runtime::namespaces::{namespace_flags, Namespaces};
+use crate::runtime::signals;
+use crate::runtime::stdio::TerminalPipes;
+use crate::sync::{SupervisorChannel, ToSandbox};
 use crate::sys::{self, Forked};
-
-/// Signals the runner passes on to the command.
-pub const FORWARDED: &[Signal] = &[
-    Signal::SIGINT,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-];
 
 /// The sandbox's command is running.
 #[derive(Debug, Clone)]
@@ -66,8 +56,8 @@ pub trait Observer {
 /// Runs the plan's command in a new sandbox and returns the exit code sbx should exit with.
 pub fn run(plan: &Plan, observer: &mut dyn Observer) -> Result<i32> {
     // Blocked before clone, so the child inherits the mask: no signal can kill the sandbox
-    // half-built, and init collects them with sigwait. The parent reads them from a signalfd.
-    let mask = supervisor_signals();
+    // half-built, and init and the parent both read them from a signalfd.
+    let mask = signals::set(&[Signal::SIGCHLD, Signal::SIGWINCH]);
     mask.thread_block().context("blocking signals")?;
 
     // Before clone: the leaf and its limits exist before the sandbox does.
@@ -77,7 +67,7 @@ pub fn run(plan: &Plan, observer: &mut dyn Observer) -> Result<i32> {
     };
     // `sbx exec` connects here; init serves it.
     let control = match &plan.instance {
-        Some(paths) => Some(crate::instance::control::listen(&paths.runtime)?),
+        Some(paths) => Some(crate::runtime::control::listen(&paths.runtime)?),
         None => None,
     };
     // `--net sandbox:NAME`: into that sandbox's user and network namespaces; ours are made
@@ -91,12 +81,13 @@ pub fn run(plan: &Plan, observer: &mut dyn Observer) -> Result<i32> {
     let pipes = if plan.tty {
         None
     } else {
-        stdio::TerminalPipes::for_terminals()?
+        TerminalPipes::for_terminals()?
     };
-    let (chan, child_chan) = Channel::pair()?;
+    let (chan, child_chan) = SupervisorChannel::pair()?;
+    let flags = namespace_flags(plan.network.mode, Namespaces::Create);
     // SAFETY: sbx is single-threaded here (no thread is ever started before a run), so the
     // child may do anything after the clone.
-    let pid = match unsafe { sys::clone_process(namespace_flags(plan).bits()) } {
+    let pid = match unsafe { sys::clone_process(flags.bits()) } {
         Ok(Forked::Child) => {
             drop(chan);
             crate::child::run(plan, child_chan, control, pipes.as_ref())
@@ -106,7 +97,7 @@ pub fn run(plan: &Plan, observer: &mut dyn Observer) -> Result<i32> {
     };
     drop(child_chan);
     drop(control);
-    let pipes = pipes.map(stdio::TerminalPipes::into_relay);
+    let pipes = pipes.map(TerminalPipes::into_relay);
     let mut sandbox = Sandbox { pid, reaped: false };
 
     if let Some(leaf) = &leaf {
@@ -125,10 +116,11 @@ pub fn run(plan: &Plan, observer: &mut dyn Observer) -> Result<i32> {
         Ok(n) => n,
         Err(e) => return Err(chan.pending_failure().map_or(e, |why| anyhow::anyhow!(why))),
     };
-    chan.send(&Msg::Go)?;
+    chan.send(&ToSandbox::Go)?;
     let watch = wait::Watch {
         timeout: plan.limits.timeout,
         find_command: plan.instance.is_some(),
+        verbose: plan.verbose,
         cgroup: leaf.as_ref().map(|l| l.path.clone()),
     };
     let ended = wait::supervise(&chan, &mask, &mut sandbox, &watch, pipes, observer)?;
@@ -139,23 +131,6 @@ pub fn run(plan: &Plan, observer: &mut dyn Observer) -> Result<i32> {
     }
     observer.finished(&ended);
     Ok(ended.code)
-}
-
-fn namespace_flags(plan: &Plan) -> CloneFlags {
-    let mut flags = CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWPID
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC;
-    // The cgroup namespace comes later: the child unshares it once it is in its leaf, so
-    // the leaf is what it sees as `/`.
-    match plan.network.mode {
-        NetworkMode::Sandbox => {}
-        NetworkMode::Host => flags |= CloneFlags::CLONE_NEWUSER,
-        NetworkMode::None | NetworkMode::Slirp4netns => {
-            flags |= CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNET
-        }
-    }
-    flags
 }
 
 /// Enters the user and network namespaces of a running sandbox, through a pidfd of its
@@ -169,16 +144,6 @@ fn join_namespaces(join: &crate::instance::Join) -> Result<()> {
     nix::sched::setns(&fd, CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNET)
         .with_context(|| format!("--net sandbox:{}: enter its namespaces", join.name))?;
     join.check_namespaces("self")
-}
-
-fn supervisor_signals() -> SigSet {
-    let mut set = SigSet::empty();
-    for sig in FORWARDED {
-        set.add(*sig);
-    }
-    set.add(Signal::SIGCHLD);
-    set.add(Signal::SIGWINCH);
-    set
 }
 
 fn clone_error(e: std::io::Error) -> anyhow::Error {

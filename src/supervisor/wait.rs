@@ -4,21 +4,23 @@
 use std::collections::BTreeMap;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::poll::PollTimeout;
 use nix::sys::signal::{kill, SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use super::stdio::PipeRelay;
-use super::tty::Relay;
 use super::{Ended, Observer, Sandbox, Started};
-use crate::sync::{Channel, Msg};
+use crate::runtime::poll::Poller;
+use crate::runtime::relay::{RelayFd, Relays};
+use crate::runtime::signals;
+use crate::runtime::stdio::PipeRelay;
+use crate::security::landlock::Enforced;
+use crate::sync::{self, FromSandbox, SupervisorChannel, ToSandbox};
 
 /// What init told us about the command.
 #[derive(Debug, Default)]
@@ -31,20 +33,39 @@ struct Report {
 
 impl Report {
     /// Notes a message; `Started` is handed back for the observer.
-    fn absorb(&mut self, msg: Msg) -> Option<(i32, BTreeMap<String, u64>)> {
+    fn absorb(&mut self, msg: FromSandbox) -> Option<Launch> {
         match msg {
-            Msg::Failed(why) => self.setup_failed = Some(why),
-            Msg::ExecFailed { code, message } => self.exec_failed = Some((code, message)),
-            Msg::Exited(code) => self.exit_code = Some(code),
-            Msg::Signaled(sig) => {
-                self.exit_code = Some(128 + sig);
-                self.signal = Some(sig);
+            FromSandbox::Failed(why) => self.setup_failed = Some(why),
+            FromSandbox::ExecFailed { code, message } => self.exec_failed = Some((code, message)),
+            FromSandbox::Ended(ended) => {
+                self.exit_code = Some(ended.code());
+                if let sync::Ended::Signaled(sig) = ended {
+                    self.signal = Some(sig);
+                }
             }
-            Msg::Started { pid, namespaces } => return Some((pid, namespaces)),
-            Msg::Go | Msg::Pty | Msg::PtyReady | Msg::Enter { .. } | Msg::Entered => {}
+            FromSandbox::Started {
+                pid,
+                namespaces,
+                landlock,
+            } => {
+                return Some(Launch {
+                    pid,
+                    namespaces,
+                    landlock,
+                })
+            }
+            // Only while the loop has no terminal yet: it takes `Pty` itself.
+            FromSandbox::Pty => {}
         }
         None
     }
+}
+
+/// What `Started` said.
+struct Launch {
+    pid: i32,
+    namespaces: BTreeMap<String, u64>,
+    landlock: Option<Enforced>,
 }
 
 /// What the loop watches besides init.
@@ -52,179 +73,205 @@ pub struct Watch {
     pub timeout: Option<Duration>,
     /// Find the command's host pid for the observer (named sandboxes).
     pub find_command: bool,
+    /// `-v`: say what Landlock the kernel enforced once the command runs.
+    pub verbose: bool,
     pub cgroup: Option<PathBuf>,
 }
 
 /// Runs until init exits; with a timeout, SIGTERM when it expires and SIGKILL after the
-/// grace period, and then exit code 124.
+/// grace period, and then exit code `exit::TIMEOUT`.
 pub fn supervise(
-    chan: &Channel,
+    chan: &SupervisorChannel,
     mask: &SigSet,
     sandbox: &mut Sandbox,
     watch: &Watch,
-    mut pipes: Option<PipeRelay>,
+    pipes: Option<PipeRelay>,
     observer: &mut dyn Observer,
 ) -> Result<Ended> {
-    let timeout = watch.timeout;
-    let started = Instant::now();
-    let mut deadline = timeout.map(|t| (started + t, Signal::SIGTERM));
-    let mut timed_out = false;
-    let signals = SignalFd::with_flags(mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .context("signalfd")?;
-    let mut report = Report::default();
-    let mut relay: Option<Relay> = None;
-    let mut chan_open = true;
-    let mut status = None;
+    let mut state = Loop {
+        chan,
+        sandbox,
+        watch,
+        observer,
+        signals: signals::signalfd(mask)?,
+        relays: Relays::new(None, pipes),
+        report: Report::default(),
+        chan_open: true,
+        status: None,
+        deadline: watch.timeout.map(|t| (Instant::now() + t, Signal::SIGTERM)),
+        timed_out: false,
+    };
+    while state.status.is_none() {
+        state.round()?;
+    }
+    state.finish()
+}
 
-    while status.is_none() {
-        let stdin = std::io::stdin();
-        let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
-        if chan_open {
-            fds.push(PollFd::new(chan.as_fd(), PollFlags::POLLIN));
-        }
-        // Which terminal fds this round polls: the relay may start during the round.
-        let polled_master = relay.is_some();
-        let polled_stdin = relay.as_ref().is_some_and(|r| r.stdin_open());
-        if let Some(r) = &relay {
-            fds.push(PollFd::new(r.master(), PollFlags::POLLIN));
-            if polled_stdin {
-                fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+/// What one poll round can find ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Signals,
+    Channel,
+    Terminal(RelayFd),
+}
+
+/// The supervisor's loop and what it has learnt so far.
+struct Loop<'a> {
+    chan: &'a SupervisorChannel,
+    sandbox: &'a mut Sandbox,
+    watch: &'a Watch,
+    observer: &'a mut dyn Observer,
+    signals: SignalFd,
+    relays: Relays,
+    report: Report,
+    /// Until init closes its end (it has exited).
+    chan_open: bool,
+    /// Init's wait status, once reaped.
+    status: Option<WaitStatus>,
+    /// When to send which signal next, with a timeout.
+    deadline: Option<(Instant, Signal)>,
+    timed_out: bool,
+}
+
+impl Loop<'_> {
+    fn round(&mut self) -> Result<()> {
+        let ready = {
+            let mut poller = Poller::new();
+            poller.read(Source::Signals, self.signals.as_fd());
+            if self.chan_open {
+                poller.read(Source::Channel, self.chan.as_fd());
             }
+            self.relays.watch(&mut poller, Source::Terminal);
+            poller.wait(self.poll_timeout())?
+        };
+        self.relays.pump(&ready, Source::Terminal);
+        self.check_deadline();
+        if ready.contains(Source::Signals) {
+            self.on_signals()?;
         }
-        let wait = match deadline {
+        if ready.contains(Source::Channel) {
+            self.on_message()?;
+        }
+        // A sandbox that has exited may still have its last messages queued.
+        if self.status.is_none() && !self.chan_open {
+            self.status = reap_blocking(self.sandbox)?;
+        }
+        Ok(())
+    }
+
+    /// Until the deadline, at most a minute (the clock may jump).
+    fn poll_timeout(&self) -> PollTimeout {
+        match self.deadline {
             Some((at, _)) => {
                 let left = at.saturating_duration_since(Instant::now()).as_millis();
                 PollTimeout::try_from(left.min(60_000) as i32).unwrap_or(PollTimeout::NONE)
             }
             None => PollTimeout::NONE,
+        }
+    }
+
+    fn check_deadline(&mut self) {
+        let Some((at, sig)) = self.deadline else {
+            return;
         };
-        // The pipes' fds come last.
-        let first_pipe = fds.len();
-        let polled_pipes = pipes.as_ref().map(|p| p.watch(&mut fds));
-        let ready = crate::sys::poll_ready(&mut fds, wait).context("poll")?;
-        drop(fds);
-        if let (Some(p), Some(polled)) = (&mut pipes, &polled_pipes) {
-            p.pump(polled, &ready[first_pipe..first_pipe + polled.count()]);
-        }
-
-        if let Some((at, sig)) = deadline {
-            if Instant::now() >= at {
-                timed_out = true;
-                let _ = kill(sandbox.pid, sig);
-                deadline = (sig == Signal::SIGTERM).then(|| {
-                    (
-                        Instant::now() + crate::limits::TIMEOUT_GRACE,
-                        Signal::SIGKILL,
-                    )
-                });
-            }
-        }
-        let mut i = 0;
-        if ready[i] {
-            while let Some(info) = signals.read_signal().context("reading signalfd")? {
-                let sig = Signal::try_from(info.ssi_signo as i32).ok();
-                match sig {
-                    Some(Signal::SIGCHLD) => {
-                        if let Some(s) = try_reap(sandbox)? {
-                            status = Some(s);
-                        }
-                    }
-                    Some(Signal::SIGWINCH) => {
-                        if let Some(r) = &relay {
-                            r.resize();
-                        }
-                    }
-                    Some(sig) => {
-                        let _ = kill(sandbox.pid, sig);
-                    }
-                    None => {}
-                }
-            }
-        }
-        i += 1;
-        if chan_open {
-            if ready[i] {
-                match chan.recv()? {
-                    Some((Msg::Pty, Some(master))) => {
-                        relay = Some(Relay::start(master).context("setting up the terminal")?);
-                        chan.send(&Msg::PtyReady)?;
-                    }
-                    Some((msg, _)) => {
-                        if let Some((pid, namespaces)) = report.absorb(msg) {
-                            observer.started(&started_event(sandbox, pid, namespaces, watch))?;
-                        }
-                    }
-                    None => chan_open = false,
-                }
-            }
-            i += 1;
-        }
-        if let (Some(r), true) = (&mut relay, polled_master) {
-            if ready[i] {
-                // False once the command's side is closed; the exit is still to come.
-                r.pump_output();
-            }
-            i += 1;
-            if polled_stdin && ready[i] {
-                r.pump_input();
-            }
-        }
-        // A sandbox that has exited may still have its last messages queued.
-        if status.is_none() && !chan_open {
-            if let Some(s) = reap_blocking(sandbox)? {
-                status = Some(s);
-            }
+        if Instant::now() >= at {
+            self.timed_out = true;
+            let _ = kill(self.sandbox.pid, sig);
+            self.deadline = (sig == Signal::SIGTERM).then(|| {
+                (
+                    Instant::now() + crate::limits::TIMEOUT_GRACE,
+                    Signal::SIGKILL,
+                )
+            });
         }
     }
 
-    if let Some(r) = &mut relay {
-        r.drain();
+    fn on_signals(&mut self) -> Result<()> {
+        for sig in signals::pending(&self.signals)? {
+            match sig {
+                Signal::SIGCHLD => {
+                    if let Some(s) = try_reap(self.sandbox)? {
+                        self.status = Some(s);
+                    }
+                }
+                Signal::SIGWINCH => self.relays.resize(),
+                sig => {
+                    let _ = kill(self.sandbox.pid, sig);
+                }
+            }
+        }
+        Ok(())
     }
-    drop(relay);
-    if let Some(p) = pipes {
-        p.finish();
-    }
-    while chan_open {
-        match chan.recv()? {
+
+    fn on_message(&mut self) -> Result<()> {
+        match self.chan.recv()? {
+            Some((FromSandbox::Pty, Some(master))) => {
+                self.relays.start_pty(master)?;
+                self.chan.send(&ToSandbox::PtyReady)?;
+            }
+            Some((FromSandbox::Pty, None)) => {
+                bail!("the sandbox's terminal came without its descriptor")
+            }
             Some((msg, _)) => {
-                // Started this late: the command has ended already; nothing to record.
-                let _ = report.absorb(msg);
+                if let Some(launch) = self.report.absorb(msg) {
+                    say_landlock(self.watch, &launch);
+                    let started = started_event(self.sandbox, launch, self.watch);
+                    self.observer.started(&started)?;
+                }
             }
-            None => chan_open = false,
+            None => self.chan_open = false,
         }
+        Ok(())
     }
-    if timed_out {
-        // What the command did once signalled is not the story: the timeout is.
-        eprintln!("sbx: timed out after {:?}", timeout.unwrap_or_default());
-        return Ok(Ended {
-            code: TIMED_OUT,
-            signal: report.signal,
-        });
+
+    /// Init has exited: the terminal's last output, init's last messages, the verdict.
+    fn finish(mut self) -> Result<Ended> {
+        std::mem::take(&mut self.relays).finish();
+        while let Some((msg, _)) = self.chan.recv()? {
+            // Started this late: the command has ended already; nothing to record.
+            if let Some(launch) = self.report.absorb(msg) {
+                say_landlock(self.watch, &launch);
+            }
+        }
+        if self.timed_out {
+            // What the command did once signalled is not the story: the timeout is.
+            let timeout = self.watch.timeout.unwrap_or_default();
+            eprintln!("sbx: timed out after {timeout:?}");
+            return Ok(Ended {
+                code: crate::exit::TIMEOUT,
+                signal: self.report.signal,
+            });
+        }
+        let status = self.status.unwrap_or(WaitStatus::StillAlive);
+        let signal = match (self.report.signal, self.report.exit_code, status) {
+            (Some(sig), _, _) => Some(sig),
+            (None, None, WaitStatus::Signaled(_, sig, _)) => Some(sig as i32),
+            _ => None,
+        };
+        let code = outcome(self.report, status)?;
+        Ok(Ended { code, signal })
     }
-    let status = status.unwrap_or(WaitStatus::StillAlive);
-    let signal = match (report.signal, report.exit_code, status) {
-        (Some(sig), _, _) => Some(sig),
-        (None, None, WaitStatus::Signaled(_, sig, _)) => Some(sig as i32),
-        _ => None,
-    };
-    let code = outcome(report, status)?;
-    Ok(Ended { code, signal })
 }
 
-fn started_event(
-    sandbox: &Sandbox,
-    command: i32,
-    namespaces: BTreeMap<String, u64>,
-    watch: &Watch,
-) -> Started {
+/// `-v`: what the kernel enforced, now that the command runs under it.
+fn say_landlock(watch: &Watch, launch: &Launch) {
+    if watch.verbose {
+        eprintln!(
+            "sbx: {}",
+            crate::security::landlock::describe_enforced(launch.landlock)
+        );
+    }
+}
+
+fn started_event(sandbox: &Sandbox, launch: Launch, watch: &Watch) -> Started {
     Started {
         init: sandbox.pid,
         command: if watch.find_command {
-            command_on_host(sandbox.pid, command)
+            command_on_host(sandbox.pid, launch.pid)
         } else {
             None
         },
-        namespaces,
+        namespaces: launch.namespaces,
         cgroup: watch.cgroup.clone(),
     }
 }
@@ -248,9 +295,6 @@ fn command_on_host(init: Pid, inside: i32) -> Option<Pid> {
         })
         .map(Pid::from_raw)
 }
-
-/// Exit code of a run stopped by its timeout (as timeout(1)).
-pub const TIMED_OUT: i32 = 124;
 
 fn try_reap(sandbox: &mut Sandbox) -> Result<Option<WaitStatus>> {
     match waitpid(sandbox.pid, Some(WaitPidFlag::WNOHANG)) {
@@ -291,7 +335,7 @@ fn outcome(report: Report, status: WaitStatus) -> Result<i32> {
         bail!("{why}");
     }
     if let Some((code, message)) = report.exec_failed {
-        if code == crate::error::exit::SBX_ERROR {
+        if code == crate::exit::SBX_ERROR {
             bail!("{message}");
         }
         eprintln!("sbx: {message}");
@@ -303,7 +347,7 @@ fn outcome(report: Report, status: WaitStatus) -> Result<i32> {
     match status {
         WaitStatus::Signaled(_, sig, _) => {
             eprintln!("sbx: the sandbox was killed by {sig}");
-            Ok(128 + sig as i32)
+            Ok(crate::exit::signalled(sig as i32))
         }
         WaitStatus::Exited(_, code) => Err(anyhow!(
             "the sandbox's init exited with status {code} before reporting the command's outcome"

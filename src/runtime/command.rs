@@ -1,18 +1,25 @@
-//! The command's own process, between fork and execve: session, terminal, working
-//! directory, clean signal state, no stray fds, then the exec with PATH lookup.
+//! The command's own process, between fork and execve, for the sandbox's command (forked
+//! by init) and for `sbx exec` alike: clean signal state, session, terminal, working
+//! directory, no stray fds, rlimits, ids, capabilities, no_new_privs, Landlock, seccomp,
+//! then the exec with PATH lookup.
 //!
-//! On failure it writes `code (4 bytes) + message` to the report pipe, which is
-//! close-on-exec: init reads EOF when the exec succeeded.
+//! It reports to whoever forked it over a close-on-exec channel: what Landlock the kernel
+//! enforced, and why the exec failed if it did; the end of the channel means it happened.
 
 use std::ffi::{CStr, CString};
-use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 
+use anyhow::Context;
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::pty::{posix_openpt, unlockpt};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
 
-use crate::error::exit::{CANNOT_EXECUTE, NOT_FOUND, SBX_ERROR};
+use crate::exit::{CANNOT_EXECUTE, NOT_FOUND, SBX_ERROR};
 use crate::plan::Plan;
+use crate::security::landlock::Enforced;
+use crate::security::{self, SecurityPlan};
+use crate::sync::{CommandReceiver, CommandReport, FromCommand};
 
 nix::ioctl_write_int_bad!(set_controlling_tty, libc::TIOCSCTTY);
 
@@ -28,32 +35,55 @@ fn setup_error(message: String) -> Failure {
     }
 }
 
-/// EOF means the command was executed; otherwise the command's process wrote why not.
-pub fn read_exec_report(pipe: OwnedFd) -> Option<(i32, String)> {
-    let mut buf = Vec::new();
-    let _ = std::fs::File::from(pipe).read_to_end(&mut buf);
-    if buf.len() < 4 {
-        return None;
-    }
-    let code = i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
-    Some((code, String::from_utf8_lossy(&buf[4..]).into_owned()))
+/// What the command's process reported before its exec.
+#[derive(Debug)]
+pub enum Report {
+    /// The exec happened, with this Landlock enforced (`None`: Landlock was off).
+    Executed { landlock: Option<Enforced> },
+    /// It did not: `code` and `message` say why.
+    Failed { code: i32, message: String },
 }
 
-pub fn exec_command(plan: &Plan, pty: Option<OwnedFd>, report: OwnedFd) -> ! {
-    let failure = match prepare_and_exec(plan, pty) {
+/// Reads the report until the channel closes: the exec closed it (close-on-exec), or the
+/// process ended after saying why it could not exec.
+pub fn read_report(chan: &CommandReceiver) -> Report {
+    let mut landlock = None;
+    loop {
+        match chan.recv() {
+            Ok(Some((FromCommand::Landlock(enforced), _))) => landlock = Some(enforced),
+            Ok(Some((FromCommand::ExecFailed { code, message }, _))) => {
+                return Report::Failed { code, message }
+            }
+            Ok(None) => return Report::Executed { landlock },
+            Err(e) => {
+                return Report::Failed {
+                    code: SBX_ERROR,
+                    message: format!("reading the command's report: {e:#}"),
+                }
+            }
+        }
+    }
+}
+
+/// The command's process, after fork: prepares itself and execs, or reports why not and
+/// ends with that code.
+pub fn exec(plan: &Plan, pty: Option<OwnedFd>, report: CommandReport) -> ! {
+    let failure = match prepare_and_exec(plan, pty, &report) {
         Ok(never) => match never {},
         Err(f) => f,
     };
-    let mut bytes = failure.code.to_ne_bytes().to_vec();
-    bytes.extend_from_slice(failure.message.as_bytes());
-    let _ = std::fs::File::from(report).write_all(&bytes);
-    // SAFETY: _exit ends this forked process without touching state shared with init.
-    unsafe { libc::_exit(failure.code) }
+    let _ = report.send(&FromCommand::ExecFailed {
+        code: failure.code,
+        message: failure.message,
+    });
+    // Without touching state shared with init.
+    crate::sys::exit_now(failure.code)
 }
 
 fn prepare_and_exec(
     plan: &Plan,
     pty: Option<OwnedFd>,
+    report: &CommandReport,
 ) -> Result<std::convert::Infallible, Failure> {
     reset_signals();
     new_session(pty).map_err(|e| setup_error(format!("set up the command's terminal: {e}")))?;
@@ -72,9 +102,23 @@ fn prepare_and_exec(
         switch_ids(uid, gid)
             .map_err(|e| setup_error(format!("switch to uid {uid} and gid {gid} inside: {e:#}")))?;
     }
-    // Capabilities, no_new_privs, Landlock, and seccomp last: nothing after it but execve.
-    crate::security::apply(&plan.security).map_err(|e| setup_error(format!("{e:#}")))?;
+    harden(&plan.security, report).map_err(|e| setup_error(format!("{e:#}")))?;
     Err(exec_search(plan))
+}
+
+/// Capabilities, no_new_privs, Landlock, and seccomp last: nothing after it but execve,
+/// so the filter need not allow what the other steps use. What Landlock the kernel
+/// enforced goes to whoever forked us before seccomp, which could deny the sending.
+fn harden(plan: &SecurityPlan, report: &CommandReport) -> anyhow::Result<()> {
+    security::caps::apply(&plan.caps)?;
+    nix::sys::prctl::set_no_new_privs().context("PR_SET_NO_NEW_PRIVS")?;
+    if let Some(enforced) = security::landlock::apply(&plan.landlock)? {
+        report.send(&FromCommand::Landlock(enforced))?;
+    }
+    if let Some(filter) = &plan.seccomp {
+        security::seccomp::apply(filter)?;
+    }
+    Ok(())
 }
 
 /// From root inside to the command's own ids (image roots), keeping the permitted
@@ -126,7 +170,8 @@ fn new_session(pty: Option<OwnedFd>) -> nix::Result<()> {
     Ok(())
 }
 
-/// execve with execvp's PATH rules; returns only on failure, with 126 or 127.
+/// execve with execvp's PATH rules; returns only on failure, with `CANNOT_EXECUTE` or
+/// `NOT_FOUND`.
 fn exec_search(plan: &Plan) -> Failure {
     let name = &plan.argv[0];
     let display = name.to_string_lossy().into_owned();
@@ -180,4 +225,27 @@ fn exec_failure(name: &str, err: Errno, searched: Option<&str>) -> Failure {
             message: format!("{name}: cannot execute: {}", e.desc()),
         },
     }
+}
+
+/// The command's terminal, from the sandbox's own devpts.
+pub struct Pty {
+    /// For the relay outside, sent over a channel.
+    pub master: nix::pty::PtyMaster,
+    /// The command's controlling terminal and fds 0-2.
+    pub slave: OwnedFd,
+}
+
+/// Opens a terminal inside the sandbox's own devpts.
+pub fn open_pty() -> anyhow::Result<Pty> {
+    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .context("open /dev/ptmx in the sandbox")?;
+    unlockpt(&master).context("unlock the pty")?;
+    let name = nix::pty::ptsname_r(&master).context("name the pty")?;
+    let slave = nix::fcntl::open(
+        name.as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .with_context(|| format!("open {name}"))?;
+    Ok(Pty { master, slave })
 }

@@ -16,8 +16,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use anyhow::{Context, Result};
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::poll::{PollFd, PollFlags};
 use nix::unistd::pipe2;
+
+use super::poll::{Poller, Ready};
 
 /// Pipes made for the terminals among fds 0-2, before the fork or clone.
 pub struct TerminalPipes {
@@ -101,58 +102,49 @@ pub struct PipeRelay {
     outputs: Vec<(OwnedFd, RawFd)>,
 }
 
-/// What `poll` watches for the relay, in order; hand `ready` back to `PipeRelay::pump`.
-pub struct Polled {
-    stdin: bool,
-    input: bool,
-    outputs: usize,
-}
-
-impl Polled {
-    /// How many fds `watch` added.
-    pub fn count(&self) -> usize {
-        usize::from(self.stdin) + usize::from(self.input) + self.outputs
-    }
+/// The relay's descriptors, as a poll round names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PipeEnd {
+    /// The caller's terminal, to read.
+    Terminal,
+    /// The command's stdin pipe, to write what the terminal gave and the pipe did not take.
+    Input,
+    /// The read end of the n-th output pipe.
+    Output(usize),
 }
 
 impl PipeRelay {
-    /// Adds the fds to watch this round to `fds`.
-    pub fn watch<'a>(&'a self, fds: &mut Vec<PollFd<'a>>) -> Polled {
-        let mut polled = Polled {
-            stdin: false,
-            input: false,
-            outputs: self.outputs.len(),
-        };
+    /// Adds the fds to watch this round, each named by `name`.
+    pub fn watch<'a, S: Copy + PartialEq>(
+        &'a self,
+        poller: &mut Poller<'a, S>,
+        name: impl Fn(PipeEnd) -> S,
+    ) {
         if let Some(input) = &self.input {
             if self.pending.is_empty() {
                 // SAFETY: fd 0 is open for the life of the process.
                 let stdin = unsafe { BorrowedFd::borrow_raw(0) };
-                fds.push(PollFd::new(stdin, PollFlags::POLLIN));
-                polled.stdin = true;
+                poller.read(name(PipeEnd::Terminal), stdin);
             } else {
-                fds.push(PollFd::new(input.as_fd(), PollFlags::POLLOUT));
-                polled.input = true;
+                poller.write(name(PipeEnd::Input), input.as_fd());
             }
         }
-        for (r, _) in &self.outputs {
-            fds.push(PollFd::new(r.as_fd(), PollFlags::POLLIN));
+        for (i, (r, _)) in self.outputs.iter().enumerate() {
+            poller.read(name(PipeEnd::Output(i)), r.as_fd());
         }
-        polled
     }
 
-    /// Moves bytes for the fds that were ready; `ready` holds exactly `polled.count()` flags.
-    pub fn pump(&mut self, polled: &Polled, ready: &[bool]) {
-        let mut ready = ready.iter().copied();
-        let mut next = || ready.next().unwrap_or(false);
-        if polled.stdin && next() {
+    /// Moves bytes for the fds `watch` added that are `ready`.
+    pub fn pump<S: Copy + PartialEq>(&mut self, ready: &Ready<S>, name: impl Fn(PipeEnd) -> S) {
+        if ready.contains(name(PipeEnd::Terminal)) {
             self.read_terminal();
         }
-        if polled.input && next() {
+        if ready.contains(name(PipeEnd::Input)) {
             self.feed();
         }
         let mut ended = Vec::new();
-        for (i, (r, to)) in self.outputs.iter().enumerate().take(polled.outputs) {
-            if next() && !copy_once(r.as_fd(), *to) {
+        for (i, (r, to)) in self.outputs.iter().enumerate() {
+            if ready.contains(name(PipeEnd::Output(i))) && !copy_once(r.as_fd(), *to) {
                 ended.push(i);
             }
         }
