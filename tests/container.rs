@@ -71,9 +71,9 @@ fn sbx_dir() -> PathBuf {
     sbx_bin().parent().unwrap().to_path_buf()
 }
 
-/// `podman run --rm OPTIONS IMAGE /sbx/sbx ARGS...`, with sbx's libraries bound in.
-fn in_container(options: &[&str], args: &[&str]) -> Outcome {
-    let image = IMAGE;
+/// `podman run --rm OPTIONS` with sbx and its libraries bound in; the image and what to
+/// run come next.
+fn container(options: &[&str]) -> Command {
     let mut cmd = podman();
     cmd.args(["run", "--rm"]).args(options);
     cmd.arg("-v")
@@ -87,9 +87,20 @@ fn in_container(options: &[&str], args: &[&str]) -> Outcome {
             cmd.arg("-v").arg(format!("{lib}:{lib}:ro"));
         }
     }
-    let bin = format!("/sbx/{}", sbx_bin().file_name().unwrap().to_string_lossy());
-    cmd.arg(image).arg(bin).args(args);
+    cmd.arg(IMAGE);
+    cmd
+}
+
+/// `podman run --rm OPTIONS IMAGE /sbx/sbx ARGS...`.
+fn in_container(options: &[&str], args: &[&str]) -> Outcome {
+    let mut cmd = container(options);
+    cmd.arg(sbx_inside()).args(args);
     spawn(&mut cmd, None).finish(std::time::Duration::from_secs(120))
+}
+
+/// The sbx under test as the container sees it.
+fn sbx_inside() -> String {
+    format!("/sbx/{}", sbx_bin().file_name().unwrap().to_string_lossy())
 }
 
 fn check_entry(out: &Outcome, name: &str) -> serde_json::Value {
@@ -150,4 +161,58 @@ fn check_names_a_seccomp_profile_that_denies_user_namespaces() {
     // Control: without that profile, user namespaces work in the container.
     let out = in_container(&["--security-opt", "unmask=ALL"], &["check", "--json"]);
     assert_eq!(check_entry(&out, "userns")["ok"], true, "{out}");
+}
+
+#[test]
+fn run_in_a_container_with_proc_masked_fails_clearly() {
+    if image().is_none() {
+        return;
+    }
+    let out = in_container(&[], &["run", "--", "echo", "hi"]);
+    out.assert_sbx_error(&[
+        "/proc is partly covered",
+        "unmask=ALL",
+        "systempaths=unconfined",
+    ]);
+    let stderr = out.stderr();
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "one line of error\n{out}");
+}
+
+#[test]
+fn run_in_a_container_with_proc_unmasked_works() {
+    if image().is_none() {
+        return;
+    }
+    // podman's default seccomp profile denies sethostname: the sandbox keeps the
+    // container's name (a warning), in a UTS namespace of its own.
+    let out = in_container(
+        &["--security-opt", "unmask=ALL", "--hostname", "box"],
+        &[
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "echo hi; hostname; readlink /proc/self/ns/pid",
+        ],
+    );
+    out.assert_success();
+    let lines = out.lines();
+    assert_eq!(lines[..2], ["hi", "box"], "{out}");
+    assert!(out.stderr().contains("cannot set the hostname"), "{out}");
+    // The sandbox has a pid namespace of its own: init is pid 1 there, not the container's.
+    // Its namespaces are its own, not the container's: the container's shell prints its
+    // pid namespace, then sbx's command prints the sandbox's.
+    let script = format!(
+        "ns='readlink /proc/self/ns/pid; readlink /proc/self/ns/mnt'; sh -c \"$ns\"; {} run -- sh -c \"$ns\"",
+        sbx_inside()
+    );
+    let mut cmd = container(&["--security-opt", "unmask=ALL"]);
+    cmd.args(["/bin/sh", "-c", &script]);
+    let out = spawn(&mut cmd, None).finish(std::time::Duration::from_secs(120));
+    out.assert_success();
+    let lines = out.lines();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert_ne!(lines[0], lines[2], "pid namespace\n{out}");
+    assert_ne!(lines[1], lines[3], "mount namespace\n{out}");
 }

@@ -59,7 +59,7 @@ fn setup(
         .context("unshare the cgroup namespace")?;
     rootfs::build(plan, sources)?;
     if let Some(name) = &plan.hostname {
-        nix::unistd::sethostname(name).with_context(|| format!("set hostname {name}"))?;
+        set_hostname(name)?;
     }
     net::setup(plan)?;
     crate::init::run(plan, chan, control)
@@ -85,4 +85,23 @@ fn drop_supplementary_groups(plan: &Plan) -> Result<()> {
         die_with_parent()?;
     }
     Ok(())
+}
+
+/// The sandbox's hostname, in its own UTS namespace. A container whose seccomp profile
+/// denies `sethostname` (podman's and docker's do, for containers without CAP_SYS_ADMIN)
+/// leaves the sandbox with the container's name: a warning, not a failure, since the UTS
+/// namespace is the sandbox's own either way and nothing inside can change it.
+fn set_hostname(name: &str) -> Result<()> {
+    match nix::unistd::sethostname(name) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EPERM) if crate::probe::userns::under_seccomp_filter() => {
+            eprintln!(
+                "sbx: warning: cannot set the hostname to {name}: the seccomp filter sbx runs \
+                 under (a container's) denies sethostname; the sandbox keeps the container's \
+                 hostname in a UTS namespace of its own"
+            );
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("set hostname {name}")),
+    }
 }

@@ -279,7 +279,21 @@ fn mount_proc(root: BorrowedFd) -> Result<()> {
         &[],
         MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
     )
-    .context("mount a new /proc")?;
+    .map_err(|e| {
+        // In a container whose runtime masked parts of /proc, the kernel refuses a new one:
+        // say so, and how to run the container instead (`sbx check` reports the same).
+        let masked = crate::probe::container::masked_proc_here();
+        if e.raw_os_error() == Some(libc::EPERM) && !masked.is_empty() {
+            anyhow::anyhow!(
+                "mount a new /proc: {e}: /proc is partly covered ({}), as a container runtime \
+                 masks it, and the kernel then refuses a new one; {}",
+                masked.join(", "),
+                crate::probe::container::UNMASK_FIX
+            )
+        } else {
+            anyhow::anyhow!("mount a new /proc: {e}")
+        }
+    })?;
     attach(root, &proc, Path::new("/proc"), true)
 }
 

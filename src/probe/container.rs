@@ -47,6 +47,13 @@ pub(super) fn proc_mount(mounts: &[MountInfo]) -> Check {
     Check::fail("proc_mount", detail, UNMASK_FIX)
 }
 
+/// The mount points below /proc of this process's mount namespace, for the error of a
+/// refused /proc mount (`sbx run`): what a container runtime masked.
+pub fn masked_proc_here() -> Vec<String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    masked_proc(&super::mounts::parse_mountinfo(&text))
+}
+
 /// Mount points below /proc: what a container runtime put over parts of it.
 pub(super) fn masked_proc(mounts: &[MountInfo]) -> Vec<String> {
     let mut out: Vec<String> = mounts

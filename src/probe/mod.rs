@@ -12,12 +12,12 @@
 
 mod cgroup;
 mod child;
-mod container;
+pub mod container;
 mod devices;
 mod idmap;
 mod mounts;
 mod security;
-mod userns;
+pub mod userns;
 
 use std::fs;
 use std::io::{self, Write};
