@@ -45,7 +45,9 @@ fn userns_blockers(read: impl Fn(&str) -> Option<String>) -> Vec<(String, String
             "kernel/apparmor_restrict_unprivileged_userns",
             "1",
             "0",
-            " (Ubuntu 23.10+; or give sbx an AppArmor profile that allows `userns,`)",
+            " (Ubuntu 23.10+); or, keeping the restriction, install sbx's AppArmor profile: \
+             `sudo install -m 644 contrib/apparmor/sbx /etc/apparmor.d/sbx && sudo \
+             apparmor_parser -r /etc/apparmor.d/sbx` (the Debian package installs it)",
         ),
     ];
     let mut found = Vec::new();
@@ -111,6 +113,8 @@ mod tests {
         assert!(blockers[1]
             .1
             .contains("sysctl -w kernel.apparmor_restrict_unprivileged_userns=0"));
+        assert!(blockers[1].1.contains("contrib/apparmor/sbx"));
+        assert!(blockers[1].1.contains("apparmor_parser -r /etc/apparmor.d/sbx"));
         assert!(userns_blockers(|_| Some("1".into())).len() == 1);
         assert!(userns_blockers(|_| None).is_empty());
     }
