@@ -82,7 +82,7 @@ pub struct PsArgs {
 }
 
 #[derive(Args, Debug, Clone)]
-#[command(after_help = "Exit status: the command's own, as for `sbx run`; 125 for an sbx error.")]
+#[command(after_help = crate::exit::HELP_EXEC)]
 pub struct ExecArgs {
     /// Give the command a terminal of its own, from the sandbox's devpts (default: none).
     #[arg(short, long)]
@@ -205,7 +205,8 @@ pub enum ProfileCommand {
         /// Profile name or path.
         name: String,
     },
-    /// Validate profile files; exit 0, or 125 with every problem found.
+    /// Validate profile files (exit status: see `--help`).
+    #[command(after_help = crate::exit::HELP_CHECK_PROFILES)]
     Check {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<std::path::PathBuf>,
@@ -271,9 +272,7 @@ pub struct CheckArgs {
 #[derive(Args, Debug, Default, Clone, Serialize, Deserialize)]
 #[serde(default)]
 #[command(
-    after_help = "Options come before `--`; everything after it is the command, even `--profile`.\n\
-                  Exit status: the command's own; 128+N if it was killed by signal N; 125 for an \
-                  sbx error; 126 if the command cannot be executed; 127 if it is not found."
+    after_help = crate::exit::HELP_RUN
 )]
 pub struct RunArgs {
     /// JSON profile: a name (looked up in ~/.config/sbx/profiles, /etc/sbx/profiles, then the
@@ -410,7 +409,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME=SOFT[:HARD]")]
     pub rlimit: Vec<String>,
 
-    /// Wall-clock limit (30s, 10m, 1h): SIGTERM, then SIGKILL 5 s later; exit code 124.
+    /// Wall-clock limit (30s, 10m, 1h): SIGTERM, then SIGKILL 5 s later; exits as timeout(1) does.
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
 

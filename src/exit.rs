@@ -13,6 +13,18 @@ pub const CANNOT_EXECUTE: i32 = 126;
 /// The command was not found.
 pub const NOT_FOUND: i32 = 127;
 
+/// What `sbx run --help` ends with: where options stop, and the exit codes, written here
+/// beside the codes themselves.
+pub const HELP_RUN: &str = "Options come before `--`; everything after it is the command, even \
+    `--profile`.\nExit status: the command's own; 128+N if it was killed by signal N; \
+    125 for an sbx error; 126 if the command cannot be executed; 127 if it is not found; 124 \
+    after --timeout.";
+/// `sbx exec`'s exit status, for its `--help`.
+pub const HELP_EXEC: &str =
+    "Exit status: the command's own, as for `sbx run`; 125 for an sbx error.";
+/// `sbx profile check`'s exit status, for its `--help`.
+pub const HELP_CHECK_PROFILES: &str = "Exit status: 0, or 125 with every problem found.";
+
 /// The status of a command killed by signal `signal`, as a shell reports it.
 pub fn signalled(signal: i32) -> i32 {
     128 + signal

@@ -304,7 +304,7 @@ fn parse_signal(s: &str) -> Result<Signal> {
     })
 }
 
-/// Runs `f` for each name; every failure is reported, and any makes the exit code 125.
+/// Runs `f` for each name; every failure is reported, and any makes the exit code `exit::SBX_ERROR`.
 fn for_each(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> Result<i32> {
     let mut failed = 0;
     for name in names {

@@ -204,7 +204,7 @@ pub struct State {
     pub finished: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
-    /// Set when the command was killed by a signal (exit_code is then 128 + signal).
+    /// Set when the command was killed by a signal (exit_code is then `exit::signalled(signal)`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
     /// Internal bookkeeping for named sandboxes (absent from `--status-json`).

@@ -4,8 +4,8 @@
 //! `sbx exec` and `sbx inspect` build Plans too, and change nothing by it.
 //!
 //! Anything that can fail without side effects (variables, paths, ids, the command line)
-//! fails here, with exit code 125 and a message that names the setting, before any
-//! namespace exists.
+//! fails here, with the sbx-error exit code (`exit::SBX_ERROR`) and a message that names
+//! the setting, before any namespace exists.
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};

@@ -114,7 +114,9 @@ mod tests {
             .1
             .contains("sysctl -w kernel.apparmor_restrict_unprivileged_userns=0"));
         assert!(blockers[1].1.contains("contrib/apparmor/sbx"));
-        assert!(blockers[1].1.contains("apparmor_parser -r /etc/apparmor.d/sbx"));
+        assert!(blockers[1]
+            .1
+            .contains("apparmor_parser -r /etc/apparmor.d/sbx"));
         assert!(userns_blockers(|_| Some("1".into())).len() == 1);
         assert!(userns_blockers(|_| None).is_empty());
     }

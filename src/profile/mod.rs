@@ -103,7 +103,7 @@ pub struct LimitsSpec {
     /// rlimits by name (nofile, nproc, core, fsize, as, cpu, stack, memlock): "SOFT[:HARD]".
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub rlimits: BTreeMap<String, String>,
-    /// Wall-clock limit, such as "30s" or "10m": SIGTERM, then SIGKILL; exit code 124.
+    /// Wall-clock limit, such as "30s" or "10m": SIGTERM, then SIGKILL; the exit status is then timeout(1)'s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
     /// false: when cgroup limits cannot be enforced here, warn and run with the rlimits
