@@ -140,6 +140,16 @@ pub(super) fn resolve_mounts(
         let Some(m) = resolve_profile_mount(spec, &what, host_root, setup)? else {
             continue;
         };
+        // An optional tmpfs hides a host path where the sandbox would see it: below an
+        // earlier tmpfs (the runtime directory under /run/user) it is hidden already.
+        let hidden = spec.optional
+            && resolved.iter().any(|(earlier, _)| {
+                matches!(earlier, Mount::Tmpfs { .. })
+                    && m.destination().starts_with(earlier.destination())
+            });
+        if hidden {
+            continue;
+        }
         let given = spec.source.as_ref().map(PathBuf::from);
         resolved.push((m, given));
     }
