@@ -226,7 +226,7 @@ vm_tier() {
     failed+=("limits (cgroup_) in the $label tier")
   # The VM must have run every selected test: a guest that ran none exits 0 too.
   local ran
-  ran=$(sed -n 's/^test result: [a-z]*\. \([0-9]*\) passed.*/\1/p' "$out" | tail -1)
+  ran=$(sed -n 's/^test result: [A-Za-z]*\. \([0-9]*\) passed.*/\1/p' "$out" | tail -1)
   if [ "${ran:-0}" != ${#names[@]} ]; then
     echo "ci/test.sh: the $label tier passed ${ran:-0} of ${#names[@]} cgroup_ tests" >&2
     failed+=("$label tier: ${ran:-0} of ${#names[@]} cgroup_ tests passed")
@@ -268,7 +268,9 @@ package_tier() {
 vm_kernel_tier() {
   local out="$stage/vm-kernel.out" script="" want=0 name
   for name in escape hostile isolation; do
-    mapfile -t names < <(select_tests "$stage/tests/$name" "" "nosubuid_ cgroup_ crossuser_ asroot_")
+    # etc_shadow: the guest sees the host's files over 9p, where /etc/shadow reads as
+    # readable to the test user, so that test's premise does not hold there.
+    mapfile -t names < <(select_tests "$stage/tests/$name" "" "nosubuid_ cgroup_ crossuser_ asroot_ etc_shadow")
     [ ${#names[@]} -gt 0 ] || continue
     want=$((want + ${#names[@]}))
     script+="$stage/tests/$name --test-threads=2 --exact ${names[*]}; "
@@ -282,7 +284,7 @@ vm_kernel_tier() {
     SBX_TEST_TIME_SCALE=5 SBX_VM_TIMEOUT=2400 bash ci/vm-test.sh --kernel -- sh -c "uname -r; rc=0; ${script//; / || rc=1; }exit \$rc" \
     2>&1 | tee "$out" | count || failed+=("kernel-sensitive tests in the vm-kernel tier")
   local ran
-  ran=$(sed -n 's/^test result: [a-z]*\. \([0-9]*\) passed.*/\1/p' "$out" | awk '{ s += $1 } END { print s + 0 }')
+  ran=$(sed -n 's/^test result: [A-Za-z]*\. \([0-9]*\) passed.*/\1/p' "$out" | awk '{ s += $1 } END { print s + 0 }')
   if [ "${ran:-0}" != "$want" ]; then
     echo "ci/test.sh: the vm-kernel tier passed ${ran:-0} of $want tests" >&2
     failed+=("vm-kernel tier: ${ran:-0} of $want tests passed")

@@ -169,6 +169,13 @@ fn assert_denied_with(denied: &Denied, errno: &str) {
         if denied.kernel_refuses.contains(name) {
             continue;
         }
+        if errno == "EPERM" && found[*name] == "EPERM" {
+            // Some kernels (Debian 12's 6.1) check a capability of the initial user
+            // namespace first and refuse these calls by themselves: the EACCES profile
+            // above is what shows the filter's answer there.
+            eprintln!("note: the kernel refuses {name} with EPERM by itself here");
+            continue;
+        }
         assert_ne!(
             found[*name], errno,
             "control: with --seccomp off {name} should fail differently (or work), so that \
