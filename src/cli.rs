@@ -87,6 +87,9 @@ pub struct ExecArgs {
     /// Give the command a terminal of its own, from the sandbox's devpts (default: none).
     #[arg(short, long)]
     pub tty: bool,
+    /// Accepted for podman's habits: stdin is always passed on.
+    #[arg(short = 'i', long = "interactive")]
+    pub interactive: bool,
     /// Set a variable (KEY=VALUE), or pass the host's value of KEY. Repeatable.
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE|KEY")]
     pub env: Vec<String>,
@@ -306,6 +309,11 @@ pub struct RunArgs {
     #[arg(long = "ro-bind", value_name = "SRC[:DST]")]
     pub ro_bind: Vec<String>,
 
+    /// A bind mount as podman spells it: SRC:DST, read-only with `:ro`. Repeatable.
+    #[arg(short = 'v', long = "volume", value_name = "SRC:DST[:ro|rw]")]
+    #[serde(skip)]
+    pub volume: Vec<String>,
+
     /// Empty tmpfs at DST. Repeatable.
     #[arg(long, value_name = "DST")]
     pub tmpfs: Vec<String>,
@@ -326,6 +334,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub uid: Option<u32>,
 
+    /// UID[:GID] inside the sandbox, as podman's `--user` (numbers).
+    #[arg(short = 'u', long = "user", value_name = "UID[:GID]", conflicts_with_all = ["uid", "gid"])]
+    #[serde(skip)]
+    pub user: Option<String>,
+
     /// Group id inside the sandbox (default: your own).
     #[arg(long, value_name = "N")]
     pub gid: Option<u32>,
@@ -334,7 +347,11 @@ pub struct RunArgs {
     /// outbound TCP/UDP through user-mode NAT; "host" shares the host's network namespace,
     /// which gives no network isolation at all; "sandbox:NAME" shares the network
     /// namespace of the running named sandbox NAME (its loopback, its published ports).
-    #[arg(long, value_name = "none|slirp4netns|host|sandbox:NAME")]
+    #[arg(
+        long,
+        visible_alias = "network",
+        value_name = "none|slirp4netns|host|sandbox:NAME"
+    )]
     pub net: Option<String>,
 
     /// Forward a host port into the sandbox (slirp4netns); IP defaults to 127.0.0.1.
@@ -413,18 +430,35 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
 
-    /// Say which profile was chosen and why, and what the sandbox gets.
-    #[arg(short = 'v', long)]
+    /// Say which profile was chosen and why, and what the sandbox gets (`-v` is --volume,
+    /// as in podman).
+    #[arg(long)]
     pub verbose: bool,
+
+    /// Accepted for podman's habits: stdin is always passed on.
+    #[arg(short = 'i', long = "interactive")]
+    #[serde(skip)]
+    pub interactive: bool,
+
+    /// Accepted for podman's habits: the command gets a terminal of its own whenever stdin
+    /// is one.
+    #[arg(short = 't', long = "tty")]
+    #[serde(skip)]
+    pub tty: bool,
+
+    /// Accepted for podman's habits: a sandbox without --name leaves nothing behind anyway.
+    #[arg(long = "rm")]
+    #[serde(skip)]
+    pub rm: bool,
 
     /// Name the sandbox, so that `sbx ps`, `exec`, `stop`, `start`, `logs`, `rm` and
     /// `inspect` find it.
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 
-    /// Return once the sandbox has started; its output goes to `sbx logs NAME`. Needs
-    /// --name.
-    #[arg(short = 'd', long, requires = "name")]
+    /// Return once the sandbox has started; its output goes to `sbx logs NAME`. Without
+    /// --name, sbx makes up a name and prints it.
+    #[arg(short = 'd', long)]
     pub detach: bool,
 
     /// Write the sandbox's status as JSON to PATH: pid and namespaces once started, then

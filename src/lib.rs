@@ -9,6 +9,7 @@ pub mod complete;
 pub mod envfile;
 pub mod error;
 pub mod exit;
+pub mod habits;
 pub mod image;
 pub mod init;
 pub mod instance;

@@ -14,8 +14,8 @@ use sbx::cli::{Cli, Command, RunArgs};
 use sbx::exit::SBX_ERROR;
 use sbx::supervisor::idmap::IdMode;
 use sbx::{
-    envfile, error, image, instance, limits, meta, network, plan, planner, prepare, probe, profile,
-    security, supervisor, sys,
+    envfile, error, habits, image, instance, limits, meta, network, plan, planner, prepare, probe,
+    profile, security, supervisor, sys,
 };
 
 fn main() -> ExitCode {
@@ -78,6 +78,10 @@ fn dispatch() -> Result<i32> {
 
 fn run(args: &RunArgs) -> Result<i32> {
     let mut args = args.clone();
+    habits::fold(&mut args)?;
+    if let Some(profile) = &args.profile {
+        habits::check_profile_value(profile)?;
+    }
     let caller = planner::Caller::from_process()?;
     envfile::fold(&mut args.env_file, &mut args.env, &caller.vars.env)?;
     let choice = profile::select::choose(args.profile.as_deref(), &args.command[0])?;
@@ -165,7 +169,8 @@ fn describe(plan: &plan::Plan, why: &str) {
                     format!("kept in {}", u.display())
                 })
         ),
-        other => eprintln!("sbx: rootfs: {other:?}"),
+        plan::Rootfs::Host => eprintln!("sbx: rootfs: the host's / (read-only)"),
+        plan::Rootfs::Dir(dir) => eprintln!("sbx: rootfs: {} (read-only)", dir.display()),
     }
     eprintln!("sbx: network: {}", network::describe(&plan.network));
     eprintln!("sbx: limits: {}", limits::describe(&plan.limits));
@@ -173,7 +178,48 @@ fn describe(plan: &plan::Plan, why: &str) {
         eprintln!("sbx: {line}");
     }
     for m in &plan.mounts {
-        eprintln!("sbx: mount: {m:?}");
+        eprintln!("sbx: mount: {}", describe_mount(m));
+    }
+}
+
+/// One line a person reads: `bind /src -> /work (rw)`, `tmpfs /tmp/x (rw, size 20%)`.
+fn describe_mount(m: &plan::Mount) -> String {
+    let access = |readonly: bool, noexec: bool| {
+        let mut words = vec![if readonly { "ro" } else { "rw" }];
+        if noexec {
+            words.push("noexec");
+        }
+        words.join(", ")
+    };
+    match m {
+        plan::Mount::Bind {
+            source,
+            destination,
+            readonly,
+            noexec,
+            ..
+        } => format!(
+            "bind {} -> {} ({})",
+            source.display(),
+            destination.display(),
+            access(*readonly, *noexec)
+        ),
+        plan::Mount::Tmpfs {
+            destination,
+            size,
+            mode,
+            readonly,
+            noexec,
+        } => {
+            let size = size.map_or("the kernel's default size".to_string(), |s| {
+                format!("size {s}")
+            });
+            format!(
+                "tmpfs {} ({}, {size}, mode {mode:04o})",
+                destination.display(),
+                access(*readonly, *noexec)
+            )
+        }
     }
 }
 

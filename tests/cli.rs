@@ -122,3 +122,114 @@ fn a_schema_key_in_a_profile_is_accepted_and_ignored() {
     std::fs::write(&profile, r#"{"$schemas": "x"}"#).unwrap();
     run(sbx().args(["profile", "check", path])).assert_sbx_error(&["$schemas"]);
 }
+
+#[test]
+fn podman_habits_work_or_fail_loudly() {
+    if !require_sandbox() {
+        return;
+    }
+    let dir = TempDir::new();
+    let src = TempDir::new();
+    std::fs::write(src.join("f"), "from the host\n").unwrap();
+    let rw = format!("{}:/tmp/rw", src.str());
+    let ro = format!("{}:/tmp/ro:ro", src.str());
+    // -v is a bind mount, as in podman; -u, --network, -it and --rm are accepted.
+    let out = sandbox_sh(
+        dir.path(),
+        &[
+            "-v",
+            &rw,
+            "--volume",
+            &ro,
+            "-u",
+            "0:0",
+            "--network",
+            "none",
+            "-it",
+            "--rm",
+        ],
+        "cat /tmp/ro/f; echo x > /tmp/ro/g 2>/dev/null || echo ro-refused; \
+         echo y > /tmp/rw/new && echo rw-ok; id -u; id -g",
+    );
+    out.assert_success();
+    assert_eq!(
+        out.lines(),
+        ["from the host", "ro-refused", "rw-ok", "0", "0"],
+        "{out}"
+    );
+    assert!(src.join("new").exists());
+    // Spellings sbx does not take are errors that say what to do.
+    for (options, needle) in [
+        (&["-v", "/tmp:/x:Z"][..], "volume option"),
+        (&["-v", "named:/x:ro:extra"], "SRC:DST"),
+        (&["-u", "alice"], "numeric ids"),
+        (&["-p", "8080:80"], "--publish 8080:80"),
+        (&["--rm", "--name", "x"], "--rm with --name"),
+    ] {
+        sandbox_sh(dir.path(), options, "true").assert_sbx_error(&[needle]);
+    }
+}
+
+#[test]
+fn detached_run_without_a_name_gets_one() {
+    if !require_sandbox() {
+        return;
+    }
+    let dir = TempDir::new();
+    let data = TempDir::new();
+    let runtime = TempDir::new();
+    let with_dirs = |args: &[&str]| {
+        let mut cmd = sbx();
+        cmd.args(args)
+            .current_dir(dir.path())
+            .env("XDG_DATA_HOME", data.path())
+            .env("XDG_RUNTIME_DIR", runtime.path());
+        run(cmd)
+    };
+    let out = with_dirs(&["run", "-d", "--", "sleep", "1000"]);
+    out.assert_success();
+    let name = out.stdout().trim().to_string();
+    assert!(
+        name.starts_with("sbx-") && !name.contains(char::is_whitespace),
+        "{out}"
+    );
+    let ps = with_dirs(&["ps"]);
+    assert!(
+        ps.stdout()
+            .lines()
+            .any(|l| l.starts_with(&name) && l.contains("running")),
+        "{ps}"
+    );
+    with_dirs(&["rm", "-f", &name]).assert_success();
+}
+
+#[test]
+fn verbose_speaks_to_people() {
+    if !require_sandbox() {
+        return;
+    }
+    let dir = TempDir::new();
+    let out = sandbox_sh(
+        dir.path(),
+        &["--verbose", "--tmpfs", "/tmp/scratch"],
+        "true",
+    );
+    out.assert_success();
+    let err = out.stderr();
+    assert!(
+        err.contains("sbx: rootfs: the host's / (read-only)"),
+        "{out}"
+    );
+    assert!(
+        err.contains(&format!("sbx: mount: bind {0} -> {0} (rw)", dir.str())),
+        "{out}"
+    );
+    assert!(
+        err.contains("sbx: mount: tmpfs /tmp/scratch (rw, "),
+        "{out}"
+    );
+    assert!(
+        !err.contains("Tmpfs {") && !err.contains("Bind {"),
+        "no debug structs\n{out}"
+    );
+}

@@ -277,7 +277,7 @@ fn verbose_ids(
     Vec<(u64, u64, u64)>,
 ) {
     let mut options = options.to_vec();
-    options.push("-v");
+    options.push("--verbose");
     let out = sandbox_sh(
         dir.path(),
         &options,

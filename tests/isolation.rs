@@ -809,7 +809,7 @@ fn verbose_run_lists_the_mounts_it_makes() {
     let out = sandbox_sh(
         dir.path(),
         &[
-            "-v",
+            "--verbose",
             "--bind",
             &format!("{}:{rw}", src.str()),
             "--ro-bind",
@@ -833,40 +833,25 @@ fn verbose_run_lists_the_mounts_it_makes() {
             .unwrap_or_else(|| panic!("-v lists no mount with {needle}\n{out}"))
             .clone()
     };
-    let bind_rw = find(&format!("destination: {rw:?}"));
-    assert!(bind_rw.starts_with("Bind {"), "{bind_rw}");
-    assert!(
-        bind_rw.contains(&format!("source: {:?}", src.str())),
-        "{bind_rw}"
-    );
-    assert!(bind_rw.contains("readonly: false"), "{bind_rw}");
-    let bind_ro = find(&format!("destination: {ro:?}"));
-    assert!(
-        bind_ro.contains(&format!("source: {:?}", src.str())),
-        "{bind_ro}"
-    );
-    assert!(bind_ro.contains("readonly: true"), "{bind_ro}");
-    let tmpfs = find(&format!("destination: {tmp:?}"));
-    assert!(tmpfs.starts_with("Tmpfs {"), "{tmpfs}");
-    let cwd = find(&format!("destination: {:?}", dir.str()));
-    assert!(
-        cwd.contains("readonly: false"),
-        "the working directory: {cwd}"
-    );
+    // One line a person reads per mount: `bind SRC -> DST (rw)`, `tmpfs DST (rw, ...)`.
+    let bind_rw = find(&format!(" -> {rw} ("));
+    assert_eq!(bind_rw, format!("bind {} -> {rw} (rw)", src.str()));
+    let bind_ro = find(&format!(" -> {ro} ("));
+    assert_eq!(bind_ro, format!("bind {} -> {ro} (ro)", src.str()));
+    let tmpfs = find(&format!("tmpfs {tmp} ("));
+    assert!(tmpfs.starts_with(&format!("tmpfs {tmp} (rw, ")), "{tmpfs}");
+    let cwd = find(&format!(" -> {} (", dir.str()));
+    assert!(cwd.ends_with("(rw)"), "the working directory: {cwd}");
     // Every destination listed is a mount point inside, with the access it was listed with.
     let inside = parse_mountinfo(&out.stdout());
     for line in &listed {
-        let destination = line
-            .split("destination: \"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .unwrap_or_else(|| panic!("no destination in {line}"));
+        let destination = match line.strip_prefix("tmpfs ") {
+            Some(rest) => rest.split(" (").next(),
+            None => line.split(" -> ").nth(1).and_then(|r| r.split(" (").next()),
+        }
+        .unwrap_or_else(|| panic!("no destination in {line}"));
         let entry = entry_for(&inside, destination, &out);
-        let access = if line.contains("readonly: true") {
-            "ro"
-        } else {
-            "rw"
-        };
+        let access = if line.contains("(ro") { "ro" } else { "rw" };
         assert!(
             has_option(&entry.options, access),
             "-v says {line}, inside: {}",

@@ -1257,7 +1257,10 @@ fn verbose_run_names_slirp4netns() {
         return;
     };
     let dir = TempDir::new();
-    let out = run(sbx_run(dir.path(), &with(&SLIRP, &["-v", "--", "true"])));
+    let out = run(sbx_run(
+        dir.path(),
+        &with(&SLIRP, &["--verbose", "--", "true"]),
+    ));
     out.assert_success();
     let lines = network_lines(&out);
     assert_eq!(lines.len(), 1, "one network line\n{out}");
@@ -1270,7 +1273,7 @@ fn verbose_run_names_slirp4netns() {
         assert!(lines[0].contains(needle), "-v names {needle:?}\n{out}");
     }
     // Control: with no network, -v says that instead, and not slirp4netns.
-    let out = run(sbx_run(dir.path(), &["-v", "--", "true"]));
+    let out = run(sbx_run(dir.path(), &["--verbose", "--", "true"]));
     out.assert_success();
     assert_eq!(
         network_lines(&out),

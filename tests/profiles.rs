@@ -80,7 +80,7 @@ fn user_profile_is_picked_by_command_name() {
         "shells",
         r#"{"commands": ["sh"], "hostname": "from-user", "env": {"set": {"PICKED": "user"}}}"#,
     );
-    let out = p.sh(&["-v"], "hostname; echo $PICKED");
+    let out = p.sh(&["--verbose"], "hostname; echo $PICKED");
     out.assert_success();
     assert_eq!(out.lines(), ["from-user", "user"], "{out}");
     let err = out.stderr();

@@ -143,6 +143,7 @@ pub(super) fn resolve_mounts(
         // An optional tmpfs hides a host path where the sandbox would see it: below an
         // earlier tmpfs (the runtime directory under /run/user) it is hidden already.
         let hidden = spec.optional
+            && matches!(m, Mount::Tmpfs { .. })
             && resolved.iter().any(|(earlier, _)| {
                 matches!(earlier, Mount::Tmpfs { .. })
                     && m.destination().starts_with(earlier.destination())

@@ -110,7 +110,7 @@ pub fn has_abi(needed: u32, dir: &Path) -> bool {
     if abi >= needed {
         return true;
     }
-    let out = run(sbx_run(dir, &["-v", "--", "true"]));
+    let out = run(sbx_run(dir, &["--verbose", "--", "true"]));
     out.assert_success();
     assert_reported(&out);
     eprintln!(

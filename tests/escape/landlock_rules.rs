@@ -64,7 +64,7 @@ fn verbose_run_reports_landlock_and_seccomp() {
         return;
     }
     let dir = TempDir::new();
-    let out = run(sbx_run(dir.path(), &["-v", "--", "true"]));
+    let out = run(sbx_run(dir.path(), &["--verbose", "--", "true"]));
     out.assert_success();
     // Fully enforced from ABI 6, partially below, not enforced without Landlock: what
     // this kernel gives, in `-v` and in `sbx check --json` alike.
@@ -74,7 +74,7 @@ fn verbose_run_reports_landlock_and_seccomp() {
 
     let out = run(sbx_run(
         dir.path(),
-        &["-v", "--landlock", "off", "--", "true"],
+        &["--verbose", "--landlock", "off", "--", "true"],
     ));
     out.assert_success();
     let line = landlock::verbose_line(&out);
@@ -97,7 +97,7 @@ fn landlock_required_runs_where_the_kernel_has_it() {
     let full = landlock::abi() >= landlock::SBX_ABI;
     for (profile, options) in PROFILES {
         let mut options = options.to_vec();
-        options.extend_from_slice(&["-v", "--landlock", "required"]);
+        options.extend_from_slice(&["--verbose", "--landlock", "required"]);
         let out = sandbox_sh(dir.path(), &options, "echo ran");
         if full {
             out.assert_success();
