@@ -73,6 +73,17 @@ if [ -r "$userns_max" ] && [ "$(cat "$userns_max")" = 0 ]; then
   exit 1
 fi
 
+# A shared root filesystem that belongs to root, as under /var/lib/machines: the test users
+# can read it but not write it (busybox, and no /home).
+shared_rootfs=/var/lib/sbx-test/rootfs
+if [ ! -x "$shared_rootfs/bin/busybox" ]; then
+  mkdir -p "$shared_rootfs"/{bin,etc,proc,dev,tmp,sys,usr/bin}
+  cp /bin/busybox "$shared_rootfs/bin/busybox"
+  for tool in sh ls cat echo id pwd true test stat; do ln -sf busybox "$shared_rootfs/bin/$tool"; done
+  echo "root:x:0:0:root:/root:/bin/sh" >"$shared_rootfs/etc/passwd"
+  chmod -R a+rX,go-w "$shared_rootfs"
+fi
+
 # Device modes an ordinary distribution has (these machines ship them 0600).
 for dev in /dev/fuse /dev/net/tun; do
   [ -e "$dev" ] && chmod 666 "$dev"

@@ -225,3 +225,39 @@ fn rootfs_dir_is_not_modified_by_a_run() {
         "the run left these in the rootfs directory on the host: {created:?}"
     );
 }
+
+/// A shared root filesystem owned by root (ci/setup-host.sh makes one under
+/// /var/lib/sbx-test, as /var/lib/machines would hold): readable, not writable by the user.
+#[test]
+fn a_root_owned_rootfs_runs_and_hiding_what_it_lacks_is_a_no_op() {
+    if !require_sandbox() {
+        return;
+    }
+    let shared = Path::new("/var/lib/sbx-test/rootfs");
+    if !shared.join("bin/busybox").exists() {
+        skip("no root-owned rootfs at /var/lib/sbx-test/rootfs (ci/setup-host.sh makes it)");
+        return;
+    }
+    assert!(
+        fs::metadata(shared).unwrap().permissions().readonly()
+            || nix::unistd::access(shared, nix::unistd::AccessFlags::W_OK).is_err(),
+        "the test needs a rootfs the user cannot write"
+    );
+    // From a project under /tmp (the sandbox's own tmpfs takes its mount point); the
+    // default profile's hidden home is not in that root, and hiding it is a no-op.
+    let dir = TempDir::new();
+    let out = sandbox_sh(
+        dir.path(),
+        &["--rootfs", shared.to_str().unwrap()],
+        "pwd; ls /bin/busybox; test -e ~ && echo home-exists || echo no-home",
+    );
+    out.assert_success();
+    assert_eq!(out.lines(), [dir.str(), "/bin/busybox", "no-home"], "{out}");
+    // A mount point that must be made and cannot be is a clear error that names it.
+    let out = sandbox_sh(
+        dir.path(),
+        &["--rootfs", shared.to_str().unwrap(), "--tmpfs", "/scratch"],
+        "true",
+    );
+    out.assert_sbx_error(&["cannot create mount point /scratch"]);
+}

@@ -38,7 +38,7 @@ pub use facts::{Caller, HostFacts};
 pub use overrides::Overrides;
 
 use image::ImagePlan;
-use mounts::{host_root, resolve_mounts, resolve_rootfs, writable_paths};
+use mounts::{resolve_mounts, resolve_rootfs, root_kind, writable_paths};
 
 /// Everything a Plan is built from.
 #[derive(Debug, Clone, Copy)]
@@ -142,8 +142,8 @@ pub fn build(req: &Request) -> Result<Plan> {
 /// directories, `.git` and the protected paths inside the writable binds.
 fn files(req: &Request, profile: &Profile, setup: &mut HostSetup) -> Result<Files> {
     let (args, vars) = (req.overrides, &req.caller.vars);
-    let host_root = host_root(args, profile);
-    let (mut mounts, warnings) = resolve_mounts(profile, args, vars, host_root, setup)?;
+    let root = root_kind(args, profile);
+    let (mut mounts, warnings) = resolve_mounts(profile, args, vars, &root, setup)?;
     let default_upper = req.instance.map(|paths| paths.data.join(LAYER));
     let (rootfs, image) = resolve_rootfs(req, profile, &mounts, default_upper, setup)?;
     // sbx's own directories: its profiles, and the records, state and images that `start`

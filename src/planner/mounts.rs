@@ -12,18 +12,50 @@ use crate::plan::{normalize_absolute, parse_mode, HostSetup, Mount, Rootfs, Tmpf
 use crate::profile::vars::Vars;
 use crate::profile::{ImageRootfs, MountKind, MountOption, MountSpec, Profile, RootfsSpec};
 
-/// Whether the root will be the host's `/` (decided without touching anything).
-pub(super) fn host_root(args: &Overrides, profile: &Profile) -> bool {
+/// What the root will be, as far as the profile's hiding mounts care (decided without
+/// touching anything).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum RootKind {
+    /// The host's `/`.
+    Host,
+    /// A directory, as given.
+    Dir(PathBuf),
+    /// An image under an overlay (its upper layer takes new mount points).
+    Image,
+}
+
+pub(super) fn root_kind(args: &Overrides, profile: &Profile) -> RootKind {
     let spec = match (&args.image, &args.rootfs) {
-        (Some(_), _) => return false,
+        (Some(_), _) => return RootKind::Image,
         (None, Some(dir)) => Some(RootfsSpec::Path(dir.clone())),
         (None, None) => profile.rootfs.clone(),
     };
     match spec {
-        None => true,
-        Some(RootfsSpec::Path(dir)) => dir == "host" || Path::new(&dir) == Path::new("/"),
-        Some(RootfsSpec::Image(_)) => false,
+        None => RootKind::Host,
+        Some(RootfsSpec::Path(dir)) if dir == "host" || Path::new(&dir) == Path::new("/") => {
+            RootKind::Host
+        }
+        Some(RootfsSpec::Path(dir)) => RootKind::Dir(PathBuf::from(dir)),
+        Some(RootfsSpec::Image(_)) => RootKind::Image,
     }
+}
+
+/// Whether a profile's tmpfs at `destination` hides nothing in a directory root: the path
+/// is not there and cannot be made (a shared rootfs owned by root), so there is nothing
+/// of the host's to hide and nowhere to mount.
+fn nothing_to_hide(root: &Path, destination: &Path) -> bool {
+    let inside = root.join(destination.strip_prefix("/").unwrap_or(destination));
+    if inside.symlink_metadata().is_ok() {
+        return false;
+    }
+    let mut parent = inside.parent();
+    while let Some(p) = parent {
+        if p.symlink_metadata().is_ok() {
+            return nix::unistd::access(p, nix::unistd::AccessFlags::W_OK).is_err();
+        }
+        parent = p.parent();
+    }
+    true
 }
 
 /// The root filesystem, and the image behind it if it is one. `mounts` are the run's own
@@ -114,7 +146,7 @@ pub(super) fn resolve_mounts(
     profile: &Profile,
     args: &Overrides,
     vars: &Vars,
-    host_root: bool,
+    root: &RootKind,
     setup: &mut HostSetup,
 ) -> Result<(Vec<Mount>, Vec<String>)> {
     // Each bind with the path it was given as, to check the links on that path below.
@@ -137,7 +169,7 @@ pub(super) fn resolve_mounts(
             ));
             continue;
         }
-        let Some(m) = resolve_profile_mount(spec, &what, host_root, setup)? else {
+        let Some(m) = resolve_profile_mount(spec, &what, root, setup)? else {
             continue;
         };
         // An optional tmpfs hides a host path where the sandbox would see it: below an
@@ -277,7 +309,7 @@ fn check_links(
 fn resolve_profile_mount(
     spec: &MountSpec,
     what: &str,
-    host_root: bool,
+    root: &RootKind,
     setup: &mut HostSetup,
 ) -> Result<Option<Mount>> {
     let destination = &spec.destination;
@@ -324,8 +356,14 @@ fn resolve_profile_mount(
                 bail!("{what}: a tmpfs has no `source`, so `create` does not apply");
             }
             // Optional: hides something of the host's only where the host has it.
-            if spec.optional && !(host_root && Path::new(&destination).exists()) {
+            if spec.optional && !(*root == RootKind::Host && Path::new(&destination).exists()) {
                 return Ok(None);
+            }
+            // In a directory root, hiding a path it does not have is a no-op.
+            if let RootKind::Dir(dir) = root {
+                if nothing_to_hide(dir, Path::new(destination)) {
+                    return Ok(None);
+                }
             }
             let size = spec
                 .size
