@@ -285,6 +285,52 @@ fn image_config_is_the_default_beneath_the_profile() {
     assert_eq!(out.lines(), ["/srv"], "{out}");
 }
 
+/// As in podman, the image's own environment wins over what the profile passes from the
+/// host (the default profile passes PATH); asking for a variable by name (`-e PATH`) takes
+/// the host's value.
+#[test]
+fn the_images_environment_wins_over_the_hosts_pass_through() {
+    let Some(im) = images() else { return };
+    with_image(&im, "configured");
+    let host_path = "/host/only/bin:/usr/bin:/bin";
+    let mut cmd = im.sbx(&[
+        "run",
+        "--image",
+        "configured",
+        "--uid",
+        "0",
+        "--",
+        "sh",
+        "-c",
+        "echo $PATH",
+    ]);
+    cmd.env("PATH", host_path);
+    let out = run(cmd);
+    out.assert_success();
+    assert_eq!(out.lines(), ["/bin"], "the image's PATH\n{out}");
+    let mut cmd = im.sbx(&[
+        "run",
+        "--image",
+        "configured",
+        "--uid",
+        "0",
+        "-e",
+        "PATH",
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo $PATH",
+    ]);
+    cmd.env("PATH", host_path);
+    let out = run(cmd);
+    out.assert_success();
+    assert_eq!(
+        out.lines(),
+        [host_path],
+        "-e PATH asks for the host's\n{out}"
+    );
+}
+
 #[test]
 fn hostile_archives_are_rejected_and_write_nothing_outside() {
     let Some(im) = images() else { return };

@@ -8,31 +8,37 @@ use crate::plan::DEFAULT_PATH;
 use crate::profile::vars::Vars;
 use crate::profile::Profile;
 
+/// `image`: the image's config `Env` when the root is an image (None otherwise). As in
+/// podman, the image's own settings win over what the profile passes from the host (a
+/// host `PATH` names the host's directories); only `-e NAME` asks for the host's value
+/// by name, and `env.set` and `-e NAME=VALUE` set it outright.
 pub(super) fn resolve(
     profile: &Profile,
-    image: &[String],
+    image: Option<&[String]>,
     cli: &[String],
     vars: &Vars,
 ) -> Result<BTreeMap<String, String>> {
     // The image's own environment first, beneath everything the profile and CLI say.
     let mut env: BTreeMap<String, String> = image
+        .unwrap_or_default()
         .iter()
         .filter_map(|item| item.split_once('='))
         .filter(|(key, _)| validate_env_key(key, "image env").is_ok())
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    let mut pass = |key: &str, what: &str| -> Result<()> {
-        validate_env_key(key, what)?;
-        if let Some(value) = vars.env.get(key).cloned() {
-            env.insert(key.to_string(), value);
-        }
-        Ok(())
-    };
+    let from_image: Vec<String> = env.keys().cloned().collect();
     for key in &profile.env.pass {
-        pass(key, "env.pass")?;
+        validate_env_key(key, "env.pass")?;
+        let image_decides = image.is_some() && (key == "PATH" || from_image.contains(key));
+        if let (false, Some(value)) = (image_decides, vars.env.get(key)) {
+            env.insert(key.clone(), value.clone());
+        }
     }
     for item in cli.iter().filter(|i| !i.contains('=')) {
-        pass(item, "-e")?;
+        validate_env_key(item, "-e")?;
+        if let Some(value) = vars.env.get(item) {
+            env.insert(item.clone(), value.clone());
+        }
     }
     for (key, value) in &profile.env.set {
         validate_env_key(key, "env.set")?;

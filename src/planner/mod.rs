@@ -77,7 +77,8 @@ pub fn build(req: &Request) -> Result<Plan> {
         .as_ref()
         .map(|i| i.image.config.clone())
         .unwrap_or_default();
-    let env = env::resolve(profile, &image_config.env, &args.env, vars)?;
+    let image_env = files.image.as_ref().map(|_| image_config.env.as_slice());
+    let env = env::resolve(profile, image_env, &args.env, vars)?;
     let (env, search_path) = env::with_path(env, files.image.is_some());
     let workdir = match (&args.workdir, &profile.workdir) {
         (Some(cli), _) => PathBuf::from(cli),
