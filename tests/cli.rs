@@ -233,3 +233,38 @@ fn verbose_speaks_to_people() {
         "no debug structs\n{out}"
     );
 }
+
+#[test]
+fn a_corrupt_record_is_listed_as_broken_and_removable() {
+    if !require_sandbox() {
+        return;
+    }
+    let dir = TempDir::new();
+    let data = TempDir::new();
+    let runtime = TempDir::new();
+    let with_dirs = |args: &[&str]| {
+        let mut cmd = sbx();
+        cmd.args(args)
+            .current_dir(dir.path())
+            .env("XDG_DATA_HOME", data.path())
+            .env("XDG_RUNTIME_DIR", runtime.path());
+        run(cmd)
+    };
+    with_dirs(&["run", "--name", "cut", "--", "true"]).assert_success();
+    // A disk that filled up mid-write: the record is cut short.
+    let record = data.join("sbx/sandboxes/cut/record.json");
+    std::fs::write(&record, "{\"vers").unwrap();
+    let ps = with_dirs(&["ps", "-a"]);
+    ps.assert_success();
+    assert!(
+        ps.stdout()
+            .lines()
+            .any(|l| l.starts_with("cut ") && l.contains("broken")),
+        "{ps}"
+    );
+    assert!(ps.stderr().contains("sbx rm -f cut"), "{ps}");
+    with_dirs(&["rm", "-f", "cut"]).assert_success();
+    assert!(!data.join("sbx/sandboxes/cut").exists());
+    let ps = with_dirs(&["ps", "-a"]);
+    assert!(!ps.stdout().contains("cut"), "{ps}");
+}

@@ -35,18 +35,25 @@ pub fn create(name: &str, req: &Request, plan: Plan, detach: bool) -> Result<i32
     let lock = dirs.lock()?;
     let paths = dirs.paths(name);
     if paths.data.join(RECORD).exists() {
-        let now = describe_state(&load_state(&paths));
-        bail!(
-            "a sandbox named {name} already exists ({now}); remove it with `sbx rm {name}` or \
-             start it again with `sbx start {name}`"
-        );
+        let state = load_state(&paths);
+        let now = describe_state(&state);
+        let running = state.as_ref().map(State::liveness) == Some(Liveness::Running);
+        let what_to_do = if running {
+            format!("run in it with `sbx exec {name} -- CMD`, or stop and remove it with `sbx rm -f {name}`")
+        } else {
+            format!("remove it with `sbx rm {name}` or start it again with `sbx start {name}`")
+        };
+        bail!("a sandbox named {name} already exists ({now}); {what_to_do}");
     }
-    make_private_dir(&dirs.runtime)?;
+    // The record first, the runtime directory after it: a start killed in between leaves a
+    // record (`sbx ps -a` shows it, `sbx rm` removes it), never a runtime directory that
+    // nothing names.
     make_private_dir(&paths.data)?;
-    make_private_dir(&paths.runtime)?;
     let record = Record::new(name, (req.overrides, detach), req.loaded, req.caller);
-    let prepared =
-        write_json(&paths.data.join(RECORD), &record).and_then(|()| prepare::prepare(req, plan));
+    let prepared = write_json(&paths.data.join(RECORD), &record)
+        .and_then(|()| make_private_dir(&dirs.runtime))
+        .and_then(|()| make_private_dir(&paths.runtime))
+        .and_then(|()| prepare::prepare(req, plan));
     let (plan, prepared) = match prepared {
         Ok(ready) => ready,
         Err(e) => {

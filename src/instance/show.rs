@@ -18,8 +18,17 @@ pub fn ps(args: &PsArgs) -> Result<i32> {
     let mut rows = Vec::new();
     for name in dirs.names()? {
         let paths = dirs.paths(&name);
-        let Ok(record) = read_json::<Record>(&paths.data.join(RECORD)) else {
-            continue;
+        let record = match read_json::<Record>(&paths.data.join(RECORD)) {
+            Ok(record) => record,
+            Err(e) => {
+                // A record cut short (a full disk, a crash) still shows, so that it can be
+                // found and removed; only -a lists it, since it cannot be running.
+                if args.all {
+                    eprintln!("sbx: warning: sandbox {name}: {e:#}; `sbx rm -f {name}` removes it");
+                    rows.push(broken(&name));
+                }
+                continue;
+            }
         };
         let state = load_state(&paths);
         let live = state.as_ref().map(State::liveness);
@@ -53,6 +62,20 @@ pub fn ps(args: &PsArgs) -> Result<i32> {
     }
     print!("{}", align(&out));
     Ok(0)
+}
+
+/// A sandbox whose record cannot be read.
+fn broken(name: &str) -> serde_json::Value {
+    json!({
+        "name": name,
+        "state": "broken",
+        "pid": null,
+        "profile": null,
+        "command": null,
+        "created": null,
+        "started": null,
+        "exit_code": null,
+    })
 }
 
 fn summary(record: &Record, state: Option<&State>) -> serde_json::Value {
