@@ -10,6 +10,7 @@ pub mod envfile;
 pub mod error;
 pub mod exit;
 pub mod habits;
+pub mod helpers;
 pub mod image;
 pub mod init;
 pub mod instance;

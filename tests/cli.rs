@@ -268,3 +268,44 @@ fn a_corrupt_record_is_listed_as_broken_and_removable() {
     let ps = with_dirs(&["ps", "-a"]);
     assert!(!ps.stdout().contains("cut"), "{ps}");
 }
+
+/// `sbx check` and `sbx run` find helpers the same way (`SBX_SLIRP4NETNS` replaces the
+/// search for both): check never calls one missing that run would use, or the reverse.
+#[test]
+fn check_and_run_find_helpers_the_same_way() {
+    if !require_sandbox() || !require("slirp4netns") || !require("dev_net_tun") {
+        return;
+    }
+    let dir = TempDir::new();
+    let real = [
+        "/usr/bin/slirp4netns",
+        "/usr/local/bin/slirp4netns",
+        "/bin/slirp4netns",
+    ]
+    .into_iter()
+    .map(std::path::Path::new)
+    .find(|p| p.is_file())
+    .expect("check found slirp4netns");
+    // A copy somewhere else entirely: both must use it.
+    let copy = dir.join("my-slirp4netns");
+    std::fs::copy(real, &copy).unwrap();
+    for (helper, found) in [
+        (copy.to_str().unwrap(), true),
+        ("/nonexistent/slirp4netns", false),
+    ] {
+        let mut check = sbx();
+        check
+            .args(["check", "--json"])
+            .env("SBX_SLIRP4NETNS", helper);
+        let out = run(check);
+        let report: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
+        assert_eq!(
+            report["slirp4netns"]["ok"], found,
+            "check with {helper}\n{out}"
+        );
+        let mut cmd = sbx_run(dir.path(), &["--net", "slirp4netns", "--", "true"]);
+        cmd.env("SBX_SLIRP4NETNS", helper);
+        let out = run(cmd);
+        assert_eq!(out.code == 0, found, "run with {helper}\n{out}");
+    }
+}

@@ -77,18 +77,7 @@ pub fn parse_publish(value: &str) -> Result<Publish> {
 
 /// `SBX_SLIRP4NETNS` replaces the search (the tests use it to simulate a missing helper).
 fn find_slirp4netns() -> Result<PathBuf> {
-    let candidates: Vec<PathBuf> = match std::env::var_os("SBX_SLIRP4NETNS") {
-        Some(path) => vec![PathBuf::from(path)],
-        None => [
-            "/usr/bin/slirp4netns",
-            "/usr/local/bin/slirp4netns",
-            "/bin/slirp4netns",
-        ]
-        .iter()
-        .map(PathBuf::from)
-        .collect(),
-    };
-    candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
+    crate::helpers::find("slirp4netns").ok_or_else(|| {
         HostFeature::new(
             "slirp4netns",
             "--net slirp4netns needs slirp4netns, which is not installed; install it \

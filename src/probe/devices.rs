@@ -4,31 +4,32 @@
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
 
 use super::Check;
 
-fn first_file(candidates: &[&str]) -> Option<PathBuf> {
-    candidates.iter().map(PathBuf::from).find(|p| p.is_file())
-}
-
 pub(super) fn fuse_overlayfs() -> Check {
-    match first_file(&["/usr/bin/fuse-overlayfs", "/bin/fuse-overlayfs"]) {
+    match crate::helpers::find("fuse-overlayfs") {
         Some(path) => Check::pass("fuse_overlayfs", path.display().to_string()),
         None => Check::fail(
             "fuse_overlayfs",
-            "not found in /usr/bin or /bin; it is the fallback when kernel overlayfs does not \
-             work in a user namespace",
+            format!(
+                "not found in {}; it is the fallback when kernel overlayfs does not work in a \
+                 user namespace",
+                crate::helpers::searched()
+            ),
             "`sudo apt-get install fuse-overlayfs` (Debian/Ubuntu) or `sudo dnf install fuse-overlayfs`",
         ),
     }
 }
 
 pub(super) fn slirp4netns() -> Check {
-    let Some(path) = first_file(&["/usr/bin/slirp4netns", "/bin/slirp4netns"]) else {
+    let Some(path) = crate::helpers::find("slirp4netns") else {
         return Check::fail(
             "slirp4netns",
-            "not found in /usr/bin or /bin; needed for network access from a sandbox",
+            format!(
+                "not found in {}; needed for network access from a sandbox",
+                crate::helpers::searched()
+            ),
             "`sudo apt-get install slirp4netns` (Debian/Ubuntu) or `sudo dnf install slirp4netns`",
         );
     };

@@ -12,8 +12,10 @@ pub(super) fn id_helper(name: &'static str) -> Check {
     let install =
         "`sudo apt-get install uidmap` (Debian/Ubuntu) or `sudo dnf install shadow-utils`";
     let Some(path) = find_helper(name) else {
-        let detail = "not found in /usr/bin, /usr/sbin, /bin or /sbin; sbx falls back to a \
-                      single-id map";
+        let detail = format!(
+            "not found in {}; sbx falls back to a single-id map",
+            crate::helpers::searched()
+        );
         return Check::fail(name, detail, install);
     };
     let shown = path.display();

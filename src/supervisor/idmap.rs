@@ -15,7 +15,6 @@ pub use crate::plan::ids::{IdMode, IdPlan, IdRange};
 
 pub const SUBUID: &str = "/etc/subuid";
 pub const SUBGID: &str = "/etc/subgid";
-const HELPER_DIRS: &[&str] = &["/usr/bin", "/usr/sbin", "/bin", "/sbin"];
 
 /// A subordinate range from /etc/subuid or /etc/subgid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,12 +66,9 @@ pub fn choose_mode(
     }
 }
 
-/// Absolute path of a setuid id-map helper, or None.
+/// Absolute path of a setuid id-map helper, or None (see `helpers`).
 pub fn find_helper(name: &str) -> Option<PathBuf> {
-    HELPER_DIRS
-        .iter()
-        .map(|dir| Path::new(dir).join(name))
-        .find(|p| p.is_file())
+    crate::helpers::find(name)
 }
 
 /// The ranges in a subuid/subgid file that belong to `user` (by name or numeric uid).
