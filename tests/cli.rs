@@ -309,3 +309,53 @@ fn check_and_run_find_helpers_the_same_way() {
         assert_eq!(out.code == 0, found, "run with {helper}\n{out}");
     }
 }
+
+/// A start killed at any moment leaves either a sandbox that `sbx ps -a` lists (its record
+/// was written) or nothing: never a runtime directory that no record names.
+#[test]
+fn a_killed_start_leaves_nothing_unnamed() {
+    if !require_sandbox() {
+        return;
+    }
+    let dir = TempDir::new();
+    let data = TempDir::new();
+    let runtime = TempDir::new();
+    for i in 0..24u64 {
+        let mut cmd = sbx();
+        cmd.args(["run", "--name", &format!("k{i}"), "--", "sleep", "1000"])
+            .current_dir(dir.path())
+            .env("XDG_DATA_HOME", data.path())
+            .env("XDG_RUNTIME_DIR", runtime.path());
+        let running = spawn(&mut cmd, None);
+        std::thread::sleep(std::time::Duration::from_micros(250 * i));
+        running.signal(nix::sys::signal::Signal::SIGKILL);
+        let _ = running.finish(TIMEOUT);
+    }
+    let names = |d: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(d)
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let recorded = names(&data.join("sbx/sandboxes"));
+    for name in names(&runtime.join("sbx")) {
+        if name.starts_with('k') {
+            assert!(
+                recorded.contains(&name),
+                "runtime dir {name} without a record"
+            );
+        }
+    }
+    // Clean up what did start: kill -9 of sbx leaves the sandbox's processes to die with
+    // its init; the records go with rm -f.
+    for name in recorded {
+        let mut rm = sbx();
+        rm.args(["rm", "-f", &name])
+            .env("XDG_DATA_HOME", data.path())
+            .env("XDG_RUNTIME_DIR", runtime.path());
+        run(rm);
+    }
+}
