@@ -320,7 +320,7 @@ fn a_killed_start_leaves_nothing_unnamed() {
     let dir = TempDir::new();
     let data = TempDir::new();
     let runtime = TempDir::new();
-    for i in 0..24u64 {
+    for i in 0..48u64 {
         let mut cmd = sbx();
         cmd.args(["run", "--name", &format!("k{i}"), "--", "sleep", "1000"])
             .current_dir(dir.path())
