@@ -471,3 +471,49 @@ fn schema_is_published() {
     );
     assert!(v["properties"]["mounts"].is_object());
 }
+
+/// One broken file in ~/.config/sbx/profiles breaks only the runs that use it: the others
+/// warn once, naming it; `profile ls` lists it as broken; `run` and `check` name an
+/// extends chain the same way.
+#[test]
+fn a_broken_user_profile_breaks_only_what_uses_it() {
+    if !require_sandbox() {
+        return;
+    }
+    let p = Profiles::new();
+    let dir = p.user_dir();
+    fs::create_dir_all(&dir).unwrap();
+    let broken = dir.join("mine.json");
+    fs::write(
+        &broken,
+        "{\n \"extends\": \"default\",\n \"mounts\": [{\"type\": \"bind\", \"sorce\": \"/x\", \"destination\": \"/y\"}]\n}\n",
+    )
+    .unwrap();
+    fs::write(dir.join("child.json"), r#"{"extends": "mine"}"#).unwrap();
+    // A run that does not use it runs, and says once which file it left out.
+    let out = p.sh(&[], "echo ran");
+    out.assert_success();
+    assert_eq!(out.lines(), ["ran"], "{out}");
+    let stderr = out.stderr();
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("mine.json")).collect();
+    assert_eq!(warnings.len(), 1, "{out}");
+    assert!(warnings[0].contains("sbx profile check"), "{out}");
+    // `profile ls` lists it, as broken.
+    let ls = run(p.sbx(&["profile", "ls"]));
+    ls.assert_success();
+    let row = ls
+        .stdout()
+        .lines()
+        .find(|l| l.starts_with("mine "))
+        .map(str::to_string);
+    assert!(
+        row.is_some_and(|r| r.contains("BROKEN") && r.contains("sorce")),
+        "{ls}"
+    );
+    // A run that uses it, directly or through extends, fails naming the file and the chain,
+    // as `profile check` does.
+    let out = p.sh(&["-p", "child"], "true");
+    out.assert_sbx_error(&["mine.json", "sorce", "child -> mine"]);
+    let check = run(p.sbx(&["profile", "check", dir.join("child.json").to_str().unwrap()]));
+    check.assert_sbx_error(&["mine.json", "sorce", "child -> mine"]);
+}

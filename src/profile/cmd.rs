@@ -24,20 +24,43 @@ pub fn run(cmd: ProfileCommand) -> Result<i32> {
 }
 
 fn ls() -> Result<i32> {
-    let all = load::all()?;
-    let width = all.iter().map(|l| l.name.len()).max().unwrap_or(4).max(4);
+    let listing = load::all()?;
+    let mut rows: Vec<[String; 4]> = listing
+        .loaded
+        .iter()
+        .map(|l| {
+            [
+                l.name.clone(),
+                l.origin.to_string(),
+                l.profile.commands.join(","),
+                l.profile.description.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    for (path, error) in &listing.broken {
+        let name = path.file_stem().unwrap_or_default().to_string_lossy();
+        rows.push([
+            name.into_owned(),
+            path.display().to_string(),
+            "-".into(),
+            format!("BROKEN: {error}"),
+        ]);
+    }
+    // Columns as wide as their longest entry, so long names keep them aligned.
+    let width = |i: usize, head: &str| {
+        rows.iter()
+            .map(|r| r[i].len())
+            .max()
+            .unwrap_or(0)
+            .max(head.len())
+    };
+    let (w0, w1, w2) = (width(0, "NAME"), width(1, "FROM"), width(2, "COMMANDS"));
     println!(
-        "{:width$}  {:40}  {:24}  DESCRIPTION",
+        "{:w0$}  {:w1$}  {:w2$}  DESCRIPTION",
         "NAME", "FROM", "COMMANDS"
     );
-    for l in &all {
-        println!(
-            "{:width$}  {:40}  {:24}  {}",
-            l.name,
-            l.origin.to_string(),
-            l.profile.commands.join(","),
-            l.profile.description.as_deref().unwrap_or("")
-        );
+    for r in &rows {
+        println!("{:w0$}  {:w1$}  {:w2$}  {}", r[0], r[1], r[2], r[3]);
     }
     Ok(0)
 }
@@ -156,7 +179,12 @@ fn resolves(text: &str, file: &Path) -> Result<()> {
         profile.rootfs = None;
     }
     let loaded = layer::resolve_loaded(Loaded {
-        name: profile.name.clone().unwrap_or_else(|| "checked".into()),
+        // Named as `sbx run -p` would name it, so an extends chain reads the same.
+        name: profile.name.clone().unwrap_or_else(|| {
+            file.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        }),
         profile,
         origin: load::Origin::File(file.to_path_buf()),
     })?;

@@ -135,10 +135,17 @@ fn all_named(name: &str) -> Result<Vec<Loaded>> {
     Ok(found)
 }
 
-/// Every profile reachable by name, each as found (before `extends`), most specific
-/// place first; a broken file is an error naming it.
-pub fn all() -> Result<Vec<Loaded>> {
+/// Every profile reachable by name, each as found (before `extends`), most specific place
+/// first, and the files that could not be read, each with its error: one broken file
+/// breaks only the runs that use it, not the choice among the others.
+pub struct Listing {
+    pub loaded: Vec<Loaded>,
+    pub broken: Vec<(PathBuf, String)>,
+}
+
+pub fn all() -> Result<Listing> {
     let mut found = Vec::new();
+    let mut broken = Vec::new();
     for (dir, origin) in search_dirs() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
@@ -150,11 +157,14 @@ pub fn all() -> Result<Vec<Loaded>> {
             .collect();
         paths.sort();
         for path in paths {
-            found.push(Loaded {
-                name: file_stem(&path),
-                profile: read_file(&path)?,
-                origin: origin(path),
-            });
+            match read_file(&path) {
+                Ok(profile) => found.push(Loaded {
+                    name: file_stem(&path),
+                    profile,
+                    origin: origin(path),
+                }),
+                Err(e) => broken.push((path, format!("{e:#}"))),
+            }
         }
     }
     for (name, text) in BUILTINS {
@@ -164,7 +174,10 @@ pub fn all() -> Result<Vec<Loaded>> {
             origin: Origin::Builtin,
         });
     }
-    Ok(found)
+    Ok(Listing {
+        loaded: found,
+        broken,
+    })
 }
 
 fn validate_name(name: &str) -> Result<()> {

@@ -22,7 +22,16 @@ pub fn choose(explicit: Option<&str>, command: &str) -> Result<Choice> {
             why: "named with --profile".to_string(),
         });
     }
-    let candidates = load::all()?;
+    let listing = load::all()?;
+    for (path, error) in &listing.broken {
+        eprintln!(
+            "sbx: warning: left out the broken profile {}: {error}; `sbx profile check {}` \
+             shows every problem",
+            path.display(),
+            path.display()
+        );
+    }
+    let candidates = listing.loaded;
     let base = base_name(command);
     match pick(&candidates, &base)? {
         Some(found) => Ok(Choice {
