@@ -1281,3 +1281,29 @@ fn verbose_run_names_slirp4netns() {
         "--net none\n{out}"
     );
 }
+
+/// In a network namespace of its own, the command may bind low ports as an ordinary user,
+/// as in podman (`--publish 8080:80 -- python3 -m http.server 80`). UDP: Landlock keeps TCP
+/// closed under `--net none`; the kernel's port check is the same for both.
+#[test]
+fn low_ports_are_the_sandboxs_own() {
+    if !require_sandbox() {
+        return;
+    }
+    let dir = TempDir::new();
+    let out = sandbox_sh(
+        dir.path(),
+        &[],
+        "cat /proc/sys/net/ipv4/ip_unprivileged_port_start; \
+         /usr/bin/python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((\"127.0.0.1\", 80)); print(\"bound\")'",
+    );
+    out.assert_success();
+    assert_eq!(out.lines(), ["0", "bound"], "{out}");
+    // Control: the host's own setting keeps low ports privileged.
+    let host = fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
+    assert_ne!(
+        host.trim(),
+        "0",
+        "the host lets anyone bind low ports; the test shows nothing"
+    );
+}

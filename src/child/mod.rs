@@ -57,6 +57,7 @@ fn setup(
     // Now in its cgroup leaf (when it has one), which the namespace makes its `/`.
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
         .context("unshare the cgroup namespace")?;
+    net::before_root(plan)?;
     rootfs::build(plan, sources)?;
     if let Some(name) = &plan.hostname {
         set_hostname(name)?;
