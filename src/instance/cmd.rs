@@ -78,7 +78,7 @@ fn launch_recorded(
         match launch::detached(plan, prepared, paths, lock) {
             Ok(()) => {
                 println!("{}", paths.name);
-                Ok(0)
+                Ok(died_at_once(paths).unwrap_or(0))
             }
             Err(e) => {
                 if first {
@@ -392,5 +392,28 @@ mod tests {
         assert_eq!(parse_signal("SIGHUP").unwrap(), Signal::SIGHUP);
         assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
         assert!(parse_signal("NOPE").is_err());
+    }
+}
+
+/// A detached command that failed within its first moments (a server that could not bind
+/// its port): its status, said on stderr, so that `sbx run -d` does not look like success.
+/// A command still running, or one that ended with 0, is None.
+fn died_at_once(paths: &Paths) -> Option<i32> {
+    let deadline = Instant::now() + Duration::from_millis(300);
+    loop {
+        let state = load_state(paths)?;
+        if state.liveness() != Liveness::Running {
+            let code = state.exit_code.filter(|c| *c != 0)?;
+            eprintln!(
+                "sbx: {}: the command ended at once with status {code}; `sbx logs {}` shows \
+                 its output",
+                paths.name, paths.name
+            );
+            return Some(code);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
