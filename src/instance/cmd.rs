@@ -382,19 +382,6 @@ fn remove_dirs(paths: &Paths) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signals_by_name_and_number() {
-        assert_eq!(parse_signal("term").unwrap(), Signal::SIGTERM);
-        assert_eq!(parse_signal("SIGHUP").unwrap(), Signal::SIGHUP);
-        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
-        assert!(parse_signal("NOPE").is_err());
-    }
-}
-
 /// A detached command that failed within its first moments (a server that could not bind
 /// its port): its status, said on stderr, so that `sbx run -d` does not look like success.
 /// A command still running, or one that ended with 0, is None.
@@ -415,5 +402,18 @@ fn died_at_once(paths: &Paths) -> Option<i32> {
             return None;
         }
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_by_name_and_number() {
+        assert_eq!(parse_signal("term").unwrap(), Signal::SIGTERM);
+        assert_eq!(parse_signal("SIGHUP").unwrap(), Signal::SIGHUP);
+        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
+        assert!(parse_signal("NOPE").is_err());
     }
 }
