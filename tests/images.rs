@@ -566,6 +566,13 @@ fn the_centos_profile_says_how_to_get_its_image() {
         "`sbx pull quay.io/centos/centos:stream9`",
         "`sbx image import centos:stream9 ROOTFS.tar`",
     ]);
+    // Any missing image: both ways to get it.
+    let out = im.sh(&["--image", "nosuch:1"], "true");
+    out.assert_sbx_error(&[
+        "image nosuch:1 is not in the image store",
+        "`sbx pull nosuch:1`",
+        "`sbx image import nosuch:1 ROOTFS.tar`",
+    ]);
 }
 
 #[test]

@@ -39,10 +39,9 @@ pub struct ImagePlan {
 pub fn plan(spec: &ImageRootfs, store: &Path, setup: &mut HostSetup) -> Result<ImagePlan> {
     let Some(image) = resolve(store, &spec.image, spec.pull.as_deref())? else {
         let full = ImageName::parse(&spec.image)?.full();
-        let pull = match &spec.pull {
-            Some(reference) => format!("`sbx pull {reference}`, or "),
-            None => String::new(),
-        };
+        // From a registry (as it was named), or from an archive or directory.
+        let reference = spec.pull.clone().unwrap_or_else(|| spec.image.clone());
+        let pull = format!("`sbx pull {reference}`, or ");
         bail!(
             "image {full} is not in the image store ({}); get it with {pull}`sbx image import {full} ROOTFS.tar` (a rootfs tarball, docker-archive or OCI layout)",
             store.display()
