@@ -358,3 +358,20 @@ fn a_killed_start_leaves_nothing_unnamed() {
         run(rm);
     }
 }
+
+/// A pull that cannot connect says what failed and gives the hint that fits: nothing
+/// listening is not a matter of --plain-http.
+#[test]
+fn pull_errors_name_the_failure() {
+    let dir = TempDir::new();
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let mut cmd = sbx();
+    cmd.args(["pull", &format!("127.0.0.1:{port}/team/tool:1")])
+        .env("XDG_DATA_HOME", dir.path());
+    let out = run(cmd);
+    out.assert_sbx_error(&["connection refused", "nothing listens there"]);
+    assert!(!out.stderr().contains("--plain-http"), "{out}");
+}

@@ -125,15 +125,44 @@ fn unreachable(request: &Request, err: anyhow::Error) -> anyhow::Error {
     let registry = request.reference.resolve_registry();
     let scheme = request.scheme();
     let text = format!("{err:#}");
-    let hint = if text.contains("certificate") {
-        "; its certificate is not trusted here: add the CA that signed it to the system's \
-         trust store (or point SSL_CERT_FILE at it)"
-    } else if scheme == "https" {
-        "; if it serves plain HTTP on a network you trust, pass --plain-http"
+    let (what, hint) = failure(&text, &scheme);
+    anyhow!("cannot reach registry {registry} over {scheme}: {what}: {text}{hint}")
+}
+
+/// What went wrong, named, and the hint that fits it (not one hint for every failure).
+fn failure(text: &str, scheme: &str) -> (&'static str, &'static str) {
+    let lower = text.to_lowercase();
+    if lower.contains("dns error") || lower.contains("failed to lookup address") {
+        (
+            "the name does not resolve (DNS)",
+            "; check the registry's name, and that this machine can resolve names (/etc/resolv.conf)",
+        )
+    } else if lower.contains("connection refused") {
+        (
+            "connection refused",
+            "; nothing listens there: check the port, and that the registry runs",
+        )
+    } else if lower.contains("certificate") {
+        (
+            "TLS: the certificate is not trusted",
+            "; add the CA that signed it to the system's trust store (or point SSL_CERT_FILE \
+             at it)",
+        )
+    } else if scheme == "https"
+        && (lower.contains("tls") || lower.contains("handshake") || lower.contains("wrong version"))
+    {
+        (
+            "TLS failed",
+            "; if it serves plain HTTP on a network you trust, pass --plain-http",
+        )
+    } else if lower.contains("timed out") || lower.contains("deadline") {
+        (
+            "no answer in time",
+            "; check the network between here and the registry",
+        )
     } else {
-        ""
-    };
-    anyhow!("cannot reach registry {registry} over {scheme}: {text}{hint}")
+        ("the connection failed", "")
+    }
 }
 
 #[cfg(test)]
@@ -156,6 +185,33 @@ mod tests {
             },
             url: "http://r/v2/x".to_string(),
         }
+    }
+
+    #[test]
+    fn each_failure_gets_its_own_hint() {
+        let dns = failure(
+            "client error (Connect): dns error: failed to lookup address",
+            "https",
+        );
+        assert!(
+            dns.0.contains("DNS") && !dns.1.contains("--plain-http"),
+            "{dns:?}"
+        );
+        let refused = failure(
+            "tcp connect error: Connection refused (os error 111)",
+            "http",
+        );
+        assert_eq!(refused.0, "connection refused");
+        let tls = failure("invalid peer certificate: UnknownIssuer", "https");
+        assert!(
+            tls.0.starts_with("TLS") && tls.1.contains("SSL_CERT_FILE"),
+            "{tls:?}"
+        );
+        let plain = failure(
+            "received corrupt message of type InvalidContentType (tls)",
+            "https",
+        );
+        assert!(plain.1.contains("--plain-http"), "{plain:?}");
     }
 
     #[test]
