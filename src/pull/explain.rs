@@ -125,7 +125,7 @@ fn unreachable(request: &Request, err: anyhow::Error) -> anyhow::Error {
     let registry = request.reference.resolve_registry();
     let scheme = request.scheme();
     let text = format!("{err:#}");
-    let (what, hint) = failure(&text, &scheme);
+    let (what, hint) = failure(&text, scheme);
     anyhow!("cannot reach registry {registry} over {scheme}: {what}: {text}{hint}")
 }
 
