@@ -938,3 +938,38 @@ fn image_rm_removes_what_exists_and_names_what_does_not() {
     assert_eq!(names, [long]);
     run(im.sbx(&["image", "rm", long])).assert_success();
 }
+
+/// Another uid on an image, run from a project under the home: the hidden home lets the
+/// sandbox's other ids pass through to the project (it lists nothing).
+#[test]
+fn another_uid_on_an_image_reaches_a_project_under_home() {
+    let Some(im) = images() else { return };
+    let rootfs = im.mk(&["rootfs", "r.tar"]);
+    im.import("plain", &rootfs).assert_success();
+    let project = TempDir::in_home();
+    // A project as checkouts usually are: readable by others.
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(project.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(project.join("input"), "from the project\n").unwrap();
+    let mut cmd = im.sbx(&[
+        "run",
+        "--image",
+        "plain",
+        "--uid",
+        "1000",
+        "--gid",
+        "1000",
+        "--",
+        "sh",
+        "-c",
+        "id -u; pwd; cat input; ls ~ >/dev/null 2>&1 || echo home-unlistable",
+    ]);
+    cmd.current_dir(project.path());
+    let out = run(cmd);
+    out.assert_success();
+    assert_eq!(
+        out.lines(),
+        ["1000", project.str(), "from the project", "home-unlistable"],
+        "{out}"
+    );
+}

@@ -143,8 +143,11 @@ pub fn apply(plan: &LandlockPlan) -> Result<Option<Enforced>> {
         } else {
             AccessFs::from_file(TARGET)
         };
-        let fd =
-            PathFd::new(path).with_context(|| format!("open {} for Landlock", path.display()))?;
+        let fd = PathFd::new(path).map_err(|e| {
+            // The crate's error repeats its source: name the path and the errno once.
+            let cause = std::error::Error::source(&e).map_or(e.to_string(), |s| s.to_string());
+            anyhow::anyhow!("open {} for Landlock: {cause}", path.display())
+        })?;
         created = created.add_rule(PathBeneath::new(fd, access))?;
     }
     let status = created.restrict_self().context("Landlock restrict_self")?;
