@@ -375,3 +375,40 @@ fn pull_errors_name_the_failure() {
     out.assert_sbx_error(&["connection refused", "nothing listens there"]);
     assert!(!out.stderr().contains("--plain-http"), "{out}");
 }
+
+#[test]
+fn completion_offers_the_sandboxes_that_exist() {
+    if !require_sandbox() {
+        return;
+    }
+    let dir = TempDir::new();
+    let data = TempDir::new();
+    let runtime = TempDir::new();
+    let with_dirs = |cmd: &mut std::process::Command| {
+        cmd.current_dir(dir.path())
+            .env("XDG_DATA_HOME", data.path())
+            .env("XDG_RUNTIME_DIR", runtime.path());
+    };
+    let mut create = sbx();
+    create.args(["run", "--name", "completeme", "--", "true"]);
+    with_dirs(&mut create);
+    run(create).assert_success();
+    // What the bash script asks sbx when completing `sbx exec <TAB>`.
+    let mut cmd = sbx();
+    cmd.env("COMPLETE", "bash")
+        .env("_CLAP_COMPLETE_INDEX", "2")
+        .args(["--", "sbx", "exec", ""]);
+    with_dirs(&mut cmd);
+    let out = run(cmd);
+    out.assert_success();
+    assert!(
+        out.stdout()
+            .split(['\n', '\u{b}'])
+            .any(|n| n == "completeme"),
+        "{out}"
+    );
+    let mut rm = sbx();
+    rm.args(["rm", "completeme"]);
+    with_dirs(&mut rm);
+    run(rm).assert_success();
+}
