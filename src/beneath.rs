@@ -183,15 +183,12 @@ fn nonce(attempt: u32) -> u64 {
 pub fn relative_below(top: Identity, path: &Path) -> Option<PathBuf> {
     let mut rest = Vec::new();
     let mut existing = path.to_path_buf();
-    let canonical = loop {
-        match existing.canonicalize() {
-            Ok(c) => break c,
-            Err(_) => {
-                rest.push(existing.file_name()?.to_os_string());
-                existing = existing.parent()?.to_path_buf();
-            }
-        }
-    };
+    // The nearest ancestor that exists (a stat each), then one realpath of it.
+    while existing.symlink_metadata().is_err() {
+        rest.push(existing.file_name()?.to_os_string());
+        existing = existing.parent()?.to_path_buf();
+    }
+    let canonical = existing.canonicalize().ok()?;
     let mut below = Vec::new();
     let mut at = canonical.as_path();
     loop {

@@ -298,9 +298,15 @@ fn check_links(
                 );
             }
         }
-        at = match next.canonicalize() {
-            Ok(c) => c,
-            Err(_) => break,
+        // `at` stays canonical: only a link needs resolving (one realpath per link, not
+        // one per component).
+        at = if is_link {
+            match next.canonicalize() {
+                Ok(c) => c,
+                Err(_) => break,
+            }
+        } else {
+            next
         };
     }
     Ok(())
