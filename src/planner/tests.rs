@@ -243,7 +243,7 @@ fn default_profile_builds() {
     assert_eq!(plan.rootfs, Rootfs::Host);
     assert_eq!(plan.workdir, PathBuf::from("/tmp"));
     assert_eq!(plan.hostname.as_deref(), Some("sbx"));
-    assert!(matches!(plan.mounts[0], Mount::Tmpfs { mode: 0o700, .. }));
+    assert!(matches!(plan.mounts[0], Mount::Tmpfs { mode: 0o711, .. }));
     assert_eq!(plan.mounts[1].destination(), Path::new("/tmp"));
 }
 
