@@ -30,6 +30,38 @@ fn into_closed_pipe(args: &[&str], data: &TempDir) -> (i32, String) {
     (code, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
+/// A working directory and sbx's own data and runtime directories, private to one test, so
+/// that its named sandboxes are its own.
+struct Private {
+    dir: TempDir,
+    data: TempDir,
+    runtime: TempDir,
+}
+
+impl Private {
+    fn new() -> Private {
+        Private {
+            dir: TempDir::new(),
+            data: TempDir::new(),
+            runtime: TempDir::new(),
+        }
+    }
+
+    /// `sbx ARGS...` with these directories.
+    fn cmd(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = sbx();
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env("XDG_DATA_HOME", self.data.path())
+            .env("XDG_RUNTIME_DIR", self.runtime.path());
+        cmd
+    }
+
+    fn sbx(&self, args: &[&str]) -> Outcome {
+        run(self.cmd(args))
+    }
+}
+
 #[test]
 fn no_subcommand_panics_writing_into_a_closed_pipe() {
     let data = TempDir::new();
@@ -175,17 +207,8 @@ fn detached_run_without_a_name_gets_one() {
     if !require_sandbox() {
         return;
     }
-    let dir = TempDir::new();
-    let data = TempDir::new();
-    let runtime = TempDir::new();
-    let with_dirs = |args: &[&str]| {
-        let mut cmd = sbx();
-        cmd.args(args)
-            .current_dir(dir.path())
-            .env("XDG_DATA_HOME", data.path())
-            .env("XDG_RUNTIME_DIR", runtime.path());
-        run(cmd)
-    };
+    let p = Private::new();
+    let with_dirs = |args: &[&str]| p.sbx(args);
     let out = with_dirs(&["run", "-d", "--", "sleep", "1000"]);
     out.assert_success();
     let name = out.stdout().trim().to_string();
@@ -239,17 +262,9 @@ fn a_corrupt_record_is_listed_as_broken_and_removable() {
     if !require_sandbox() {
         return;
     }
-    let dir = TempDir::new();
-    let data = TempDir::new();
-    let runtime = TempDir::new();
-    let with_dirs = |args: &[&str]| {
-        let mut cmd = sbx();
-        cmd.args(args)
-            .current_dir(dir.path())
-            .env("XDG_DATA_HOME", data.path())
-            .env("XDG_RUNTIME_DIR", runtime.path());
-        run(cmd)
-    };
+    let p = Private::new();
+    let data = &p.data;
+    let with_dirs = |args: &[&str]| p.sbx(args);
     with_dirs(&["run", "--name", "cut", "--", "true"]).assert_success();
     // A disk that filled up mid-write: the record is cut short.
     let record = data.join("sbx/sandboxes/cut/record.json");
@@ -317,15 +332,10 @@ fn a_killed_start_leaves_nothing_unnamed() {
     if !require_sandbox() {
         return;
     }
-    let dir = TempDir::new();
-    let data = TempDir::new();
-    let runtime = TempDir::new();
+    let p = Private::new();
+    let (data, runtime) = (&p.data, &p.runtime);
     for i in 0..48u64 {
-        let mut cmd = sbx();
-        cmd.args(["run", "--name", &format!("k{i}"), "--", "sleep", "1000"])
-            .current_dir(dir.path())
-            .env("XDG_DATA_HOME", data.path())
-            .env("XDG_RUNTIME_DIR", runtime.path());
+        let mut cmd = p.cmd(&["run", "--name", &format!("k{i}"), "--", "sleep", "1000"]);
         let running = spawn(&mut cmd, None);
         std::thread::sleep(std::time::Duration::from_micros(250 * i));
         running.signal(nix::sys::signal::Signal::SIGKILL);
@@ -351,11 +361,7 @@ fn a_killed_start_leaves_nothing_unnamed() {
     // Clean up what did start: kill -9 of sbx leaves the sandbox's processes to die with
     // its init; the records go with rm -f.
     for name in recorded {
-        let mut rm = sbx();
-        rm.args(["rm", "-f", &name])
-            .env("XDG_DATA_HOME", data.path())
-            .env("XDG_RUNTIME_DIR", runtime.path());
-        run(rm);
+        p.sbx(&["rm", "-f", &name]);
     }
 }
 
@@ -381,24 +387,12 @@ fn completion_offers_the_sandboxes_that_exist() {
     if !require_sandbox() {
         return;
     }
-    let dir = TempDir::new();
-    let data = TempDir::new();
-    let runtime = TempDir::new();
-    let with_dirs = |cmd: &mut std::process::Command| {
-        cmd.current_dir(dir.path())
-            .env("XDG_DATA_HOME", data.path())
-            .env("XDG_RUNTIME_DIR", runtime.path());
-    };
-    let mut create = sbx();
-    create.args(["run", "--name", "completeme", "--", "true"]);
-    with_dirs(&mut create);
-    run(create).assert_success();
+    let p = Private::new();
+    p.sbx(&["run", "--name", "completeme", "--", "true"])
+        .assert_success();
     // What the bash script asks sbx when completing `sbx exec <TAB>`.
-    let mut cmd = sbx();
-    cmd.env("COMPLETE", "bash")
-        .env("_CLAP_COMPLETE_INDEX", "2")
-        .args(["--", "sbx", "exec", ""]);
-    with_dirs(&mut cmd);
+    let mut cmd = p.cmd(&["--", "sbx", "exec", ""]);
+    cmd.env("COMPLETE", "bash").env("_CLAP_COMPLETE_INDEX", "2");
     let out = run(cmd);
     out.assert_success();
     assert!(
@@ -407,8 +401,5 @@ fn completion_offers_the_sandboxes_that_exist() {
             .any(|n| n == "completeme"),
         "{out}"
     );
-    let mut rm = sbx();
-    rm.args(["rm", "completeme"]);
-    with_dirs(&mut rm);
-    run(rm).assert_success();
+    p.sbx(&["rm", "completeme"]).assert_success();
 }
