@@ -160,6 +160,11 @@ fn failure(text: &str, scheme: &str) -> (&'static str, &'static str) {
             "no answer in time",
             "; check the network between here and the registry",
         )
+    } else if scheme == "https" {
+        (
+            "the connection failed",
+            "; if it serves plain HTTP on a network you trust, pass --plain-http",
+        )
     } else {
         ("the connection failed", "")
     }
