@@ -13,12 +13,18 @@ nix::ioctl_write_ptr_bad!(set_flags, libc::SIOCSIFFLAGS, libc::ifreq);
 
 /// Before the new root (whose /proc/sys is read-only): in a network namespace of the
 /// sandbox's own, every port is the command's to bind, as podman sets it, so a server
-/// started as an ordinary user can listen on port 80 there (`--publish 8080:80`).
+/// started as an ordinary user can listen on port 80 there (`--publish 8080:80`). A
+/// convenience, not a protection: where /proc/sys is read-only already (inside a
+/// container), low ports simply stay privileged.
 pub fn before_root(plan: &Plan) -> Result<()> {
     match plan.network.mode {
         NetworkMode::None | NetworkMode::Slirp4netns => {
-            std::fs::write("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0")
-                .context("let the sandbox bind low ports (net.ipv4.ip_unprivileged_port_start)")
+            match std::fs::write("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0") {
+                Err(e) if e.raw_os_error() == Some(libc::EROFS) => Ok(()),
+                other => other.context(
+                    "let the sandbox bind low ports (net.ipv4.ip_unprivileged_port_start)",
+                ),
+            }
         }
         NetworkMode::Host | NetworkMode::Sandbox => Ok(()),
     }
