@@ -6,6 +6,7 @@ mod common;
 use std::io::Read;
 use std::process::Stdio;
 
+use common::named::Named;
 use common::*;
 
 /// Runs sbx with ARGS, its stdout a pipe the reader closes after one byte: what
@@ -28,38 +29,6 @@ fn into_closed_pipe(args: &[&str], data: &TempDir) -> (i32, String) {
         128 + std::os::unix::process::ExitStatusExt::signal(&out.status).unwrap_or(0)
     });
     (code, String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
-/// A working directory and sbx's own data and runtime directories, private to one test, so
-/// that its named sandboxes are its own.
-struct Private {
-    dir: TempDir,
-    data: TempDir,
-    runtime: TempDir,
-}
-
-impl Private {
-    fn new() -> Private {
-        Private {
-            dir: TempDir::new(),
-            data: TempDir::new(),
-            runtime: TempDir::new(),
-        }
-    }
-
-    /// `sbx ARGS...` with these directories.
-    fn cmd(&self, args: &[&str]) -> std::process::Command {
-        let mut cmd = sbx();
-        cmd.args(args)
-            .current_dir(self.dir.path())
-            .env("XDG_DATA_HOME", self.data.path())
-            .env("XDG_RUNTIME_DIR", self.runtime.path());
-        cmd
-    }
-
-    fn sbx(&self, args: &[&str]) -> Outcome {
-        run(self.cmd(args))
-    }
 }
 
 #[test]
@@ -207,7 +176,7 @@ fn detached_run_without_a_name_gets_one() {
     if !require_sandbox() {
         return;
     }
-    let p = Private::new();
+    let p = Named::new();
     let with_dirs = |args: &[&str]| p.sbx(args);
     let out = with_dirs(&["run", "-d", "--", "sleep", "1000"]);
     out.assert_success();
@@ -262,7 +231,7 @@ fn a_corrupt_record_is_listed_as_broken_and_removable() {
     if !require_sandbox() {
         return;
     }
-    let p = Private::new();
+    let p = Named::new();
     let data = &p.data;
     let with_dirs = |args: &[&str]| p.sbx(args);
     with_dirs(&["run", "--name", "cut", "--", "true"]).assert_success();
@@ -332,7 +301,7 @@ fn a_killed_start_leaves_nothing_unnamed() {
     if !require_sandbox() {
         return;
     }
-    let p = Private::new();
+    let p = Named::new();
     let (data, runtime) = (&p.data, &p.runtime);
     for i in 0..48u64 {
         let mut cmd = p.cmd(&["run", "--name", &format!("k{i}"), "--", "sleep", "1000"]);
@@ -387,7 +356,7 @@ fn completion_offers_the_sandboxes_that_exist() {
     if !require_sandbox() {
         return;
     }
-    let p = Private::new();
+    let p = Named::new();
     p.sbx(&["run", "--name", "completeme", "--", "true"])
         .assert_success();
     // What the bash script asks sbx when completing `sbx exec <TAB>`.
@@ -401,5 +370,5 @@ fn completion_offers_the_sandboxes_that_exist() {
             .any(|n| n == "completeme"),
         "{out}"
     );
-    p.sbx(&["rm", "completeme"]).assert_success();
+    p.sbx(&["rm", "-f", "completeme"]).assert_success();
 }

@@ -18,73 +18,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::named::Named;
 use common::*;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use serde_json::Value;
-
-/// One test's private sandbox store and working directory.
-struct Named {
-    data: TempDir,
-    runtime: TempDir,
-    work: TempDir,
-}
-
-impl Named {
-    fn new() -> Named {
-        Named {
-            data: TempDir::new(),
-            runtime: TempDir::new(),
-            work: TempDir::new(),
-        }
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = sbx();
-        cmd.args(args)
-            .current_dir(self.work.path())
-            .env("XDG_DATA_HOME", self.data.path())
-            .env("XDG_RUNTIME_DIR", self.runtime.path());
-        cmd
-    }
-
-    fn sbx(&self, args: &[&str]) -> Outcome {
-        run(self.cmd(args))
-    }
-
-    /// `sbx run --name NAME -d OPTIONS -- CMD...`, which must succeed.
-    #[track_caller]
-    fn detach(&self, name: &str, options: &[&str], command: &[&str]) {
-        let mut args = vec!["run", "--name", name, "-d"];
-        args.extend_from_slice(options);
-        args.push("--");
-        args.extend_from_slice(command);
-        let out = self.sbx(&args);
-        out.assert_success();
-        assert_eq!(out.stdout().trim(), name, "run -d prints the name\n{out}");
-    }
-
-    #[track_caller]
-    fn inspect(&self, name: &str) -> Value {
-        let out = self.sbx(&["inspect", name]);
-        out.assert_success();
-        serde_json::from_str(&out.stdout()).unwrap_or_else(|e| panic!("{e}\n{out}"))
-    }
-}
-
-impl Drop for Named {
-    fn drop(&mut self) {
-        // Whatever a failed test left running goes, before its directories do.
-        if let Ok(Value::Array(rows)) =
-            serde_json::from_slice::<Value>(&run(self.cmd(&["ps", "-a", "--json"])).stdout)
-        {
-            for row in rows {
-                if let Some(name) = row["name"].as_str() {
-                    let _ = run(self.cmd(&["rm", "-f", name]));
-                }
-            }
-        }
-    }
-}
 
 fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + TIMEOUT;

@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod landlock;
+pub mod named;
 
 use std::time::Duration;
 

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::named::Named;
 use common::*;
 
 mod detached;
@@ -25,22 +26,7 @@ mod users;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-/// One test's private sandbox store and working directory.
-struct Named {
-    data: TempDir,
-    runtime: TempDir,
-    work: TempDir,
-}
-
 impl Named {
-    fn new() -> Named {
-        Named {
-            data: TempDir::new(),
-            runtime: TempDir::new(),
-            work: TempDir::new(),
-        }
-    }
-
     /// A store with a busybox rootfs imported as `name`, or None (skipped) without
     /// subordinate ids or a static busybox.
     fn with_image(name: &str) -> Option<Named> {
@@ -60,96 +46,6 @@ impl Named {
         n.sbx(&["image", "import", name, "img.tar"])
             .assert_success();
         Some(n)
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = sbx();
-        cmd.args(args)
-            .current_dir(self.work.path())
-            .env("XDG_DATA_HOME", self.data.path())
-            .env("XDG_RUNTIME_DIR", self.runtime.path());
-        cmd
-    }
-
-    fn sbx(&self, args: &[&str]) -> Outcome {
-        run(self.cmd(args))
-    }
-
-    /// `sbx run --name NAME -d OPTIONS -- CMD...`, which must succeed at once.
-    #[track_caller]
-    fn detach(&self, name: &str, options: &[&str], command: &[&str]) {
-        let mut args = vec!["run", "--name", name, "-d"];
-        args.extend_from_slice(options);
-        args.push("--");
-        args.extend_from_slice(command);
-        let out = self.sbx(&args);
-        out.assert_success();
-        assert_eq!(out.stdout().trim(), name, "run -d prints the name\n{out}");
-    }
-
-    fn ps(&self, all: bool) -> Vec<Value> {
-        let out = self.sbx(if all {
-            &["ps", "-a", "--json"]
-        } else {
-            &["ps", "--json"]
-        });
-        out.assert_success();
-        match serde_json::from_str(&out.stdout()) {
-            Ok(Value::Array(rows)) => rows,
-            other => panic!("ps --json is not an array: {other:?}\n{out}"),
-        }
-    }
-
-    /// The `ps -a --json` row of `name`.
-    #[track_caller]
-    fn row(&self, name: &str) -> Value {
-        self.ps(true)
-            .into_iter()
-            .find(|r| r["name"] == name)
-            .unwrap_or_else(|| panic!("{name} is not in `sbx ps -a`"))
-    }
-
-    #[track_caller]
-    fn inspect(&self, name: &str) -> Value {
-        let out = self.sbx(&["inspect", name]);
-        out.assert_success();
-        serde_json::from_str(&out.stdout()).unwrap_or_else(|e| panic!("inspect JSON: {e}\n{out}"))
-    }
-
-    /// `sbx exec NAME -- sh -c SCRIPT`.
-    fn exec_sh(&self, name: &str, script: &str) -> Outcome {
-        self.sbx(&["exec", name, "--", "sh", "-c", script])
-    }
-
-    #[track_caller]
-    fn wait_state(&self, name: &str, state: &str) -> Value {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let row = self.row(name);
-            if row["state"] == state {
-                return row;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} never became {state}: {row}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Named {
-    fn drop(&mut self) {
-        // Whatever a failed test left running goes, before its directories do.
-        if let Ok(Value::Array(rows)) =
-            serde_json::from_slice::<Value>(&run(self.cmd(&["ps", "-a", "--json"])).stdout)
-        {
-            for row in rows {
-                if let Some(name) = row["name"].as_str() {
-                    let _ = run(self.cmd(&["rm", "-f", name]));
-                }
-            }
-        }
     }
 }
 
