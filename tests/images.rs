@@ -973,3 +973,30 @@ fn another_uid_on_an_image_reaches_a_project_under_home() {
         "{out}"
     );
 }
+
+/// Import progress says which size is which: what is read as stored (compressed), then
+/// what each layer and the image unpack to.
+#[test]
+fn import_progress_names_stored_and_unpacked_sizes() {
+    let Some(im) = images() else { return };
+    let rootfs = im.mk(&["rootfs", "r.tar"]);
+    let gz = im.work.join("r.tar.gz");
+    let out = run(Command::new("gzip").arg("-k").arg(&rootfs));
+    out.assert_success();
+    let out = im.import("sizes", &gz);
+    out.assert_success();
+    let err = out.stderr();
+    assert!(
+        err.contains("layer 1/1: reading ") && err.contains(" as stored"),
+        "{out}"
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("sbx: layer 1/1: sha256:") && l.ends_with("unpacked")),
+        "{out}"
+    );
+    assert!(
+        err.contains("sbx: imported sizes:latest (") && err.contains(" unpacked, "),
+        "{out}"
+    );
+}

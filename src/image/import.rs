@@ -177,7 +177,7 @@ fn summary(progress: &Progress, stats: &Stats, record: &Record, store: &Store) {
         ));
     }
     progress.line(&format!(
-        "sbx: imported {} ({}, {})",
+        "sbx: imported {} ({} unpacked, {})",
         record.name,
         size(record.size),
         store.root.display()
@@ -251,7 +251,7 @@ fn import_layer(
         known: 0,
         stats,
         note: format!(
-            "{}{}",
+            "{} unpacked{}",
             size(diff_tally.bytes()),
             if new { "" } else { " (already in the store)" }
         ),

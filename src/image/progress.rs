@@ -23,7 +23,7 @@ impl Progress {
     /// Wraps a layer's input stream so reading it redraws the progress line.
     pub fn reader<R: Read>(&self, inner: R, label: String, total: u64) -> Ticker<R> {
         if !self.tty {
-            self.line(&format!("{label}: {}", size(total)));
+            self.line(&format!("{label}: reading {} as stored", size(total)));
         }
         Ticker {
             inner,
@@ -57,7 +57,7 @@ impl<R: Read> Read for Ticker<R> {
             let mut err = io::stderr().lock();
             let _ = write!(
                 err,
-                "\r\x1b[K{}: {} / {} ({}/s)",
+                "\r\x1b[K{}: {} / {} as stored ({}/s)",
                 self.label,
                 size(self.read),
                 size(self.total),
