@@ -668,7 +668,7 @@ fn progress_is_a_redrawn_line_on_a_terminal_and_plain_lines_otherwise() {
     let err = out.stderr();
     assert!(!err.contains('\x1b') && !err.contains('\r'), "{out}");
     assert!(
-        err.contains("sbx: layer 1/1: 8"),
+        err.contains("sbx: layer 1/1: reading 8"),
         "the layer's size when it starts\n{out}"
     );
     let line = format!("{} image import tty {}", sbx_bin().display(), src.display());
