@@ -22,21 +22,6 @@ use common::named::Named;
 use common::*;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + TIMEOUT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn require_tool(tool: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| Path::new(&d).join(tool).exists()))
-        .unwrap_or(false);
-    found || skip(&format!("{tool} is not installed"))
-}
-
 // ---------------------------------------------------------------------------------------
 // A terminal of the test's own
 // ---------------------------------------------------------------------------------------

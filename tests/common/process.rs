@@ -334,3 +334,21 @@ pub fn scaled(timeout: Duration) -> Duration {
         .unwrap_or(1);
     timeout * scale
 }
+
+/// Waits until `cond` holds, polling, for at most [`TIMEOUT`]; fails naming `what`.
+#[track_caller]
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether `tool` is on PATH; otherwise a skip naming it.
+pub fn require_tool(tool: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| std::path::Path::new(&d).join(tool).exists()))
+        .unwrap_or(false);
+    found || skip(&format!("{tool} is not installed"))
+}
