@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use sbx::cli::{Cli, Command, RunArgs};
+use sbx::cli::{self, Cli, Command, RunArgs};
 use sbx::exit::SBX_ERROR;
 use sbx::supervisor::idmap::IdMode;
 use sbx::{
@@ -31,6 +31,9 @@ fn main() -> ExitCode {
 
 fn dispatch() -> Result<i32> {
     meta::complete_if_asked();
+    if let Some(args) = cli::parse_run_alone(std::env::args_os()) {
+        return run(&args);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

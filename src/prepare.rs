@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::image::run::LayerLocks;
 use crate::plan::{HostSetup, Plan, Rootfs};
-use crate::planner::{self, Request};
+use crate::planner::{self, Fact, Request};
 use crate::supervisor::cgroup;
 
 /// Rounds of make-then-plan: a bind source or upper directory is made in the first, the
@@ -73,7 +73,11 @@ fn finish(
     }
     let layer_locks = match &plan.rootfs {
         Rootfs::Image { name, layers, .. } => {
-            let store = host.store.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let store = host
+                .store
+                .get()
+                .as_ref()
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             Some(crate::image::run::hold_layers(store, name, layers)?)
         }
         _ => None,
@@ -105,7 +109,7 @@ fn make(plan: &Plan, host: &mut planner::HostFacts) -> Result<()> {
     }
     if let Some(site) = &plan.limits.site {
         if let Err(why) = cgroup::enable(site, &setup.controllers) {
-            host.cgroup = Err(why);
+            host.cgroup = Fact::known(Err(why));
         }
     }
     Ok(())

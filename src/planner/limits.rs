@@ -106,7 +106,7 @@ fn site(
     host: &HostFacts,
     setup: &mut HostSetup,
 ) -> std::result::Result<Site, String> {
-    let (site, missing) = cgroup::locate(host.cgroup.as_ref()?, &cgroup.controllers())?;
+    let (site, missing) = cgroup::locate(host.cgroup.get().as_ref()?, &cgroup.controllers())?;
     setup.controllers = missing;
     Ok(site)
 }
@@ -121,7 +121,7 @@ fn no_site(
     host: &HostFacts,
     why: String,
 ) -> Result<NoSite> {
-    match &host.systemd_run {
+    match host.systemd_run.get() {
         Some(systemd_run) => Ok((None, Some(systemd_run.clone()), None)),
         None if spec.limits_required == Some(false) => Ok((None, None, Some(why))),
         None => Err(HostFeature::new(

@@ -34,7 +34,7 @@ pub mod security;
 #[cfg(test)]
 mod tests;
 
-pub use facts::{Caller, HostFacts};
+pub use facts::{Caller, Fact, HostFacts};
 pub use overrides::Overrides;
 
 use image::ImagePlan;

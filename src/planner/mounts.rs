@@ -111,6 +111,7 @@ pub(super) fn resolve_rootfs(
     let store = req
         .host
         .store
+        .get()
         .as_ref()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let plan = image::plan(&image, store, setup)?;

@@ -7,9 +7,9 @@ use crate::profile::load::{parse, Origin};
 /// Plans against a host without a cgroup tree or an image store to reach.
 fn build(loaded: &Loaded, overrides: &Overrides, caller: &Caller) -> Result<Plan> {
     let host = HostFacts {
-        cgroup: Err("no cgroup tree in unit tests".into()),
-        store: Err("no image store in unit tests".into()),
-        systemd_run: None,
+        cgroup: Fact::known(Err("no cgroup tree in unit tests".into())),
+        store: Fact::known(Err("no image store in unit tests".into())),
+        systemd_run: Fact::known(None),
         join: None,
     };
     super::build(&Request {
@@ -341,12 +341,12 @@ fn fake_host(tmp: &Path) -> HostFacts {
         start: 0,
     };
     HostFacts {
-        cgroup: Ok(CgroupHost {
+        cgroup: Fact::known(Ok(CgroupHost {
             mount: cgroup,
             own: "/me".into(),
-        }),
-        store: Ok(store),
-        systemd_run: None,
+        })),
+        store: Fact::known(Ok(store)),
+        systemd_run: Fact::known(None),
         join: Some(Join {
             name: "x".into(),
             target: me,

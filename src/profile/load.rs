@@ -19,6 +19,18 @@ pub const BUILTINS: &[(&str, &str)] = &[
     ("centos", include_str!("../../profiles/centos.json")),
 ];
 
+/// The built-in profile `name`, parsed once per process: choosing by command reads every
+/// built-in, and the chosen one is loaded again through `extends`.
+fn builtin(name: &str) -> Option<Result<Profile>> {
+    static PARSED: [std::sync::OnceLock<std::result::Result<Profile, String>>; BUILTINS.len()] =
+        [const { std::sync::OnceLock::new() }; BUILTINS.len()];
+    let index = BUILTINS.iter().position(|(n, _)| *n == name)?;
+    let parsed = PARSED[index].get_or_init(|| {
+        parse(BUILTINS[index].1, &format!("built-in profile {name}")).map_err(|e| format!("{e:#}"))
+    });
+    Some(parsed.clone().map_err(anyhow::Error::msg))
+}
+
 /// Where a profile was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
@@ -125,10 +137,10 @@ fn all_named(name: &str) -> Result<Vec<Loaded>> {
             });
         }
     }
-    if let Some((_, text)) = BUILTINS.iter().find(|(n, _)| *n == name) {
+    if let Some(profile) = builtin(name) {
         found.push(Loaded {
             name: name.to_string(),
-            profile: parse(text, &format!("built-in profile {name}"))?,
+            profile: profile?,
             origin: Origin::Builtin,
         });
     }
@@ -167,10 +179,10 @@ pub fn all() -> Result<Listing> {
             }
         }
     }
-    for (name, text) in BUILTINS {
+    for (name, _) in BUILTINS {
         found.push(Loaded {
             name: name.to_string(),
-            profile: parse(text, &format!("built-in profile {name}"))?,
+            profile: builtin(name).context("a built-in profile")??,
             origin: Origin::Builtin,
         });
     }
