@@ -22,6 +22,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=300)
     ap.add_argument("--sbx", required=True)
     ap.add_argument("--iperf", action="store_true", help="also measure TCP throughput")
+    ap.add_argument("--baseline", help="another sbx binary (an older build) timed in the same "
+                    "alternating run: the regression check of a change")
     ap.add_argument("--image", help="an imported image: start-up on it against bwrap on its "
                     "layer, and the metadata workload on each overlay")
     ap.add_argument("--source-tar", help="the tarball the metadata workload unpacks")
@@ -37,6 +39,8 @@ def main():
                   "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev",
                   "--tmpfs", "/tmp", "/bin/true"],
     }
+    if args.baseline:
+        cases["base"] = [args.baseline, "run", "--", "/bin/true"]
     for cmd in cases.values():  # warm caches
         for _ in range(10):
             timed(cmd)
@@ -51,6 +55,9 @@ def main():
         print(f"{name:6} median {med[name]:6.2f} ms   p10 {q[0]:6.2f}   p90 {q[-1]:6.2f}   "
               f"({len(t)} runs)")
     print(f"ratio sbx/bwrap (medians): {med['sbx'] / med['bwrap']:.2f}x")
+    if args.baseline:
+        print(f"ratio sbx/base (medians): {med['sbx'] / med['base']:.3f}x "
+              f"(base: {args.baseline})")
     print(f"networking start-up cost (slirp4netns): +{med['sbx-slirp'] - med['sbx']:.2f} ms")
     if args.iperf:
         throughput(args.sbx)

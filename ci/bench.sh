@@ -10,10 +10,14 @@
 # The image is built from /bin/busybox by tests/data/mkimage.py and imported into a store of
 # its own. As root it runs the measurement as the unprivileged test user (ci/setup-host.sh).
 #
-#   sudo ci/bench.sh [ROUNDS]          # default 300 rounds of each
+#   sudo ci/bench.sh [ROUNDS [BASELINE]]   # default 300 rounds of each
+#
+# BASELINE: another sbx binary (say, a release build of main before a change), timed in the
+# same alternating run as the current build; the line "ratio sbx/base" is the change's cost.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-300}
+baseline=()
 TEST_USER=${SBX_TEST_USER:-sbxtest}
 
 cargo build --release --quiet
@@ -21,6 +25,10 @@ stage=$(mktemp -d /tmp/sbx-bench.XXXXXX)
 trap 'rm -rf "$stage"' EXIT
 cp target/release/sbx "$stage/sbx"
 cp ci/bench.py tests/data/mkimage.py "$stage/"
+if [ -n "${2:-}" ]; then
+  cp "$2" "$stage/sbx-base"
+  baseline=(--baseline "$stage/sbx-base")
+fi
 chmod -R a+rX "$stage"
 
 as_user=()
@@ -32,7 +40,7 @@ if [ "$(id -u)" -eq 0 ]; then
 fi
 iperf=()
 command -v iperf3 >/dev/null && iperf=(--iperf)
-"${as_user[@]}" python3 "$stage/bench.py" --rounds "$rounds" --sbx "$stage/sbx" "${iperf[@]}"
+"${as_user[@]}" python3 "$stage/bench.py" --rounds "$rounds" --sbx "$stage/sbx" "${iperf[@]}" "${baseline[@]}"
 
 # Images, in a store and a scratch directory of the measuring user's own.
 work=$stage/images
