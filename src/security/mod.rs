@@ -3,7 +3,7 @@
 //! this order, last before execve: capabilities, no_new_privs, Landlock, seccomp (last, so
 //! the filter need not allow anything the other steps use).
 
-mod bpf;
+pub mod bpf;
 pub mod caps;
 pub mod landlock;
 pub mod seccomp;

@@ -234,6 +234,40 @@ pub fn apply(plan: &SeccompPlan) -> Result<()> {
     seccompiler::apply_filter(&plan.program).context("install the seccomp filter")
 }
 
+/// Installs `program` with `SECCOMP_FILTER_FLAG_*` `flags` through seccomp(2), leaving
+/// no_new_privs as it is: without it the caller needs CAP_SYS_ADMIN in its user
+/// namespace (sbx-oci, where the config decides `noNewPrivileges`).
+pub fn install(program: &[seccompiler::sock_filter], flags: u32) -> Result<()> {
+    let len = u16::try_from(program.len())
+        .ok()
+        .filter(|&n| n > 0)
+        .context("install the seccomp filter: the program is empty or too long")?;
+    let prog = libc::sock_fprog {
+        len,
+        // The kernel only reads the program.
+        filter: program.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `prog` points at `program`, which outlives the call; the kernel copies it.
+    // `seccompiler::sock_filter` has the layout of `libc::sock_filter` (both repr(C)).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::c_ulong::from(flags),
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    match rc {
+        0 => Ok(()),
+        tid if tid > 0 => bail!(
+            "install the seccomp filter: thread {tid} cannot take it (SECCOMP_FILTER_FLAG_TSYNC)"
+        ),
+        _ => Err(std::io::Error::last_os_error()).with_context(|| {
+            format!("install the seccomp filter (flags {flags:#x}): without no_new_privs this needs CAP_SYS_ADMIN; EINVAL means this kernel lacks a flag")
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
