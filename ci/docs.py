@@ -88,6 +88,7 @@ class Example:
 class Block:
     def __init__(self, name, line, markers):
         self.name, self.line, self.markers, self.examples = name, line, markers, []
+        self.write = None  # (FILE, text) of a block marked `runnable as FILE`
 
     def marker(self, key):
         return [m for m in self.markers if m[0] == key]
@@ -134,8 +135,8 @@ def parse(path, name):
                 blocks.append(block)
             markers, i = [], end + 1
             continue
-        if line.strip():
-            markers = []
+        if line.strip() and markers:
+            sys.exit(f"ci/docs.py: {name}:{i + 1}: a marker must stand right above a block")
         i += 1
     return blocks
 
@@ -147,6 +148,9 @@ def console_examples(body, first_line):
             examples.append(Example(n, text[2:], []))
         elif examples:
             examples[-1].expected.append(text)
+    for e in examples:
+        while e.expected and not e.expected[-1].strip():
+            e.expected.pop()
     return examples
 
 
@@ -185,8 +189,8 @@ def matches(expected, actual, vary):
             pattern += r"(?:[^\n]*\n)*?"
         else:
             pattern += "[^\n]*?".join(map(re.escape, line.split("..."))) + r"\n"
-    actual = "".join(squeeze(l) + "\n" for l in actual.rstrip("\n").split("\n")) if actual.strip() else ""
-    return re.fullmatch(pattern, actual) is not None
+    lines = actual.rstrip("\n").split("\n") if actual.strip() else []
+    return re.fullmatch(pattern, "".join(squeeze(l) + "\n" for l in lines)) is not None
 
 
 def expected_status(example):
@@ -223,17 +227,16 @@ class Session:
     def start(self, command, script=False, stdin=None):
         if script:
             command = "set -euo pipefail\n" + command
-        out = open(self.out_file, "w")
         if stdin is not None:
             with open(self.in_file, "w") as f:
                 f.write(stdin)
-        proc = subprocess.Popen(
-            ["bash", "-c", WRAPPER.format(command=command), "bash", self.cwd, str(self.status),
-             self.cwd_file],
-            stdin=open(self.in_file if stdin is not None else os.devnull), stdout=out,
-            stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
-        out.close()
-        return proc
+        with open(self.out_file, "w") as out, \
+                open(self.in_file if stdin is not None else os.devnull) as given:
+            return subprocess.Popen(
+                ["bash", "-c", WRAPPER.format(command=command), "bash", self.cwd,
+                 str(self.status), self.cwd_file],
+                stdin=given, stdout=out, stderr=subprocess.STDOUT, env=self.env,
+                start_new_session=True)
 
     def finish(self, proc, timeout, interrupt=None):
         """Waits for proc; returns (status or None when interrupted, output, problem)."""
@@ -282,7 +285,11 @@ class Session:
         for what, remove in (("ps -a --json", "rm -f"), ("image ls --json", "image rm")):
             got = subprocess.run(["sbx"] + what.split(), env=self.env, capture_output=True,
                                  text=True)
-            names = [row["name"] for row in json.loads(got.stdout or "[]")]
+            try:
+                names = [row["name"] for row in json.loads(got.stdout)]
+            except ValueError:
+                print(f"warning: `sbx {what}` printed no JSON: {got.stderr.strip()}")
+                names = []
             if names:
                 subprocess.run(["sbx"] + remove.split() + names, env=self.env, **quiet)
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -305,7 +312,7 @@ def run_block(block, session, facts):
                 yield e, "FAILED", [f"setup failed ({problem or f'exit status {status}'}):",
                                     setup, output], []
             return
-    if hasattr(block, "write"):
+    if block.write:
         path, text = block.write
         path = os.path.join(session.cwd, re.sub(r"^~/", session.home + "/", path))
         os.makedirs(os.path.dirname(path), exist_ok=True)
