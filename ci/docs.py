@@ -252,6 +252,8 @@ class Session:
                 problem = f"still running, and `{interrupt}` did not succeed within 30 s"
             else:
                 problem = f"still running after {timeout} s"
+            if not interrupted:
+                os.killpg(proc.pid, signal.SIGINT)
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
