@@ -10,6 +10,8 @@
 #   user      tests/*.rs as the test user with a subordinate id range (most tests)
 #   nosub     the nosubuid_ tests as the second user, who has no range (single-id fallback)
 #   root      the crossuser_ and asroot_ tests as root, which acts as both users
+#   docs      the examples of README.md and docs/*.md, as written, as the test user
+#             (ci/docs.py; docs/testing.md)
 #   vm        the cgroup_ tests in a VM with full cgroup v2, in a delegated subtree
 #   vm-systemd  the same in a VM booting systemd, in a login session
 #   package   the Debian package (ci/package.sh): built, installed with apt-get, and used by
@@ -116,8 +118,9 @@ if [ ! -d tests/data ]; then
 fi
 cp -r tests/data "$stage/tests/"
 mkdir -p "$stage/docs" "$stage/ci"
+cp README.md "$stage/"
 cp docs/*.md "$stage/docs/"
-cp ci/recipes.sh "$stage/ci/"
+cp ci/docs.py "$stage/ci/"
 for entry in "${test_bins[@]}"; do
   read -r kind name exe <<<"$entry"
   [ "$kind" = "test" ] && cp "$exe" "$stage/tests/$name"
@@ -180,6 +183,14 @@ run_tier() {
   fi
 }
 
+# The docs tier (ci/docs.py) runs without SBX_TEST_FILTER, with a filter that "docs" contains,
+# and with one naming a document (README.md, docs/pull.md:24), whose blocks it then selects.
+docs_only=()
+[[ $filter == *.md* ]] && docs_only=(--only "$filter")
+docs_selected() {
+  [ -z "$filter" ] || [[ docs == *"$filter"* ]] || [ ${#docs_only[@]} -gt 0 ]
+}
+
 tier_not_run() {
   echo "NOT RUN $1 tier: $2" | tee -a "$notrun"
   [ "$strict" = 1 ] && failed+=("$1 tier (not run: $2)")
@@ -195,17 +206,19 @@ if [ "$(id -u)" -eq 0 ]; then
   # and host conditions no user can cause (asroot_).
   echo "== tests as root, acting as $TEST_USER and $NOSUB_USER"
   run_tier root root "crossuser_ asroot_" ""
-  # The recipes of docs/ci.md, as written, as the test user.
-  if [ -z "$filter" ] || [[ recipes == *"$filter"* ]]; then
-    echo "== documented recipes as $TEST_USER"
-    run_as "$TEST_USER" bash "$stage/ci/recipes.sh" "$stage" "$stage/docs/ci.md" 2>&1 | count ||
-      failed+=("docs/ci.md recipes")
+  # The examples of README.md and docs/*.md, as written, as the test user.
+  if docs_selected; then
+    echo "== documentation examples as $TEST_USER"
+    run_as "$TEST_USER" python3 "$stage/ci/docs.py" "$stage" "${docs_only[@]}" 2>&1 | count ||
+      failed+=("documentation examples")
   fi
 else
   echo "== integration tests as $(id -un)"
   run_tier user self "" "nosubuid_ cgroup_ crossuser_ asroot_"
-  echo "== documented recipes as $(id -un)"
-  bash ci/recipes.sh "$stage" docs/ci.md 2>&1 | count || failed+=("docs/ci.md recipes")
+  if docs_selected; then
+    echo "== documentation examples as $(id -un)"
+    python3 ci/docs.py "$stage" "${docs_only[@]}" 2>&1 | count || failed+=("documentation examples")
+  fi
   tier_not_run nosub "needs root to run tests as the second test user"
   tier_not_run root "needs root"
 fi
@@ -314,17 +327,23 @@ if [ -s "$skips" ]; then
   echo "== skipped tests"
   sort -u "$skips"
 fi
-# The sum of what ran: libtest's lines, the skips it swallowed, and tiers not run.
+# The sum of what ran: libtest's lines, the skips it swallowed, and tiers not run; then the
+# documentation examples (already among those counted: their not runnable and pending ones
+# as skipped) on their own.
 python3 - "$results" "$skips" "$notrun" <<'PY'
 import re, sys
 passed = failed = skipped = 0
+docs = "not run"
 for line in open(sys.argv[1], errors="replace"):
     m = re.match(r"test result: \w+\. (\d+) passed; (\d+) failed; (\d+) ignored", line)
     if m:
         passed += int(m[1]); failed += int(m[2]); skipped += int(m[3])
+    m = re.match(r"documentation examples: (\d+) ran \(.*\), (\d+) not runnable, (\d+) pending", line)
+    if m:
+        docs = f"{m[1]} ran, {m[2]} not runnable, {m[3]} pending"
 skipped += len(set(open(sys.argv[2], errors="replace").read().splitlines()))
 skipped += len(open(sys.argv[3], errors="replace").read().splitlines())
-print(f"total: {passed} passed, {failed} failed, {skipped} skipped")
+print(f"total: {passed} passed, {failed} failed, {skipped} skipped; documentation examples: {docs}")
 PY
 if [ ${#failed[@]} -gt 0 ]; then
   printf 'ci/test.sh: failed: %s\n' "${failed[@]}" >&2

@@ -389,7 +389,9 @@ fn died_at_once(paths: &Paths) -> Option<i32> {
     let deadline = Instant::now() + Duration::from_millis(300);
     loop {
         let state = load_state(paths)?;
-        if state.liveness() != Liveness::Running {
+        // Vanished: init has ended but the supervisor is still tearing down (stopping
+        // slirp4netns) before it records the status; wait for that record.
+        if state.liveness() == Liveness::Exited {
             let code = state.exit_code.filter(|c| *c != 0)?;
             eprintln!(
                 "sbx: {}: the command ended at once with status {code}; `sbx logs {}` shows \

@@ -15,6 +15,10 @@
     mkimage.py big OUT.tar SIZE_MB             a rootfs tarball with SIZE_MB of random data
     mkimage.py source-tree OUT.tar FILES       a tar of FILES small files in nested directories
                                                (a stand-in for a source tarball, for ci/bench.sh)
+    mkimage.py standin OUT                     the base tree plus /bin/bash (a script running
+        busybox sh), standing in for a distribution's image in the docs' examples (ci/docs.py):
+        a rootfs tarball when OUT ends in .tar[.gz|.xz|.zst], else an OCI layout directory
+        whose config sets only PATH
 
 The base tree: /bin/busybox and applet links, /etc/passwd and /etc/group, files owned by
 uids 0, 1000 and 4242 with modes 0600, 0750 and 4755, a hard link, a symlink, a FIFO and
@@ -87,6 +91,25 @@ def second_layer(tar):
     tar.addfile(info("etc/passwd.hl", tarfile.LNKTYPE, 0o644, link="etc/passwd"))
 
 
+def standin_layer(tar):
+    base_layer(tar)
+    add_file(tar, "bin/bash", b'#!/bin/sh\nexec /bin/sh "$@"\n', mode=0o755)
+
+
+def standin(out):
+    layer = tar_bytes(standin_layer)
+    if ".tar" in os.path.basename(out):
+        with open(out, "wb") as f:
+            f.write(compress(layer, out))
+        return
+    env = {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin"]}
+    for name, data in oci_members([layer], image_config=env):
+        path = os.path.join(out, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+
+
 def tar_bytes(fill):
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -109,11 +132,13 @@ def sha(data):
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def config(diff_ids):
+def config(diff_ids, image_config=None):
+    if image_config is None:
+        image_config = {"Env": ["PATH=/bin", "IMAGE_VAR=from-image"], "WorkingDir": "/srv",
+                        "User": "4242:4242"}
     return json.dumps({
         "architecture": "amd64", "os": "linux",
-        "config": {"Env": ["PATH=/bin", "IMAGE_VAR=from-image"], "WorkingDir": "/srv",
-                   "User": "4242:4242"},
+        "config": image_config,
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     }).encode()
 
@@ -138,7 +163,7 @@ def docker_archive(out, layers):
     write_tar(out, members)
 
 
-def oci_members(layers, tamper=False):
+def oci_members(layers, tamper=False, image_config=None):
     """The files of an OCI layout: (path, bytes)."""
     blobs = []
     descs = []
@@ -149,7 +174,7 @@ def oci_members(layers, tamper=False):
         if tamper:
             gz = gzip.compress(layer + b"\0" * 1024, mtime=0)
         blobs.append((descs[-1]["digest"], gz))
-    cfg = config([sha(l) for l in layers])
+    cfg = config([sha(l) for l in layers], image_config)
     blobs.append((sha(cfg), cfg))
     manifest = json.dumps({
         "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -341,6 +366,8 @@ def main():
         big(out, int(sys.argv[3]))
     elif kind == "user":
         user_image(out, sys.argv[3], sys.argv[4])
+    elif kind == "standin":
+        standin(out)
     else:
         sys.exit(f"unknown kind {kind}")
 

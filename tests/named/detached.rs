@@ -276,3 +276,35 @@ fn state_lives_in_the_runtime_dir_and_is_private() {
     cmd.env_remove("XDG_RUNTIME_DIR");
     run(cmd).assert_success();
 }
+
+/// `run -d` of a command that fails at once says so and exits with its status, also when
+/// the supervisor has slirp4netns to stop before it records that status.
+#[test]
+fn detached_command_that_fails_at_once_is_reported() {
+    if !require_sandbox() {
+        return;
+    }
+    let slirp = require("slirp4netns") && require("dev_net_tun");
+    let n = Named::new();
+    let mut cases = vec![("plain", vec![])];
+    if slirp {
+        cases.push(("slirp", vec!["--net", "slirp4netns"]));
+    }
+    for (name, options) in cases {
+        let mut args = vec!["run", "--name", name, "-d"];
+        args.extend_from_slice(&options);
+        args.extend_from_slice(&["--", "sh", "-c", "echo cannot bind >&2; exit 3"]);
+        let out = n.sbx(&args);
+        out.assert_code(3);
+        assert_eq!(out.stdout().trim(), name, "run -d prints the name\n{out}");
+        assert!(
+            out.stderr().contains(&format!(
+                "the command ended at once with status 3; `sbx logs {name}`"
+            )),
+            "run -d says the command failed\n{out}"
+        );
+        let logs = n.sbx(&["logs", name]);
+        logs.assert_success();
+        assert!(logs.stdout().contains("cannot bind"), "{logs}");
+    }
+}
