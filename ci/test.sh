@@ -328,8 +328,7 @@ if [ -s "$skips" ]; then
   sort -u "$skips"
 fi
 # The sum of what ran: libtest's lines, the skips it swallowed, and tiers not run; then the
-# documentation examples (already among those counted: their not runnable and pending ones
-# as skipped) on their own.
+# documentation examples (those that ran are among the passed and failed) on their own.
 python3 - "$results" "$skips" "$notrun" <<'PY'
 import re, sys
 passed = failed = skipped = 0
