@@ -76,9 +76,15 @@ fn launch_recorded(
 ) -> Result<i32> {
     if detach {
         match launch::detached(plan, prepared, paths, lock) {
-            Ok(()) => {
+            Ok(None) => {
                 println!("{}", paths.name);
                 Ok(died_at_once(paths).unwrap_or(0))
+            }
+            Ok(Some(code)) => {
+                if first {
+                    remove_dirs(paths);
+                }
+                Ok(code)
             }
             Err(e) => {
                 if first {

@@ -13,6 +13,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::{fork, pipe2, ForkResult};
 
 use super::state::{self, ProcId, State, Status, Tracking};
+use super::termsafe::TerminalSafe;
 use super::{make_private_dir, write_json, Paths, LOG, STATE};
 use crate::plan::Plan;
 use crate::prepare::Prepared;
@@ -156,9 +157,16 @@ pub fn foreground(
 }
 
 /// Starts the sandbox under a supervisor of its own that outlives this process, and
-/// returns once the command runs (or with the reason it could not start). The supervisor
-/// inherits what `_prepared` holds (the layer locks), for as long as the sandbox runs.
-pub fn detached(plan: &Plan, _prepared: &Prepared, paths: &Paths, lock: Flock<File>) -> Result<()> {
+/// returns once the command runs (None), or the exit code of a sandbox that ended before
+/// its command started (a command not found: 127, as in the foreground), having shown what
+/// it printed; or the reason it could not start. The supervisor inherits what `_prepared`
+/// holds (the layer locks), for as long as the sandbox runs.
+pub fn detached(
+    plan: &Plan,
+    _prepared: &Prepared,
+    paths: &Paths,
+    lock: Flock<File>,
+) -> Result<Option<i32>> {
     make_private_dir(&paths.data)?;
     let log = paths.data.join(LOG);
     let (ready_r, ready_w) = pipe2(OFlag::O_CLOEXEC).context("pipe")?;
@@ -182,8 +190,14 @@ pub fn detached(plan: &Plan, _prepared: &Prepared, paths: &Paths, lock: Flock<Fi
             let mut answer = String::new();
             let _ = File::from(ready_r).read_to_string(&mut answer);
             drop(lock);
+            if let Some((code, printed)) = ended_before_start(&answer) {
+                let mut stderr = TerminalSafe::new(std::io::stderr().lock(), true);
+                let _ = stderr.write_all(printed.as_bytes());
+                let _ = stderr.finish();
+                return Ok(Some(code));
+            }
             match answer.as_str() {
-                "ok" => Ok(()),
+                "ok" => Ok(None),
                 "" => Err(anyhow!(
                     "the sandbox's supervisor ended before the command started; see `sbx logs {}`",
                     paths.name
@@ -213,17 +227,56 @@ fn daemon(plan: &Plan, log: &Path, ready: OwnedFd) -> Result<i32> {
     reporter.detached = true;
     reporter.notify = Some(ready);
     let result = supervisor::run(plan, &mut reporter);
-    if let (Err(e), Some(fd)) = (&result, reporter.notify.take()) {
-        let _ = File::from(fd).write_all(format!("{e:#}").as_bytes());
-    }
     if let Err(e) = &result {
+        if let Some(fd) = reporter.notify.take() {
+            let _ = File::from(fd).write_all(format!("{e:#}").as_bytes());
+        }
         eprintln!("sbx: {e:#}");
     }
     // Our copies of the log pipe go; the logger drains what is left and ends.
     crate::sys::dup_to(null.as_fd(), 1)?;
     crate::sys::dup_to(null.as_fd(), 2)?;
     let _ = waitpid(logger, None);
+    // Ended without its command ever running (not found, not executable): the caller shows
+    // what the sandbox printed, since a sandbox that never started is not kept.
+    if let (Ok(code), Some(fd)) = (&result, reporter.notify.take()) {
+        let message = format!("{ENDED}{code}\n{}", log_tail(log));
+        let _ = File::from(fd).write_all(message.as_bytes());
+    }
     result
+}
+
+/// How the supervisor says the sandbox ended before its command started: `ENDED` CODE,
+/// a newline, then the end of what the sandbox printed.
+const ENDED: &str = "ended ";
+/// That much of the log's end is shown.
+const TAIL: u64 = 4096;
+
+fn ended_before_start(answer: &str) -> Option<(i32, &str)> {
+    let (code, printed) = answer.strip_prefix(ENDED)?.split_once('\n')?;
+    Some((code.parse().ok()?, printed))
+}
+
+/// The last TAIL bytes of the log, from the start of a line.
+fn log_tail(log: &Path) -> String {
+    use std::io::{Seek, SeekFrom};
+    let Ok(mut file) = File::open(log) else {
+        return String::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut text = Vec::new();
+    if file
+        .seek(SeekFrom::Start(len.saturating_sub(TAIL)))
+        .is_err()
+        || file.take(TAIL).read_to_end(&mut text).is_err()
+    {
+        return String::new();
+    }
+    if len > TAIL {
+        let start = text.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
+        text.drain(..start);
+    }
+    String::from_utf8_lossy(&text).into_owned()
 }
 
 fn forget_lock(lock: Flock<File>) {

@@ -308,3 +308,38 @@ fn detached_command_that_fails_at_once_is_reported() {
         assert!(logs.stdout().contains("cannot bind"), "{logs}");
     }
 }
+
+/// `run -d` of a command that cannot start at all says why and exits as podman does (127
+/// not found, 126 not executable), as the same run in the foreground does; the sandbox is
+/// not kept (there is nothing to restart), and what it printed reaches the caller escaped.
+#[test]
+fn detached_command_that_cannot_start_says_why() {
+    if !require_sandbox() {
+        return;
+    }
+    let n = Named::new();
+    for (name, command, code, why) in [
+        (
+            "nf",
+            "no-such-command-here",
+            127,
+            "no-such-command-here: command not found",
+        ),
+        ("nx", "/etc/passwd", 126, "/etc/passwd: cannot execute"),
+    ] {
+        let out = n.sbx(&["run", "--name", name, "-d", "--", command]);
+        out.assert_code(code);
+        assert!(out.stderr().contains(why), "run -d says why\n{out}");
+        assert!(
+            !out.stderr().contains("sbx logs"),
+            "no pointer to a log that is gone\n{out}"
+        );
+        let ps = n.sbx(&["ps", "-a"]);
+        assert!(
+            !ps.stdout().contains(name),
+            "a sandbox that never started is not kept\n{ps}"
+        );
+        let fg = n.sbx(&["run", "--", command]);
+        fg.assert_code(code);
+    }
+}
