@@ -15,8 +15,8 @@ use anyhow::{bail, Context, Result};
 use crate::plan::ids::IdPlan;
 use crate::plan::net::{Join, NetPlan};
 use crate::plan::{
-    normalize_absolute, HostSetup, Mount, Paths, Plan, Rootfs, TmpfsSize, DEFAULT_SHM_SIZE,
-    DEFAULT_TMP_SIZE,
+    normalize_absolute, HostSetup, Mount, Paths, Plan, Rootfs, Skeleton, TmpfsSize,
+    DEFAULT_SHM_SIZE, DEFAULT_TMP_SIZE,
 };
 use crate::profile::load::Loaded;
 use crate::profile::vars::Vars;
@@ -27,6 +27,7 @@ pub mod facts;
 pub mod ids;
 pub mod image;
 pub mod limits;
+mod mountpoints;
 mod mounts;
 pub mod network;
 mod overrides;
@@ -60,6 +61,7 @@ pub const LAYER: &str = "layer";
 struct Files {
     rootfs: Rootfs,
     mounts: Vec<Mount>,
+    skeletons: Vec<Skeleton>,
     image: Option<ImagePlan>,
     warnings: Vec<String>,
 }
@@ -115,6 +117,7 @@ pub fn build(req: &Request) -> Result<Plan> {
         search_path,
         rootfs: files.rootfs,
         mounts: files.mounts,
+        skeletons: files.skeletons,
         workdir,
         hostname,
         network,
@@ -174,9 +177,13 @@ fn files(req: &Request, profile: &Profile, setup: &mut HostSetup) -> Result<File
     let (protected, missing) = crate::protect::mounts(&existing, &protect, &own_dirs, git)?;
     setup.protected = missing;
     mounts.extend(protected);
+    // Last, once every mount is known: where a mount point is missing on something
+    // read-only, and where one cannot be made at all.
+    let skeletons = mountpoints::skeletons(&rootfs, &mounts)?;
     Ok(Files {
         rootfs,
         mounts,
+        skeletons,
         image,
         warnings,
     })
