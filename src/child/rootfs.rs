@@ -103,6 +103,13 @@ pub fn build(plan: &Plan, sources: Sources) -> Result<()> {
         }
         apply(root.as_fd(), mount, source, &mut seal)?;
     }
+    for s in plan
+        .skeletons
+        .iter()
+        .filter(|s| s.before == Some(plan.mounts.len()))
+    {
+        super::skeleton::build(root.as_fd(), &s.at, &[], &mut seal)?;
+    }
     hide_host_sockets(root.as_fd(), plan)?;
     if plan.network.user_mode_nat() {
         mount_net_files(root.as_fd(), plan)?;

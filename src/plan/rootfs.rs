@@ -62,9 +62,10 @@ pub struct Skeleton {
     /// The directory inside the sandbox: absolute, normalized, reached through no
     /// symbolic link.
     pub at: PathBuf,
-    /// Built just before `Plan::mounts[i]` (the first mount beneath it); `None`: before
-    /// anything is mounted on the root, the sandbox's own /proc, /dev and /tmp included
-    /// (the skeleton of `/` itself).
+    /// Built just before `Plan::mounts[i]` (the first mount beneath it); `i` equal to
+    /// their count: after all of them, before /etc/resolv.conf, /etc/hosts and
+    /// /sys/fs/cgroup; `None`: before anything is mounted on the root, the sandbox's own
+    /// /proc, /dev and /tmp included (the skeleton of `/` itself).
     pub before: Option<usize>,
 }
 

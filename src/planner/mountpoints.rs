@@ -36,8 +36,14 @@ struct Layer<'a> {
 }
 
 /// The skeletons the mounts need, each placed before the first mount beneath it and
-/// parents first; or the mount point that cannot be made, as an error naming it.
-pub(super) fn skeletons(rootfs: &Rootfs, mounts: &[Mount]) -> Result<Vec<Skeleton>> {
+/// parents first; or the mount point that cannot be made, as an error naming it. `late`:
+/// what the child mounts after the plan's mounts (/etc/resolv.conf, /etc/hosts,
+/// /sys/fs/cgroup).
+pub(super) fn skeletons(
+    rootfs: &Rootfs,
+    mounts: &[Mount],
+    late: &[&Path],
+) -> Result<Vec<Skeleton>> {
     let root = match rootfs {
         Rootfs::Host => Under::Host {
             source: Path::new("/"),
@@ -67,12 +73,7 @@ pub(super) fn skeletons(rootfs: &Rootfs, mounts: &[Mount]) -> Result<Vec<Skeleto
     let mut dirs: Vec<PathBuf> = Vec::new();
     for m in mounts {
         let dst = m.destination();
-        // The latest of the deepest layers above the destination: what it lands on.
-        let cover = layers
-            .iter()
-            .filter(|l| dst.starts_with(l.at))
-            .max_by_key(|l| l.at.components().count());
-        if let (Some(cover), false) = (cover, source_is_missing(m)) {
+        if let (Some(cover), false) = (deepest(&layers, dst), source_is_missing(m)) {
             if let Some(at) = skeleton_for(cover, dst)? {
                 if !dirs.contains(&at) {
                     dirs.push(at);
@@ -84,7 +85,29 @@ pub(super) fn skeletons(rootfs: &Rootfs, mounts: &[Mount]) -> Result<Vec<Skeleto
             under: layer_of(m),
         });
     }
-    Ok(order(dirs, mounts))
+    for dst in late {
+        if let Some(cover) = deepest(&layers, dst) {
+            if let Some(at) = skeleton_for(cover, dst)? {
+                if !dirs.contains(&at) {
+                    dirs.push(at);
+                }
+            }
+        }
+    }
+    let destinations: Vec<&Path> = mounts
+        .iter()
+        .map(Mount::destination)
+        .chain(late.iter().copied())
+        .collect();
+    Ok(order(dirs, &destinations, mounts.len()))
+}
+
+/// The latest of the deepest layers above `dst`: what it lands on.
+fn deepest<'a, 'b>(layers: &'b [Layer<'a>], dst: &Path) -> Option<&'b Layer<'a>> {
+    layers
+        .iter()
+        .filter(|l| dst.starts_with(l.at))
+        .max_by_key(|l| l.at.components().count())
 }
 
 /// A bind whose source is still to be made (`create`, a protected path): its destination
@@ -176,22 +199,22 @@ fn missing_below(source: &Path, rel: &Path, at: &Path, dst: &Path) -> Result<Opt
     Ok(None)
 }
 
-/// Each skeleton just before the first mount beneath it (`/` before anything), parents
+/// Each skeleton just before the first mount beneath it (`/` before anything; one for the
+/// late mounts only, after all of the plan's: `before` is `plan`, their count), parents
 /// first: a skeleton then binds back what is mounted in it already.
-fn order(dirs: Vec<PathBuf>, mounts: &[Mount]) -> Vec<Skeleton> {
+fn order(dirs: Vec<PathBuf>, destinations: &[&Path], plan: usize) -> Vec<Skeleton> {
     let mut out: Vec<Skeleton> = dirs
         .into_iter()
         .filter_map(|at| {
             if at == Path::new("/") {
                 return Some(Skeleton { at, before: None });
             }
-            let first = mounts.iter().position(|m| {
-                let dst = m.destination();
-                dst != at && dst.starts_with(&at)
-            })?;
+            let first = destinations
+                .iter()
+                .position(|dst| *dst != at && dst.starts_with(&at))?;
             Some(Skeleton {
                 at,
-                before: Some(first),
+                before: Some(first.min(plan)),
             })
         })
         .collect();
@@ -247,14 +270,14 @@ mod tests {
     #[test]
     fn existing_destinations_and_own_tmpfs_need_nothing() {
         let mounts = [tmpfs("/usr"), tmpfs("/tmp/new/deep"), tmpfs("/usr/new")];
-        let found = skeletons(&Rootfs::Host, &mounts).unwrap();
+        let found = skeletons(&Rootfs::Host, &mounts, &[]).unwrap();
         assert!(found.is_empty(), "{found:?}");
     }
 
     #[test]
     fn a_new_top_level_path_gets_the_roots_skeleton_first() {
         let mounts = [tmpfs("/sbx-no-such-dir"), tmpfs("/sbx-no-such-dir/x")];
-        let found = skeletons(&Rootfs::Host, &mounts).unwrap();
+        let found = skeletons(&Rootfs::Host, &mounts, &[]).unwrap();
         assert_eq!(at(&found), [(Path::new("/"), None)]);
     }
 
@@ -264,7 +287,7 @@ mod tests {
             tmpfs("/usr/sbx-no-such-dir/deep"),
             tmpfs("/sbx-no-such-dir"),
         ];
-        let found = skeletons(&Rootfs::Host, &mounts).unwrap();
+        let found = skeletons(&Rootfs::Host, &mounts, &[]).unwrap();
         // Parents first, whatever order the mounts named them in.
         assert_eq!(
             at(&found),
@@ -273,13 +296,23 @@ mod tests {
     }
 
     #[test]
+    fn a_late_mount_point_gets_its_skeleton_after_the_plans_mounts() {
+        // /etc/resolv.conf of user-mode networking, on a host that has none.
+        let late = [Path::new("/etc/sbx-no-such-file")];
+        let found = skeletons(&Rootfs::Host, &[tmpfs("/tmp/x")], &late).unwrap();
+        assert_eq!(at(&found), [(Path::new("/etc"), Some(1))]);
+        let late = [Path::new("/etc/hosts")];
+        assert!(skeletons(&Rootfs::Host, &[], &late).unwrap().is_empty());
+    }
+
+    #[test]
     fn a_read_only_bind_gets_a_skeleton_a_writable_one_is_refused() {
         let dir = Scratch::new("bind");
         let ro = [bind(&dir.0, "/tmp/b", true), tmpfs("/tmp/b/sub/new")];
-        let found = skeletons(&Rootfs::Host, &ro).unwrap();
+        let found = skeletons(&Rootfs::Host, &ro, &[]).unwrap();
         assert_eq!(at(&found), [(Path::new("/tmp/b/sub"), Some(1))]);
         let rw = [bind(&dir.0, "/tmp/b", false), tmpfs("/tmp/b/sub/new")];
-        let err = skeletons(&Rootfs::Host, &rw).unwrap_err().to_string();
+        let err = skeletons(&Rootfs::Host, &rw, &[]).unwrap_err().to_string();
         assert!(
             err.starts_with(
                 "cannot create mount point /tmp/b/sub/new: it would be made on the host"
@@ -288,14 +321,14 @@ mod tests {
         );
         // What exists in the writable bind is mounted on as before.
         let rw = [bind(&dir.0, "/tmp/b", false), tmpfs("/tmp/b/sub")];
-        assert!(skeletons(&Rootfs::Host, &rw).unwrap().is_empty());
+        assert!(skeletons(&Rootfs::Host, &rw, &[]).unwrap().is_empty());
     }
 
     #[test]
     fn image_and_directory_roots_make_their_own_mount_points() {
         let dir = Scratch::new("dir");
         let mounts = [tmpfs("/sbx-no-such-dir")];
-        assert!(skeletons(&Rootfs::Dir(dir.0.clone()), &mounts)
+        assert!(skeletons(&Rootfs::Dir(dir.0.clone()), &mounts, &[])
             .unwrap()
             .is_empty());
     }
@@ -306,16 +339,20 @@ mod tests {
         std::os::unix::fs::symlink("sub", dir.0.join("link")).unwrap();
         std::fs::write(dir.0.join("file"), "").unwrap();
         let mounts = [bind(&dir.0, "/tmp/b", true), tmpfs("/tmp/b/link/new")];
-        let err = skeletons(&Rootfs::Host, &mounts).unwrap_err().to_string();
+        let err = skeletons(&Rootfs::Host, &mounts, &[])
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("/tmp/b/link is a symbolic link (to sub)"),
             "{err}"
         );
         // Through a link to something that exists, nothing is made.
         let mounts = [bind(&dir.0, "/tmp/b", true), tmpfs("/tmp/b/link")];
-        assert!(skeletons(&Rootfs::Host, &mounts).unwrap().is_empty());
+        assert!(skeletons(&Rootfs::Host, &mounts, &[]).unwrap().is_empty());
         let mounts = [bind(&dir.0, "/tmp/b", true), tmpfs("/tmp/b/file/new")];
-        let err = skeletons(&Rootfs::Host, &mounts).unwrap_err().to_string();
+        let err = skeletons(&Rootfs::Host, &mounts, &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/tmp/b/file is not a directory"), "{err}");
     }
 }
