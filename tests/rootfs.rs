@@ -256,13 +256,33 @@ fn a_root_owned_rootfs_runs_and_hiding_what_it_lacks_is_a_no_op() {
     );
     out.assert_success();
     assert_eq!(out.lines(), [dir.str(), "/bin/busybox", "no-home"], "{out}");
-    // A mount point that must be made and cannot be is a clear error that names it.
+    // A mount point it lacks is made on a skeleton, not in the shared root (which the
+    // user could not write anyway), and the rest of its top level is as it was.
+    assert!(!shared.join("scratch").exists());
     let out = sandbox_sh(
         dir.path(),
         &["--rootfs", shared.to_str().unwrap(), "--tmpfs", "/scratch"],
-        "true",
+        "touch /scratch/f && echo scratch-rw; ls /; touch /new 2>&1; echo done",
     );
-    out.assert_sbx_error(&["cannot create mount point /scratch"]);
+    out.assert_success();
+    let lines = out.lines();
+    assert_eq!(lines[0], "scratch-rw", "{out}");
+    let mut expected: Vec<String> = fs::read_dir(shared)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .chain(["scratch".to_string()])
+        .collect();
+    expected.sort();
+    expected.dedup();
+    let listed_end = lines.len() - 2;
+    let mut listed = lines[1..listed_end].to_vec();
+    listed.sort();
+    assert_eq!(listed, expected, "{out}");
+    assert!(
+        lines[listed_end].ends_with("Read-only file system"),
+        "{out}"
+    );
+    assert!(!shared.join("scratch").exists());
 }
 
 // ---------------------------------------------------------------------------------------

@@ -98,18 +98,10 @@ pub fn build(plan: &Plan, sources: Sources) -> Result<()> {
         0,
     )?;
     for (i, (mount, source)) in plan.mounts.iter().zip(sources.binds).enumerate() {
-        for s in plan.skeletons.iter().filter(|s| s.before == Some(i)) {
-            super::skeleton::build(root.as_fd(), &s.at, &[], &mut seal)?;
-        }
+        skeletons_before(root.as_fd(), plan, i, &mut seal)?;
         apply(root.as_fd(), mount, source, &mut seal)?;
     }
-    for s in plan
-        .skeletons
-        .iter()
-        .filter(|s| s.before == Some(plan.mounts.len()))
-    {
-        super::skeleton::build(root.as_fd(), &s.at, &[], &mut seal)?;
-    }
+    skeletons_before(root.as_fd(), plan, plan.mounts.len(), &mut seal)?;
     hide_host_sockets(root.as_fd(), plan)?;
     if plan.network.user_mode_nat() {
         mount_net_files(root.as_fd(), plan)?;
@@ -136,6 +128,20 @@ fn root_skeleton(plan: &Plan, root: OwnedFd, seal: &mut Vec<OwnedFd>) -> Result<
         Mode::empty(),
     )
     .context("open the new root")
+}
+
+/// The skeletons the plan puts just before its mount `i` (after all of them: `i` is their
+/// count).
+fn skeletons_before(
+    root: BorrowedFd,
+    plan: &Plan,
+    i: usize,
+    seal: &mut Vec<OwnedFd>,
+) -> Result<()> {
+    for s in plan.skeletons.iter().filter(|s| s.before == Some(i)) {
+        super::skeleton::build(root, &s.at, &[], seal)?;
+    }
+    Ok(())
 }
 
 /// Mount events in our namespace must never propagate back to the host.

@@ -21,8 +21,11 @@ use crate::plan::{Mount, Rootfs, Skeleton};
 enum Under<'a> {
     /// A host directory seen through the sandbox: the host's root, a bind's source.
     Host { source: &'a Path, readonly: bool },
-    /// Somewhere sbx makes mount points itself: its own tmpfs mounts, an image's overlay, a
-    /// directory root before it turns read-only.
+    /// A directory root: sbx makes its missing mount points in it before it turns
+    /// read-only, as runc does, where you may write; elsewhere (a shared root owned by
+    /// root) it takes a skeleton.
+    DirRoot(&'a Path),
+    /// Somewhere sbx makes mount points itself: its own tmpfs mounts, an image's overlay.
     Own,
     /// /proc, the bind of a file, a source still to be created: the mount itself reports
     /// what fails.
@@ -49,7 +52,8 @@ pub(super) fn skeletons(
             source: Path::new("/"),
             readonly: true,
         },
-        Rootfs::Dir(_) | Rootfs::Image { .. } => Under::Own,
+        Rootfs::Dir(dir) => Under::DirRoot(dir),
+        Rootfs::Image { .. } => Under::Own,
     };
     // The root and what the child mounts on it before the plan's mounts.
     let mut layers = vec![
@@ -135,8 +139,10 @@ fn layer_of(m: &Mount) -> Under<'_> {
 /// Where `dst`, landing on `cover`, needs a skeleton (the deepest directory of it that
 /// exists), if it needs one.
 fn skeleton_for(cover: &Layer, dst: &Path) -> Result<Option<PathBuf>> {
-    let Under::Host { source, readonly } = cover.under else {
-        return Ok(None);
+    let (source, readonly) = match cover.under {
+        Under::Host { source, readonly } => (source, readonly),
+        Under::DirRoot(dir) => (dir, true),
+        Under::Own | Under::Unknown => return Ok(None),
     };
     let Ok(rel) = dst.strip_prefix(cover.at) else {
         return Ok(None);
@@ -144,6 +150,13 @@ fn skeleton_for(cover: &Layer, dst: &Path) -> Result<Option<PathBuf>> {
     let Some(existing) = missing_below(source, rel, cover.at, dst)? else {
         return Ok(None);
     };
+    if let Under::DirRoot(dir) = cover.under {
+        let writable =
+            nix::unistd::access(&dir.join(&existing), nix::unistd::AccessFlags::W_OK).is_ok();
+        if writable {
+            return Ok(None);
+        }
+    }
     if !readonly {
         bail!(
             "cannot create mount point {}: it would be made on the host, as {} in the \
@@ -325,9 +338,9 @@ mod tests {
     }
 
     #[test]
-    fn image_and_directory_roots_make_their_own_mount_points() {
+    fn a_directory_root_you_may_write_makes_its_own_mount_points() {
         let dir = Scratch::new("dir");
-        let mounts = [tmpfs("/sbx-no-such-dir")];
+        let mounts = [tmpfs("/sbx-no-such-dir"), tmpfs("/sub/new")];
         assert!(skeletons(&Rootfs::Dir(dir.0.clone()), &mounts, &[])
             .unwrap()
             .is_empty());
