@@ -183,6 +183,13 @@ fn describe(plan: &plan::Plan, why: &str) {
     for m in &plan.mounts {
         eprintln!("sbx: mount: {}", describe_mount(m));
     }
+    for s in &plan.skeletons {
+        eprintln!(
+            "sbx: mount: skeleton {} (a tmpfs with its entries bound back read-only, for new \
+             mount points)",
+            s.at.display()
+        );
+    }
 }
 
 /// One line a person reads: `bind /src -> /work (rw)`, `tmpfs /tmp/x (rw, size 20%)`.

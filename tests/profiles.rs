@@ -8,7 +8,8 @@
 mod common;
 
 use std::fs;
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
@@ -412,6 +413,90 @@ fn strict_profile_allows_writing_only_to_tmp() {
     out.assert_success();
     assert_eq!(out.lines(), ["work-ro", "home-ro", "tmp-ok", "1"], "{out}");
     assert!(!p.work().join("x").exists());
+}
+
+/// README's example, run from a project under the home: the tool is found in the current
+/// directory, which it can read but not write, and the rest of the home stays hidden.
+#[test]
+fn strict_profile_runs_a_tool_from_the_current_directory_read_only() {
+    if !require_sandbox() {
+        return;
+    }
+    let p = Profiles::new();
+    let project = p.home().join("project");
+    fs::create_dir(&project).unwrap();
+    fs::write(p.home().join("secret"), "in the home\n").unwrap();
+    let tool = project.join("untrusted-tool");
+    fs::write(
+        &tool,
+        "#!/bin/sh\npwd\ntouch written 2>&1\nls -A ..\ntest -e ../secret && echo secret-shown || echo home-hidden\n",
+    )
+    .unwrap();
+    fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cmd = p.sbx(&["run", "--profile", "strict", "--", "./untrusted-tool"]);
+    cmd.current_dir(&project);
+    let out = run(cmd);
+    out.assert_success();
+    let lines = out.lines();
+    assert_eq!(lines[0], project.to_str().unwrap(), "{out}");
+    assert!(lines[1].ends_with("Read-only file system"), "{out}");
+    // The home shows only the project (its mount point), not the secret beside it.
+    assert_eq!(lines[2..], ["project", "home-hidden"], "{out}");
+    assert!(!project.join("written").exists());
+}
+
+/// Run from the home itself, strict binds nothing (that would show the whole home) and
+/// says so.
+#[test]
+fn strict_profile_run_from_the_home_binds_nothing() {
+    if !require_sandbox() {
+        return;
+    }
+    let p = Profiles::new();
+    fs::write(p.home().join("secret"), "in the home\n").unwrap();
+    let mut cmd = p.sbx(&["run", "--profile", "strict", "--", "sh", "-c", "pwd; ls -A"]);
+    cmd.current_dir(p.home());
+    let out = run(cmd);
+    out.assert_success();
+    assert_eq!(out.lines(), [p.home().to_str().unwrap()], "{out}");
+    assert!(
+        out.stderr().contains("not binding") && out.stderr().contains("read-only"),
+        "{out}"
+    );
+}
+
+/// docs/profiles.md's layering example, as written: the project at /src, a path the host
+/// does not have.
+#[test]
+fn layering_example_binds_the_project_at_a_new_path() {
+    if !require_sandbox() {
+        return;
+    }
+    let p = Profiles::new();
+    let src_on_host = Path::new("/src").exists();
+    fs::write(p.work().join("from-host"), "project file\n").unwrap();
+    p.user(
+        "layered",
+        r#"{
+  "extends": "default",
+  "replace": ["mounts"],
+  "mounts": [{ "type": "bind", "source": "${PWD}", "destination": "/src" }],
+  "workdir": "/src"
+}"#,
+    );
+    let out = p.sh(
+        &["-p", "layered"],
+        "pwd; cat from-host; echo out > built && echo written",
+    );
+    out.assert_success();
+    assert_eq!(out.lines(), ["/src", "project file", "written"], "{out}");
+    assert!(p.work().join("built").exists());
+    if !src_on_host {
+        assert!(
+            !Path::new("/src").exists(),
+            "the run created /src on the host"
+        );
+    }
 }
 
 #[test]

@@ -1,9 +1,12 @@
-//! `--rootfs DIR`: a directory as the sandbox's root, built here from a static busybox.
+//! `--rootfs DIR`: a directory as the sandbox's root, built here from a static busybox; and
+//! new mount points on the host's read-only root and in read-only binds, which sbx makes on
+//! a tmpfs of its own (a skeleton) without writing to the host.
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use common::*;
@@ -253,11 +256,285 @@ fn a_root_owned_rootfs_runs_and_hiding_what_it_lacks_is_a_no_op() {
     );
     out.assert_success();
     assert_eq!(out.lines(), [dir.str(), "/bin/busybox", "no-home"], "{out}");
-    // A mount point that must be made and cannot be is a clear error that names it.
+    // A mount point it lacks is made on a skeleton, not in the shared root (which the
+    // user could not write anyway), and the rest of its top level is as it was.
+    assert!(!shared.join("scratch").exists());
     let out = sandbox_sh(
         dir.path(),
         &["--rootfs", shared.to_str().unwrap(), "--tmpfs", "/scratch"],
-        "true",
+        "touch /scratch/f && echo scratch-rw; ls /; touch /new 2>&1; echo done",
     );
-    out.assert_sbx_error(&["cannot create mount point /scratch"]);
+    out.assert_success();
+    let lines = out.lines();
+    assert_eq!(lines[0], "scratch-rw", "{out}");
+    let mut expected: Vec<String> = fs::read_dir(shared)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .chain(["scratch".to_string()])
+        .collect();
+    expected.sort();
+    expected.dedup();
+    let listed_end = lines.len() - 2;
+    let mut listed = lines[1..listed_end].to_vec();
+    listed.sort();
+    assert_eq!(listed, expected, "{out}");
+    assert!(
+        lines[listed_end].ends_with("Read-only file system"),
+        "{out}"
+    );
+    assert!(!shared.join("scratch").exists());
+}
+
+// ---------------------------------------------------------------------------------------
+// New mount points on the host's root
+// ---------------------------------------------------------------------------------------
+
+/// A top-level name no host has, and a guard that fails the test if it appeared on the
+/// host (sbx must never create a mount point there).
+struct NewPath(PathBuf);
+
+impl NewPath {
+    fn top_level() -> NewPath {
+        let path = Path::new("/").join(unique("newdir"));
+        assert!(!path.exists(), "{} exists on the host", path.display());
+        NewPath(path)
+    }
+    fn below(dir: &str) -> NewPath {
+        let path = Path::new(dir).join(unique("newdir"));
+        assert!(!path.exists(), "{} exists on the host", path.display());
+        NewPath(path)
+    }
+    fn str(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+    fn assert_not_on_the_host(&self) {
+        assert!(
+            fs::symlink_metadata(&self.0).is_err(),
+            "the run created {} on the host",
+            self.0.display()
+        );
+    }
+}
+
+#[test]
+fn a_bind_on_a_new_top_level_path_is_readable_and_nothing_is_made_on_the_host() {
+    if !require_sandbox() {
+        return;
+    }
+    let new = NewPath::top_level();
+    let data = TempDir::new();
+    fs::write(data.join("f"), "from the host\n").unwrap();
+    let cwd = TempDir::new();
+    let out = sandbox_sh(
+        cwd.path(),
+        &["--ro-bind", &format!("{}:{}", data.str(), new.str())],
+        &format!(
+            "cat {n}/f; touch {n}/g 2>&1; touch {n}-sibling 2>&1; echo done",
+            n = new.str()
+        ),
+    );
+    out.assert_success();
+    let lines = out.lines();
+    assert_eq!(lines[0], "from the host", "{out}");
+    // The bind is read-only, and so is the root around the new mount point.
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(
+        lines[1..3]
+            .iter()
+            .all(|l| l.contains("Read-only file system")),
+        "{out}"
+    );
+    new.assert_not_on_the_host();
+    assert!(!data.join("g").exists());
+}
+
+#[test]
+fn a_tmpfs_on_a_new_path_is_writable_and_its_parent_is_not() {
+    if !require_sandbox() {
+        return;
+    }
+    let new = NewPath::top_level();
+    let cwd = TempDir::new();
+    let inner = format!("{}/inner", new.str());
+    let out = sandbox_sh(
+        cwd.path(),
+        &["--tmpfs", &inner],
+        &format!(
+            "touch {inner}/f && echo tmpfs-rw; ls -A {n}; touch {n}/x 2>&1; echo done",
+            n = new.str()
+        ),
+    );
+    out.assert_success();
+    let lines = out.lines();
+    assert_eq!(lines[..2], ["tmpfs-rw", "inner"], "{out}");
+    // Read-only as a mount (not only refused by Landlock, which says "Permission denied").
+    assert!(lines[2].ends_with("Read-only file system"), "{out}");
+    assert_eq!(lines.len(), 4, "{out}");
+    new.assert_not_on_the_host();
+}
+
+#[test]
+fn a_new_path_below_an_existing_host_directory_keeps_the_rest_of_it() {
+    if !require_sandbox() {
+        return;
+    }
+    let new = NewPath::below("/usr");
+    let data = TempDir::new();
+    fs::write(data.join("f"), "nested\n").unwrap();
+    let cwd = TempDir::new();
+    let out = sandbox_sh(
+        cwd.path(),
+        &["--ro-bind", &format!("{}:{}", data.str(), new.str())],
+        &format!(
+            "cat {}/f; /usr/bin/env echo usr-bin-runs; ls -A /usr",
+            new.str()
+        ),
+    );
+    out.assert_success();
+    let lines = out.lines();
+    assert_eq!(lines[..2], ["nested", "usr-bin-runs"], "{out}");
+    let mut expected: Vec<String> = fs::read_dir("/usr")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    expected.push(new.0.file_name().unwrap().to_string_lossy().into_owned());
+    expected.sort();
+    let mut listed = lines[2..].to_vec();
+    listed.sort();
+    assert_eq!(listed, expected, "{out}");
+    new.assert_not_on_the_host();
+}
+
+/// `name kind dev:ino` (or `name link TARGET`) for each entry of `/`, as the host has them.
+fn root_entries_on_the_host() -> BTreeMap<String, String> {
+    fs::read_dir("/")
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            let meta = fs::symlink_metadata(e.path()).unwrap();
+            let what = if meta.file_type().is_symlink() {
+                format!("link {}", fs::read_link(e.path()).unwrap().display())
+            } else {
+                let kind = if meta.is_dir() { "dir" } else { "other" };
+                format!("{kind} {}:{}", meta.dev(), meta.ino())
+            };
+            (name, what)
+        })
+        .collect()
+}
+
+/// The same inside, and for each directory what creating something in it gives.
+const LIST_ROOT: &str = r#"
+import errno, os, stat
+def attempt(f):
+    try:
+        f()
+        return "written"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+print("/", attempt(lambda: os.mkdir("/.sbx-probe")))
+for n in sorted(os.listdir("/")):
+    p = "/" + n
+    st = os.lstat(p)
+    if stat.S_ISLNK(st.st_mode):
+        print(n, "link", os.readlink(p))
+    elif stat.S_ISDIR(st.st_mode):
+        print(n, "dir", "%d:%d" % (st.st_dev, st.st_ino), attempt(lambda: os.mkdir(p + "/.sbx-probe")))
+    else:
+        print(n, "other", "%d:%d" % (st.st_dev, st.st_ino))
+"#;
+
+#[test]
+fn the_hosts_top_level_entries_stay_the_same_and_read_only() {
+    if !require_sandbox() || !require_tool("python3") {
+        return;
+    }
+    let host = root_entries_on_the_host();
+    // On merged-/usr hosts /bin is a link: the script runs through it.
+    let new = NewPath::top_level();
+    let data = TempDir::new();
+    let cwd = TempDir::new();
+    let out = run(sbx_run(
+        cwd.path(),
+        &[
+            "--ro-bind",
+            &format!("{}:{}", data.str(), new.str()),
+            "--",
+            "/bin/sh",
+            "-c",
+            "exec python3 -c \"$1\"",
+            "sh",
+            LIST_ROOT,
+        ],
+    ));
+    out.assert_success();
+    let lines = out.lines();
+    assert_eq!(lines[0], "/ EROFS", "the root is writable\n{out}");
+    let inside: BTreeMap<String, String> = lines[1..]
+        .iter()
+        .map(|l| {
+            let (name, rest) = l.split_once(' ').unwrap();
+            (name.to_string(), rest.to_string())
+        })
+        .collect();
+    let new_name = new.0.file_name().unwrap().to_string_lossy().into_owned();
+    let mut names: Vec<&String> = host.keys().collect();
+    names.push(&new_name);
+    names.sort();
+    assert_eq!(inside.keys().collect::<Vec<_>>(), names, "{out}");
+    for (name, what) in &host {
+        // The sandbox's own /proc, /dev and /tmp cover the host's.
+        if ["proc", "dev", "tmp"].contains(&name.as_str()) {
+            continue;
+        }
+        let seen = &inside[name];
+        let expected = if what.starts_with("dir ") {
+            // A directory the user cannot search (/root, /lost+found) refuses the lookup
+            // before the kernel asks whether the mount is writable.
+            let searchable =
+                nix::unistd::access(&Path::new("/").join(name), nix::unistd::AccessFlags::X_OK)
+                    .is_ok();
+            format!("{what} {}", if searchable { "EROFS" } else { "EACCES" })
+        } else {
+            what.clone()
+        };
+        assert_eq!(seen, &expected, "/{name}\n{out}");
+    }
+    new.assert_not_on_the_host();
+}
+
+#[test]
+fn profile_check_names_a_mount_point_run_would_refuse() {
+    if !require_sandbox() {
+        return;
+    }
+    // A mount point missing in a writable bind would be made on the host: refused, by
+    // `profile check` as by `run`, with the same message, and nothing made.
+    let project = TempDir::new();
+    let missing = unique("missing");
+    let dir = TempDir::new();
+    let profile = dir.join("p.json");
+    fs::write(
+        &profile,
+        format!(
+            r#"{{"mounts": [{{"type": "bind", "source": "{}", "destination": "/tmp/w"}},
+                {{"type": "tmpfs", "destination": "/tmp/w/{missing}"}}]}}"#,
+            project.str()
+        ),
+    )
+    .unwrap();
+    let message = format!(
+        "cannot create mount point /tmp/w/{missing}: it would be made on the host, as {}",
+        project.join(&missing).display()
+    );
+    let check = run(sbx().args(["profile", "check", profile.to_str().unwrap()]));
+    check.assert_sbx_error(&[&message]);
+    let out = sandbox_sh(dir.path(), &["-p", profile.to_str().unwrap()], "true");
+    out.assert_sbx_error(&[&message]);
+    assert!(!project.join(&missing).exists());
+    // The same mount point, present on the host, is fine for both.
+    fs::create_dir(project.join(&missing)).unwrap();
+    run(sbx().args(["profile", "check", profile.to_str().unwrap()])).assert_success();
+    sandbox_sh(dir.path(), &["-p", profile.to_str().unwrap()], "true").assert_success();
 }

@@ -7,6 +7,7 @@
 mod net;
 mod overlay;
 mod rootfs;
+mod skeleton;
 
 use std::convert::Infallible;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};

@@ -81,7 +81,10 @@ pub fn build(plan: &Plan, sources: Sources) -> Result<()> {
         }
         _ => bail!("internal error: no root filesystem was opened"),
     };
+    // Tmpfs mounts that turn read-only once every mount point in them is made.
+    let mut seal = Vec::new();
     let root = attach_root(plan, tree)?;
+    let root = root_skeleton(plan, root, &mut seal)?;
     mount_proc(root.as_fd())?;
     mount_dev(root.as_fd(), sources.devices, plan.shm_size)?;
     if plan.security.mask_kernel_paths {
@@ -94,9 +97,11 @@ pub fn build(plan: &Plan, sources: Sources) -> Result<()> {
         Some(plan.tmp_size),
         0,
     )?;
-    for (mount, source) in plan.mounts.iter().zip(sources.binds) {
-        apply(root.as_fd(), mount, source)?;
+    for (i, (mount, source)) in plan.mounts.iter().zip(sources.binds).enumerate() {
+        skeletons_before(root.as_fd(), plan, i, &mut seal)?;
+        apply(root.as_fd(), mount, source, &mut seal)?;
     }
+    skeletons_before(root.as_fd(), plan, plan.mounts.len(), &mut seal)?;
     hide_host_sockets(root.as_fd(), plan)?;
     if plan.network.user_mode_nat() {
         mount_net_files(root.as_fd(), plan)?;
@@ -104,8 +109,39 @@ pub fn build(plan: &Plan, sources: Sources) -> Result<()> {
     if plan.limits.site.is_some() {
         mount_cgroup(root.as_fd())?;
     }
+    super::skeleton::seal(&seal)?;
     seal_dev(root.as_fd())?;
     pivot_into(root.as_fd())
+}
+
+/// The skeleton of `/` itself (a new mount point on the host's root), before anything is
+/// mounted on the root: returns the new root, the skeleton's tmpfs, stacked on the old.
+fn root_skeleton(plan: &Plan, root: OwnedFd, seal: &mut Vec<OwnedFd>) -> Result<OwnedFd> {
+    if !plan.skeletons.iter().any(|s| s.before.is_none()) {
+        return Ok(root);
+    }
+    // The sandbox's own /proc, /dev and /tmp cover these at once.
+    super::skeleton::build(root.as_fd(), Path::new("/"), &["proc", "dev", "tmp"], seal)?;
+    nix::fcntl::open(
+        STAGING,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .context("open the new root")
+}
+
+/// The skeletons the plan puts just before its mount `i` (after all of them: `i` is their
+/// count).
+fn skeletons_before(
+    root: BorrowedFd,
+    plan: &Plan,
+    i: usize,
+    seal: &mut Vec<OwnedFd>,
+) -> Result<()> {
+    for s in plan.skeletons.iter().filter(|s| s.before == Some(i)) {
+        super::skeleton::build(root, &s.at, &[], seal)?;
+    }
+    Ok(())
 }
 
 /// Mount events in our namespace must never propagate back to the host.
@@ -490,14 +526,15 @@ fn clone_fd(fd: &OwnedFd, recursive: bool) -> std::io::Result<OwnedFd> {
     open_tree(fd.as_raw_fd(), c"", flags)
 }
 
-/// A new tmpfs on `dst`; `attrs` adds to nosuid and nodev (read-only, noexec).
+/// A new tmpfs on `dst`; `attrs` adds to nosuid and nodev (read-only, noexec). Returns
+/// the mount.
 fn mount_tmpfs(
     root: BorrowedFd,
     dst: &Path,
     mode: u32,
     size: Option<TmpfsSize>,
     attrs: u64,
-) -> Result<()> {
+) -> Result<OwnedFd> {
     let mode = CString::new(format!("{mode:o}"))?;
     let size = size.map(|s| CString::new(s.to_string())).transpose()?;
     let mut options: Vec<(&CStr, Option<&CStr>)> = vec![(c"mode", Some(&mode))];
@@ -510,10 +547,18 @@ fn mount_tmpfs(
         MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | attrs,
     )
     .with_context(|| format!("create a tmpfs for {}", dst.display()))?;
-    attach(root, &fs, dst, true)
+    attach(root, &fs, dst, true)?;
+    Ok(fs)
 }
 
-fn apply(root: BorrowedFd, mount: &Mount, source: Option<OwnedFd>) -> Result<()> {
+/// One mount of the plan. A read-only tmpfs stays writable until `seal`, so the mount
+/// points of the mounts inside it can be made.
+fn apply(
+    root: BorrowedFd,
+    mount: &Mount,
+    source: Option<OwnedFd>,
+    seal: &mut Vec<OwnedFd>,
+) -> Result<()> {
     match (mount, source) {
         (
             Mount::Bind {
@@ -532,13 +577,13 @@ fn apply(root: BorrowedFd, mount: &Mount, source: Option<OwnedFd>) -> Result<()>
                 noexec,
             },
             _,
-        ) => mount_tmpfs(
-            root,
-            destination,
-            *mode,
-            *size,
-            flag_attrs(*readonly, *noexec),
-        ),
+        ) => {
+            let fs = mount_tmpfs(root, destination, *mode, *size, flag_attrs(false, *noexec))?;
+            if *readonly {
+                seal.push(fs);
+            }
+            Ok(())
+        }
         (Mount::Bind { destination, .. }, None) => {
             bail!(
                 "internal error: no source opened for {}",
@@ -599,9 +644,11 @@ fn ensure_destination(root: BorrowedFd, dst: &Path, is_dir: bool) -> Result<Owne
 
 fn mount_point_error(dst: &Path, e: io::Error) -> anyhow::Error {
     let hint = match e.raw_os_error() {
+        // The planner makes room for every mount point it finds missing on something
+        // read-only (`plan::Skeleton`): this one was there when it looked.
         Some(libc::EROFS) => {
-            "; the directory above it is read-only in the sandbox: create it on the host \
-             first, or mount a tmpfs on a parent directory"
+            "; the directory above it is read-only in the sandbox, and it existed when sbx \
+             planned the run: something removed it since; run again"
         }
         Some(libc::EACCES) | Some(libc::EPERM) => "; you cannot create it there",
         _ => "",

@@ -23,7 +23,7 @@ pub use ids::{IdMode, IdPlan, IdRange};
 pub use limits::LimitsPlan;
 pub use net::NetPlan;
 pub use rootfs::{
-    Mount, OverlayKind, Rootfs, TmpfsSize, UpperDir, DEFAULT_SHM_SIZE, DEFAULT_TMP_SIZE,
+    Mount, OverlayKind, Rootfs, Skeleton, TmpfsSize, UpperDir, DEFAULT_SHM_SIZE, DEFAULT_TMP_SIZE,
 };
 pub use security::SecurityPlan;
 
@@ -42,6 +42,9 @@ pub struct Plan {
     pub search_path: String,
     pub rootfs: Rootfs,
     pub mounts: Vec<Mount>,
+    /// Read-only directories that take new mount points (see `Skeleton`); empty for most
+    /// runs, which then cost nothing more.
+    pub skeletons: Vec<Skeleton>,
     pub workdir: PathBuf,
     pub hostname: Option<String>,
     pub network: NetPlan,

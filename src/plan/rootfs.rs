@@ -52,6 +52,23 @@ impl Mount {
     }
 }
 
+/// A directory that is read-only in the sandbox (on the host's root, or in a read-only
+/// bind) and must take a new mount point: the child puts a tmpfs on it with the
+/// directory's entries bound back (read-only, recursively; links recreated as the same
+/// link), so new mount points are made on the tmpfs and nothing on the host. The tmpfs
+/// turns read-only once every mount is in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skeleton {
+    /// The directory inside the sandbox: absolute, normalized, reached through no
+    /// symbolic link.
+    pub at: PathBuf,
+    /// Built just before `Plan::mounts[i]` (the first mount beneath it); `i` equal to
+    /// their count: after all of them, before /etc/resolv.conf, /etc/hosts and
+    /// /sys/fs/cgroup; `None`: before anything is mounted on the root, the sandbox's own
+    /// /proc, /dev and /tmp included (the skeleton of `/` itself).
+    pub before: Option<usize>,
+}
+
 /// How the child assembles the overlay.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OverlayKind {

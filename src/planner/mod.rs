@@ -15,8 +15,8 @@ use anyhow::{bail, Context, Result};
 use crate::plan::ids::IdPlan;
 use crate::plan::net::{Join, NetPlan};
 use crate::plan::{
-    normalize_absolute, HostSetup, Mount, Paths, Plan, Rootfs, TmpfsSize, DEFAULT_SHM_SIZE,
-    DEFAULT_TMP_SIZE,
+    normalize_absolute, HostSetup, LimitsPlan, Mount, Paths, Plan, Rootfs, TmpfsSize,
+    DEFAULT_SHM_SIZE, DEFAULT_TMP_SIZE,
 };
 use crate::profile::load::Loaded;
 use crate::profile::vars::Vars;
@@ -27,6 +27,7 @@ pub mod facts;
 pub mod ids;
 pub mod image;
 pub mod limits;
+mod mountpoints;
 mod mounts;
 pub mod network;
 mod overrides;
@@ -97,6 +98,13 @@ pub fn build(req: &Request) -> Result<Plan> {
     )?;
     let (ids, run_as) = plan_ids(profile, args, vars, &network, files.image.as_ref())?;
     let limits = limits::plan(&profile.limits, args, req.host, &mut setup)?;
+    // Once every mount is known: where a mount point is missing on something read-only,
+    // and where one cannot be made at all.
+    let skeletons = mountpoints::skeletons(
+        &files.rootfs,
+        &files.mounts,
+        &late_mounts(&network, &limits),
+    )?;
     let security = security::plan(
         &profile.security,
         args,
@@ -115,6 +123,7 @@ pub fn build(req: &Request) -> Result<Plan> {
         search_path,
         rootfs: files.rootfs,
         mounts: files.mounts,
+        skeletons,
         workdir,
         hostname,
         network,
@@ -180,6 +189,19 @@ fn files(req: &Request, profile: &Profile, setup: &mut HostSetup) -> Result<File
         image,
         warnings,
     })
+}
+
+/// What the child mounts after the plan's mounts: the generated /etc/resolv.conf and
+/// /etc/hosts of user-mode networking, the sandbox's own cgroup tree.
+fn late_mounts(network: &NetPlan, limits: &LimitsPlan) -> Vec<&'static Path> {
+    let mut late = Vec::new();
+    if network.user_mode_nat() {
+        late.extend([Path::new("/etc/resolv.conf"), Path::new("/etc/hosts")]);
+    }
+    if limits.site.is_some() {
+        late.push(Path::new("/sys/fs/cgroup"));
+    }
+    late
 }
 
 /// The id map, and the ids the command switches to (image roots).

@@ -156,14 +156,19 @@ pub(super) fn resolve_mounts(
     let home = Path::new(&vars.home);
     for (i, spec) in profile.mounts.iter().enumerate() {
         let what = format!("mounts[{i}]");
-        if let Some(source) = holds_home(spec, home) {
+        if let Some((source, readonly)) = holds_home(spec, home) {
+            let (access, flag) = if readonly {
+                ("read-only", "--ro-bind")
+            } else {
+                ("read-write", "--bind")
+            };
             let hint = if source == home {
-                format!(", or pass --bind {} if you mean it", home.display())
+                format!(", or pass {flag} {} if you mean it", home.display())
             } else {
                 String::new()
             };
             warnings.push(format!(
-                "not binding {} read-write: it holds your home directory {}, which stays \
+                "not binding {} {access}: it holds your home directory {}, which stays \
                  hidden; cd into a project directory{hint}",
                 source.display(),
                 home.display(),
@@ -225,17 +230,19 @@ pub(super) fn resolve_mounts(
     Ok((mounts, warnings))
 }
 
-/// The source of a profile's writable bind that is your home or one of its ancestors (the
-/// `${PWD}` bind, run from `~` or `/`): binding it would expose all of the home.
-fn holds_home(spec: &MountSpec, home: &Path) -> Option<PathBuf> {
+/// The source of a profile's bind that is your home or one of its ancestors (the `${PWD}`
+/// bind, run from `~` or `/`), and whether the bind is read-only: binding it, even
+/// read-only, would expose all of the home (`~/.ssh` and the like).
+fn holds_home(spec: &MountSpec, home: &Path) -> Option<(PathBuf, bool)> {
     let readonly = spec.kind == MountKind::RoBind || spec.options.contains(&MountOption::Ro);
-    if spec.kind == MountKind::Tmpfs || readonly {
+    if spec.kind == MountKind::Tmpfs {
         return None;
     }
     let source = PathBuf::from(spec.source.as_ref()?);
     let identity = crate::beneath::Identity::of_path(&source).ok()?;
     let home_exists = home.is_absolute() && home != Path::new("/") && home.is_dir();
-    (home_exists && source.is_dir() && crate::beneath::contains(identity, home)).then_some(source)
+    (home_exists && source.is_dir() && crate::beneath::contains(identity, home))
+        .then_some((source, readonly))
 }
 
 /// The writable directory binds: where an earlier run may have planted links.
