@@ -17,6 +17,7 @@ pub mod instance;
 pub mod limits;
 pub mod meta;
 pub mod network;
+pub mod oci;
 pub mod plan;
 pub mod planner;
 pub mod prepare;

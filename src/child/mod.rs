@@ -6,7 +6,7 @@
 
 mod net;
 mod overlay;
-mod rootfs;
+pub mod rootfs;
 
 use std::convert::Infallible;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
