@@ -457,8 +457,15 @@ fn asroot_device_nodes_are_made_and_the_cgroup_joined() {
     let mut b = Bundle::new(&[]);
     let leaf = format!("/{}", unique("oci-cg"));
     b.config["linux"]["cgroupsPath"] = json!(leaf);
-    let out =
-        b.sh("ls -l /dev/null /dev/zero; grep -c devtmpfs /proc/mounts; cat /proc/self/cgroup");
+    // Without a cgroup namespace, so that the process shows its cgroup's whole path.
+    let namespaces = b.config["linux"]["namespaces"].as_array().unwrap().clone();
+    b.config["linux"]["namespaces"] = json!(namespaces
+        .into_iter()
+        .filter(|n| n["type"] != "cgroup")
+        .collect::<Vec<_>>());
+    let out = b.sh(
+        "ls -l /dev/null /dev/zero; grep -c \" /dev/null \" /proc/mounts; cat /proc/self/cgroup",
+    );
     out.assert_success();
     let text = out.stdout();
     assert!(text.contains("1,   3") && text.contains("1,   5"), "{out}");
@@ -467,6 +474,18 @@ fn asroot_device_nodes_are_made_and_the_cgroup_joined() {
         "made, not bound from the host\n{out}"
     );
     assert!(text.contains(&format!("0::{leaf}")), "{out}");
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let cgroup2 = mountinfo
+        .lines()
+        .find(|l| l.contains(" - cgroup2 "))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .unwrap();
+    assert!(
+        !Path::new(cgroup2)
+            .join(leaf.trim_start_matches('/'))
+            .exists(),
+        "delete removes the cgroup"
+    );
 }
 
 // Rootless podman with sbx-oci as its runtime, as the test user.
