@@ -1,7 +1,6 @@
 //! The lifecycle commands after `create`: start, state, kill, delete, run, list, ps, and
 //! the informational spec and features.
 
-use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -111,42 +110,9 @@ fn run(cli: &Cli, root: &Path, args: &RunArgs) -> Result<i32> {
     if args.detach {
         return Ok(0);
     }
-    let code = wait_child(created.child)?;
+    let code = super::waiting::wait_child(created.child)?;
     delete(cli, created.dir, true)?;
     Ok(code)
-}
-
-/// Waits for our child, forwarding the usual termination signals to it.
-pub fn wait_child(child: nix::unistd::Pid) -> Result<i32> {
-    let forwarded = [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-    ];
-    let mask = crate::runtime::signals::set(&forwarded);
-    mask.thread_block().context("block signals")?;
-    let sfd = crate::runtime::signals::signalfd(&mask)?;
-    let pidfd = crate::sys::pidfd_open(child.as_raw()).context("pidfd of the container")?;
-    loop {
-        let mut fds = [
-            PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
-            PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
-        ];
-        match nix::poll::poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(e).context("poll"),
-        }
-        if fds[1].any().unwrap_or(false) {
-            for sig in crate::runtime::signals::pending(&sfd)? {
-                let _ = crate::sys::pidfd_send_signal(pidfd.as_fd(), sig as i32);
-            }
-        }
-        if fds[0].any().unwrap_or(false) {
-            let status = nix::sys::wait::waitpid(child, None).context("wait for the container")?;
-            return Ok(crate::exit::from_wait_status(status).unwrap_or(crate::exit::SBX_ERROR));
-        }
-    }
 }
 
 /// Signals the container's process (checked by its start time), or with `all` every
@@ -361,16 +327,6 @@ pub fn parse_signal(name: &str) -> Result<Signal> {
     };
     full.parse::<Signal>()
         .with_context(|| format!("unknown signal {name}"))
-}
-
-/// Reads up to `limit` bytes of a small file.
-pub fn read_small(path: &Path, limit: u64) -> Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .with_context(|| format!("open {}", path.display()))?
-        .take(limit)
-        .read_to_end(&mut bytes)?;
-    Ok(bytes)
 }
 
 #[cfg(test)]

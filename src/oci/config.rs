@@ -153,7 +153,7 @@ pub fn check(spec: Spec, bundle: &Path) -> Result<Container> {
     if new_user && (uid_mappings.is_empty() || gid_mappings.is_empty()) {
         bail!("a new user namespace needs linux.uidMappings and linux.gidMappings");
     }
-    if !new_user && !(uid_mappings.is_empty() && gid_mappings.is_empty()) {
+    if !new_user && (!uid_mappings.is_empty() || !gid_mappings.is_empty()) {
         bail!("linux.uidMappings and gidMappings need a new user namespace in linux.namespaces");
     }
     if (spec.hostname().as_deref().is_some_and(|h| !h.is_empty())
@@ -410,45 +410,18 @@ pub fn mount_plan(m: &SpecMount, bundle: &Path) -> Result<MountPlan> {
             destination.display()
         );
     }
-    let options = m.options().clone().unwrap_or_default();
     let typ = m.typ().clone().unwrap_or_default();
-    let mut attrs = 0u64;
-    let mut propagation_flags = None;
-    let mut data = Vec::new();
-    let mut bind = typ == "bind";
-    let mut recursive = false;
-    for option in &options {
-        match option.as_str() {
-            "bind" => bind = true,
-            "rbind" => (bind, recursive) = (true, true),
-            "ro" => attrs |= MOUNT_ATTR_RDONLY,
-            "nosuid" => attrs |= MOUNT_ATTR_NOSUID,
-            "nodev" => attrs |= MOUNT_ATTR_NODEV,
-            "noexec" => attrs |= MOUNT_ATTR_NOEXEC,
-            "noatime" => attrs |= MOUNT_ATTR_NOATIME,
-            "strictatime" => attrs |= MOUNT_ATTR_STRICTATIME,
-            "nodiratime" => attrs |= MOUNT_ATTR_NODIRATIME,
-            // The defaults, or what the kernel does anyway.
-            "rw" | "suid" | "dev" | "exec" | "relatime" | "atime" | "diratime" | "async"
-            | "norelatime" | "nostrictatime" => {}
-            // podman's copy of the image's files into a tmpfs: sbx-oci leaves it empty.
-            "tmpcopyup" | "notmpcopyup" => {}
-            "idmap" | "ridmap" | "remount" | "sync" | "dirsync" | "mand" | "nomand" => bail!(
-                "mount {}: option {option:?} is not supported by sbx-oci",
-                destination.display()
-            ),
-            other => match propagation(other) {
-                Some(p) => propagation_flags = Some(p),
-                None => {
-                    let (k, v) = match other.split_once('=') {
-                        Some((k, v)) => (k.to_string(), Some(v.to_string())),
-                        None => (other.to_string(), None),
-                    };
-                    data.push((k, v));
-                }
-            },
-        }
-    }
+    let Options {
+        attrs,
+        propagation: propagation_flags,
+        data,
+        bind,
+        recursive,
+    } = sort_options(
+        m.options().as_deref().unwrap_or_default(),
+        typ == "bind",
+        &destination,
+    )?;
     let kind = if bind {
         if !data.is_empty() {
             bail!(
@@ -496,6 +469,62 @@ pub fn mount_plan(m: &SpecMount, bundle: &Path) -> Result<MountPlan> {
         attrs,
         propagation: propagation_flags,
         data,
+    })
+}
+
+/// A mount's options, sorted.
+struct Options {
+    attrs: u64,
+    propagation: Option<nix::mount::MsFlags>,
+    data: Vec<(String, Option<String>)>,
+    bind: bool,
+    recursive: bool,
+}
+
+fn sort_options(options: &[String], bind: bool, destination: &Path) -> Result<Options> {
+    let mut attrs = 0u64;
+    let mut propagation_flags = None;
+    let mut data = Vec::new();
+    let mut bind = bind;
+    let mut recursive = false;
+    for option in options {
+        match option.as_str() {
+            "bind" => bind = true,
+            "rbind" => (bind, recursive) = (true, true),
+            "ro" => attrs |= MOUNT_ATTR_RDONLY,
+            "nosuid" => attrs |= MOUNT_ATTR_NOSUID,
+            "nodev" => attrs |= MOUNT_ATTR_NODEV,
+            "noexec" => attrs |= MOUNT_ATTR_NOEXEC,
+            "noatime" => attrs |= MOUNT_ATTR_NOATIME,
+            "strictatime" => attrs |= MOUNT_ATTR_STRICTATIME,
+            "nodiratime" => attrs |= MOUNT_ATTR_NODIRATIME,
+            // The defaults, or what the kernel does anyway.
+            "rw" | "suid" | "dev" | "exec" | "relatime" | "atime" | "diratime" | "async"
+            | "norelatime" | "nostrictatime" => {}
+            // podman's copy of the image's files into a tmpfs: sbx-oci leaves it empty.
+            "tmpcopyup" | "notmpcopyup" => {}
+            "idmap" | "ridmap" | "remount" | "sync" | "dirsync" | "mand" | "nomand" => bail!(
+                "mount {}: option {option:?} is not supported by sbx-oci",
+                destination.display()
+            ),
+            other => match propagation(other) {
+                Some(p) => propagation_flags = Some(p),
+                None => {
+                    let (k, v) = match other.split_once('=') {
+                        Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                        None => (other.to_string(), None),
+                    };
+                    data.push((k, v));
+                }
+            },
+        }
+    }
+    Ok(Options {
+        attrs,
+        propagation: propagation_flags,
+        data,
+        bind,
+        recursive,
     })
 }
 

@@ -14,6 +14,7 @@ use nix::unistd::Pid;
 
 use super::cli::CreateArgs;
 use super::config::{self, Container};
+use super::init::Handoff;
 use super::state::{self, Dir, OciState, Record, Status};
 use super::{hooks, plug, FromContainer, RuntimeChannel, ToContainer};
 use crate::plan::ids::IdRange;
@@ -24,16 +25,6 @@ pub struct Created {
     pub dir: Dir,
     pub record: Record,
     pub child: Pid,
-}
-
-/// What the container process inherits from `create`.
-pub struct Handoff {
-    pub fifo: OwnedFd,
-    pub console: Option<OwnedFd>,
-    pub seccomp: Option<seccompiler::BpfProgram>,
-    pub preserve_fds: u32,
-    /// Device nodes cannot be made: bind the host's.
-    pub in_userns: bool,
 }
 
 pub fn create(root: &Path, args: &CreateArgs) -> Result<Created> {
@@ -50,47 +41,8 @@ pub fn create(root: &Path, args: &CreateArgs) -> Result<Created> {
         has(CloneFlags::CLONE_NEWIPC),
         has(CloneFlags::CLONE_NEWUTS),
     )?;
-    let console = match (&args.console_socket, container.process.terminal) {
-        (Some(path), true) => Some(OwnedFd::from(
-            UnixStream::connect(path)
-                .with_context(|| format!("connect to the console socket {}", path.display()))?,
-        )),
-        (None, true) => bail!("process.terminal is true: pass --console-socket"),
-        (_, false) => None,
-    };
-    let dir = Dir::create(root, &args.id)?;
-    let mut guard = Guard {
-        dir: Some(dir),
-        child: None,
-        cgroup: None,
-    };
-    let dir = guard.dir.as_ref().expect("set above");
-    dir.write(state::CONFIG, &serde_json::to_vec(&container.spec)?)?;
-    nix::unistd::mkfifoat(
-        dir.fd.as_fd(),
-        state::FIFO,
-        nix::sys::stat::Mode::from_bits_truncate(0o600),
-    )
-    .context("create exec.fifo")?;
-    // Writable by whichever user the container process becomes; only reachable through
-    // the state directory, which is ours alone.
-    nix::sys::stat::fchmodat(
-        dir.fd.as_fd(),
-        state::FIFO,
-        nix::sys::stat::Mode::from_bits_truncate(0o622),
-        nix::sys::stat::FchmodatFlags::FollowSymlink,
-    )
-    .context("chmod exec.fifo")?;
-    let fifo = crate::beneath::open(dir.fd.as_fd(), Path::new(state::FIFO), libc::O_PATH)
-        .context("open exec.fifo")?;
-    let handoff = Handoff {
-        fifo,
-        console,
-        seccomp,
-        preserve_fds: args.preserve_fds,
-        in_userns: state::in_user_namespace()
-            || container.new_namespaces.contains(CloneFlags::CLONE_NEWUSER),
-    };
+    let (mut guard, handoff) = prepare(root, args, &container, seccomp)?;
+    let dir = guard.dir.as_ref().expect("set by prepare");
     let (mine, theirs) = RuntimeChannel::pair()?;
     super::init::spawn(&container, &handoff, theirs)?;
     let pid = mine.expect("Child", |m, _| match m {
@@ -133,6 +85,58 @@ pub fn create(root: &Path, args: &CreateArgs) -> Result<Created> {
     }
     let dir = guard.disarm();
     Ok(Created { dir, record, child })
+}
+
+/// The state directory with the config and the fifo, and what the container process
+/// inherits: the fifo, the console socket, the seccomp program.
+fn prepare(
+    root: &Path,
+    args: &CreateArgs,
+    container: &Container,
+    seccomp: Option<seccompiler::BpfProgram>,
+) -> Result<(Guard, Handoff)> {
+    let console = match (&args.console_socket, container.process.terminal) {
+        (Some(path), true) => Some(OwnedFd::from(
+            UnixStream::connect(path)
+                .with_context(|| format!("connect to the console socket {}", path.display()))?,
+        )),
+        (None, true) => bail!("process.terminal is true: pass --console-socket"),
+        (_, false) => None,
+    };
+    let dir = Dir::create(root, &args.id)?;
+    let guard = Guard {
+        dir: Some(dir),
+        child: None,
+        cgroup: None,
+    };
+    let dir = guard.dir.as_ref().expect("set above");
+    dir.write(state::CONFIG, &serde_json::to_vec(&container.spec)?)?;
+    nix::unistd::mkfifoat(
+        dir.fd.as_fd(),
+        state::FIFO,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .context("create exec.fifo")?;
+    // Writable by whichever user the container process becomes; only reachable through
+    // the state directory, which is ours alone.
+    nix::sys::stat::fchmodat(
+        dir.fd.as_fd(),
+        state::FIFO,
+        nix::sys::stat::Mode::from_bits_truncate(0o622),
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )
+    .context("chmod exec.fifo")?;
+    let fifo = crate::beneath::open(dir.fd.as_fd(), Path::new(state::FIFO), libc::O_PATH)
+        .context("open exec.fifo")?;
+    let handoff = Handoff {
+        fifo,
+        console,
+        seccomp,
+        preserve_fds: args.preserve_fds,
+        in_userns: state::in_user_namespace()
+            || container.new_namespaces.contains(CloneFlags::CLONE_NEWUSER),
+    };
+    Ok((guard, handoff))
 }
 
 /// Answers the container process until it is ready: the runtime's hooks when its mounts

@@ -105,7 +105,7 @@ pub fn exec(root: &Path, args: &ExecArgs) -> Result<i32> {
     if args.detach {
         return Ok(0);
     }
-    super::commands::wait_child(Pid::from_raw(pid))
+    super::waiting::wait_child(Pid::from_raw(pid))
 }
 
 /// The process to run: `--process`, or the container's own with the command line's
@@ -113,7 +113,7 @@ pub fn exec(root: &Path, args: &ExecArgs) -> Result<i32> {
 fn process_of(args: &ExecArgs, config: &oci_spec::runtime::Spec) -> Result<ProcessPlan> {
     let mut p: Process = match &args.process {
         Some(path) => {
-            let bytes = super::commands::read_small(path, 1 << 20)?;
+            let bytes = super::waiting::read_small(path, 1 << 20)?;
             serde_json::from_slice(&bytes)
                 .with_context(|| format!("{} is not a runtime-spec process", path.display()))?
         }

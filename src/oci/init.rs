@@ -8,11 +8,20 @@ use nix::sched::CloneFlags;
 use nix::unistd::{ForkResult, Gid, Uid};
 
 use super::config::Container;
-use super::create::Handoff;
 use super::process::{self, Prepared};
 use super::state::{OciState, Status};
 use super::{console, hooks, mounts, ContainerChannel, FromContainer, ToContainer};
 use crate::sys::{exit_now, Forked};
+
+/// What the container process inherits from `create`.
+pub struct Handoff {
+    pub fifo: OwnedFd,
+    pub console: Option<OwnedFd>,
+    pub seccomp: Option<seccompiler::BpfProgram>,
+    pub preserve_fds: u32,
+    /// Device nodes cannot be made: bind the host's.
+    pub in_userns: bool,
+}
 
 /// Forks the intermediate process, which starts the container process as our child and
 /// reports its pid on `chan`; returns once the intermediate has exited.

@@ -27,6 +27,7 @@ pub mod mounts;
 pub mod plug;
 pub mod process;
 pub mod state;
+pub mod waiting;
 
 use serde::{Deserialize, Serialize};
 

@@ -76,7 +76,7 @@ fn apply(root: BorrowedFd, m: &MountPlan) -> Result<()> {
     if let Some(p) = m.propagation {
         sys::mount_setattr_propagation(
             mnt.as_fd(),
-            p.bits() as u64 & !(libc::MS_REC as u64),
+            p.bits() & !libc::MS_REC,
             p.contains(MsFlags::MS_REC),
         )
         .context("set its propagation")?;
