@@ -674,3 +674,45 @@ fn podman_it_gets_a_terminal_through_the_console_socket() {
     assert_eq!(out.code, 5, "{out}");
     assert!(out.stdout().contains("/dev/pts/0"), "{out}");
 }
+
+#[test]
+fn hooks_run_at_their_points_with_the_state() {
+    let mut b = Bundle::new(&[]);
+    let out_dir = b.dir.join("hooks");
+    fs::create_dir(&out_dir).unwrap();
+    let hook = |name: &str| {
+        json!([{"path": "/bin/sh",
+                "args": ["sh", "-c", format!("cat > {}/{name}.json", out_dir.display())]}])
+    };
+    b.config["hooks"] = json!({
+        "createRuntime": hook("createRuntime"),
+        "createContainer": hook("createContainer"),
+        "poststart": hook("poststart"),
+        "poststop": hook("poststop"),
+    });
+    b.sh("true").assert_success();
+    for (name, status) in [
+        ("createRuntime", "creating"),
+        ("createContainer", "creating"),
+        ("poststart", "running"),
+        ("poststop", "stopped"),
+    ] {
+        let text = fs::read_to_string(out_dir.join(format!("{name}.json")))
+            .unwrap_or_else(|e| panic!("the {name} hook ran: {e}"));
+        let state: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(state["status"], status, "{name}: {state}");
+        assert!(
+            state["id"].as_str().unwrap().starts_with(PREFIX),
+            "{name}: {state}"
+        );
+    }
+    // A failing createRuntime hook fails create, leaving nothing behind.
+    b.config["hooks"] = json!({"createRuntime": [{"path": "/bin/false"}]});
+    let out = b.sh("true");
+    assert_eq!(out.code, 125, "{out}");
+    assert!(
+        out.stderr().contains("createRuntime hook /bin/false"),
+        "{out}"
+    );
+    assert_eq!(fs::read_dir(b.dir.join("state")).unwrap().count(), 0);
+}
