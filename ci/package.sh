@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the Debian package: a stripped release build of sbx and sbx-pull, completions and
+# Builds the Debian package: a stripped release build of sbx, sbx-pull and sbx-oci, completions and
 # man pages generated from the built binary's own clap definitions, the AppArmor profile.
 #
 #   ci/package.sh                # prints the path of target/debian/sbx_VERSION_ARCH.deb

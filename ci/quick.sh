@@ -17,7 +17,7 @@ for line in sys.stdin:
         print(m["executable"])' | tail -1)
 stage=$(mktemp -d /tmp/sbx-quick.XXXXXX)
 trap 'rm -rf "$stage"' EXIT
-cp target/debug/sbx target/debug/sbx-pull "$stage/"
+cp target/debug/sbx target/debug/sbx-pull target/debug/sbx-oci "$stage/"
 cp "$exe" "$stage/$name"
 cp -r tests/data "$stage/data"
 chmod -R a+rX "$stage"

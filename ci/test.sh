@@ -89,7 +89,7 @@ for line in open(sys.argv[1]):
         print(m["target"]["kind"][0] + " " + m["target"]["name"] + " " + m["executable"])
 PY
 )
-expected=("lib sbx" "bin sbx" "bin sbx-pull")
+expected=("lib sbx" "bin sbx" "bin sbx-pull" "bin sbx-oci")
 for f in tests/*.rs; do expected+=("test $(basename "$f" .rs)"); done
 for f in tests/*/main.rs; do expected+=("test $(basename "$(dirname "$f")")"); done
 for want in "${expected[@]}"; do
@@ -110,7 +110,7 @@ for entry in "${test_bins[@]}"; do
   if [ "$kind" = "lib" ] || [ "$kind" = "bin" ]; then "$exe" --quiet 2>&1 | count; fi
 done
 
-cp target/debug/sbx target/debug/sbx-pull "$stage/"
+cp target/debug/sbx target/debug/sbx-pull target/debug/sbx-oci "$stage/"
 mkdir -p "$stage/tests"
 if [ ! -d tests/data ]; then
   echo "ci/test.sh: tests/data is missing from the checkout" >&2
@@ -257,6 +257,7 @@ package_tier() {
     "sbx version | grep -q '^sbx '" \
     "sbx run -- sh -c 'test \"\$(id -un)\" = $TEST_USER'" \
     "sbx-pull --help >/dev/null" \
+    "sbx-oci --version | grep -q spec" \
     "sbx check --json >/dev/null" \
     "test -s /usr/share/man/man1/sbx-run.1.gz && test -s /usr/share/bash-completion/completions/sbx" \
     "test -s /etc/apparmor.d/sbx && test -s /usr/share/zsh/vendor-completions/_sbx"; do

@@ -98,12 +98,38 @@ struct MountAttr {
 
 /// `mount_setattr(2)` on the mount at `fd`, optionally recursively.
 pub fn mount_setattr(fd: BorrowedFd, attr_set: u64, recursive: bool) -> io::Result<()> {
-    let attr = MountAttr {
-        attr_set,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
+    setattr(
+        fd,
+        MountAttr {
+            attr_set,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        },
+        recursive,
+    )
+}
+
+/// `mount_setattr(2)` of the propagation type (MS_SHARED, MS_SLAVE, MS_PRIVATE or
+/// MS_UNBINDABLE) of the mount at `fd`, optionally recursively.
+pub fn mount_setattr_propagation(
+    fd: BorrowedFd,
+    propagation: u64,
+    recursive: bool,
+) -> io::Result<()> {
+    setattr(
+        fd,
+        MountAttr {
+            attr_set: 0,
+            attr_clr: 0,
+            propagation,
+            userns_fd: 0,
+        },
+        recursive,
+    )
+}
+
+fn setattr(fd: BorrowedFd, attr: MountAttr, recursive: bool) -> io::Result<()> {
     let flags = libc::AT_EMPTY_PATH | if recursive { AT_RECURSIVE } else { 0 };
     // SAFETY: `attr` is a valid, initialised mount_attr and its exact size is passed.
     let ret = unsafe {

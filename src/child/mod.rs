@@ -6,7 +6,7 @@
 
 mod net;
 mod overlay;
-mod rootfs;
+pub mod rootfs;
 mod skeleton;
 
 use std::convert::Infallible;

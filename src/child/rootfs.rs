@@ -497,7 +497,7 @@ fn mask_kernel_paths(root: BorrowedFd) -> Result<()> {
     Ok(())
 }
 
-fn existing(root: BorrowedFd, path: &Path) -> Result<Option<OwnedFd>> {
+pub fn existing(root: BorrowedFd, path: &Path) -> Result<Option<OwnedFd>> {
     match sys::open_in_root(
         root,
         &sys::cstr(path_bytes(path))?,
@@ -514,7 +514,7 @@ fn open_path(root: BorrowedFd, path: &Path) -> Result<OwnedFd> {
 }
 
 /// A detached copy of the mount at `fd` (inside the new root).
-fn clone_fd(fd: &OwnedFd, recursive: bool) -> std::io::Result<OwnedFd> {
+pub fn clone_fd(fd: &OwnedFd, recursive: bool) -> std::io::Result<OwnedFd> {
     let flags = sys::OPEN_TREE_CLONE
         | sys::OPEN_TREE_CLOEXEC
         | libc::AT_EMPTY_PATH as u32
@@ -602,7 +602,7 @@ fn attach(root: BorrowedFd, mnt: &OwnedFd, dst: &Path, is_dir: bool) -> Result<(
 
 /// An O_PATH fd for `dst` inside the new root; missing components are created (directories,
 /// and an empty file as the last one when binding a file).
-fn ensure_destination(root: BorrowedFd, dst: &Path, is_dir: bool) -> Result<OwnedFd> {
+pub fn ensure_destination(root: BorrowedFd, dst: &Path, is_dir: bool) -> Result<OwnedFd> {
     let c = sys::cstr(path_bytes(dst))?;
     match sys::open_in_root(root, &c, libc::O_PATH) {
         Ok(fd) => return Ok(fd),

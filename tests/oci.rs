@@ -1,0 +1,732 @@
+//! sbx-oci, the OCI runtime: the lifecycle (create leaves the process blocked, start runs
+//! it, state, kill, delete), config fields as the process sees them, the console socket,
+//! and rootless podman driving it (`podman --runtime sbx-oci`). Bundles are a busybox
+//! root (tests/data/mkimage.py) with the config `sbx-oci spec --rootless` writes, edited.
+//! `asroot_` tests run as root (the root tier).
+
+mod common;
+
+use std::fs;
+use std::io::{IoSliceMut, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use common::*;
+
+fn oci_bin() -> PathBuf {
+    sbx_bin().with_file_name("sbx-oci")
+}
+
+/// A bundle (busybox root, config.json) and a state root of its own.
+struct Bundle {
+    dir: TempDir,
+    config: Value,
+}
+
+impl Bundle {
+    /// `spec --rootless` (or the root one) with a readable, writable root and no terminal;
+    /// `args` is the process.
+    fn new(args: &[&str]) -> Bundle {
+        let dir = TempDir::new();
+        let made = Command::new("/usr/bin/python3")
+            .arg(data_dir().join("mkimage.py"))
+            .arg("dir")
+            .arg(dir.join("rootfs"))
+            .output()
+            .expect("run mkimage.py");
+        assert!(made.status.success(), "mkimage.py: {made:?}");
+        let mut spec = Command::new(oci_bin());
+        spec.arg("spec").arg("--bundle").arg(dir.path());
+        if !nix::unistd::geteuid().is_root() {
+            spec.arg("--rootless");
+        }
+        run(spec).assert_success();
+        let text = fs::read_to_string(dir.join("config.json")).unwrap();
+        let mut config: Value = serde_json::from_str(&text).unwrap();
+        config["process"]["terminal"] = json!(false);
+        config["root"]["readonly"] = json!(false);
+        config["process"]["args"] = json!(args);
+        Bundle { dir, config }
+    }
+
+    /// Writes the config when it changed (a running `sbx-oci run` may be reading it).
+    fn write(&self) {
+        let path = self.dir.join("config.json");
+        let text = serde_json::to_string_pretty(&self.config).unwrap();
+        if fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+            fs::write(path, text).unwrap();
+        }
+    }
+
+    fn oci(&self, args: &[&str]) -> Command {
+        self.write();
+        let mut cmd = Command::new(oci_bin());
+        cmd.arg("--root")
+            .arg(self.dir.join("state"))
+            .args(args)
+            .current_dir(self.dir.path());
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Outcome {
+        run(self.oci(args))
+    }
+
+    fn state(&self, id: &str) -> Value {
+        let out = self.run(&["state", id]);
+        out.assert_success();
+        serde_json::from_str(&out.stdout()).unwrap_or_else(|e| panic!("state JSON: {e}\n{out}"))
+    }
+
+    /// `create`, whose container process keeps its stdout and stderr (as runc's does):
+    /// files here, not the harness's pipes, which would stay open.
+    fn create(&self, args: &[&str]) -> (i32, String) {
+        let err = self.dir.join("create.err");
+        let mut cmd = self.oci(&[]);
+        cmd.arg("create").args(args);
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(fs::File::create(self.dir.join("create.out")).unwrap())
+            .stderr(fs::File::create(&err).unwrap());
+        let status = cmd.status().expect("run sbx-oci create");
+        (
+            status.code().unwrap_or(-1),
+            fs::read_to_string(err).unwrap(),
+        )
+    }
+
+    fn wait_status(&self, id: &str, status: &str) -> Value {
+        let deadline = Instant::now() + scaled(Duration::from_secs(10));
+        loop {
+            let out = self.run(&["state", id]);
+            if out.code != 0 && Instant::now() < deadline {
+                // Not created yet.
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            let state = self.state(id);
+            if state["status"] == status || Instant::now() > deadline {
+                assert_eq!(state["status"], status, "{state}");
+                return state;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn rootfs(&self, path: &str) -> PathBuf {
+        self.dir.join("rootfs").join(path.trim_start_matches('/'))
+    }
+
+    /// `run ID` of `script`: the outcome.
+    fn sh(&mut self, script: &str) -> Outcome {
+        self.config["process"]["args"] = json!(["sh", "-c", script]);
+        let id = unique("c");
+        self.run(&["run", &id])
+    }
+}
+
+#[test]
+fn create_leaves_the_process_blocked_until_start() {
+    let b = Bundle::new(&["sh", "-c", "echo ran > /tmp/ran; exec sleep 60"]);
+    let pid_file = b.dir.join("pid");
+    let id = unique("life");
+    let (code, err) = b.create(&[
+        "--bundle",
+        ".",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        &id,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    // Written before create returned.
+    let pid: i32 = fs::read_to_string(&pid_file)
+        .expect("the pid file exists when create returns")
+        .trim()
+        .parse()
+        .unwrap();
+    let state = b.state(&id);
+    assert_eq!(state["status"], "created", "{state}");
+    assert_eq!(state["pid"], pid, "{state}");
+    assert_eq!(state["id"], id.as_str());
+    assert_eq!(state["ociVersion"], "1.2.0");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !b.rootfs("/tmp/ran").exists(),
+        "nothing of process.args runs before start"
+    );
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "the process waits"
+    );
+
+    b.run(&["start", &id]).assert_success();
+    eventually("the process runs after start", || {
+        b.rootfs("/tmp/ran").exists()
+    });
+    assert_eq!(b.state(&id)["status"], "running");
+    // Started once only.
+    b.run(&["start", &id]).assert_code(125);
+    // Not deleted while it runs.
+    let out = b.run(&["delete", &id]);
+    assert_eq!(out.code, 125, "{out}");
+    assert!(out.stderr().contains("running"), "{out}");
+
+    b.run(&["kill", &id, "KILL"]).assert_success();
+    let state = b.wait_status(&id, "stopped");
+    assert_eq!(state["pid"], 0, "{state}");
+    b.run(&["delete", &id]).assert_success();
+    let out = b.run(&["state", &id]);
+    assert!(out.stderr().contains("does not exist"), "{out}");
+    assert!(!b.dir.join("state").join(&id).exists());
+}
+
+#[test]
+fn run_passes_the_exit_code_and_a_signal_through() {
+    let mut b = Bundle::new(&[]);
+    b.sh("exit 7").assert_code(7);
+    // Killed by a signal: 128 + N, as a shell reports it.
+    b.config["process"]["args"] = json!(["sleep", "60"]);
+    let id = unique("sig");
+    let mut running = spawn(&mut b.oci(&["run", &id]), None);
+    let deadline = Instant::now() + scaled(Duration::from_secs(20));
+    while b.run(&["state", &id]).code != 0 {
+        if let Ok(Some(_)) | Err(_) = running.child.try_wait() {
+            panic!("run ended early\n{}", running.finish(TIMEOUT));
+        }
+        assert!(Instant::now() < deadline, "run did not create {id}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    b.wait_status(&id, "running");
+    b.run(&["kill", &id, "9"]).assert_success();
+    running.finish(TIMEOUT).assert_code(137);
+    assert!(
+        !b.dir.join("state").join(&id).exists(),
+        "run deletes what it made"
+    );
+}
+
+#[test]
+fn kill_sends_the_signal_asked_for() {
+    let b = Bundle::new(&[
+        "sh",
+        "-c",
+        "trap 'echo got-usr1 > /tmp/sig; exit 0' USR1; echo ready > /tmp/ready; while :; do sleep 0.05; done",
+    ]);
+    let id = unique("kill");
+    let (code, err) = b.create(&[&id]);
+    assert_eq!(code, 0, "{err}");
+    b.run(&["start", &id]).assert_success();
+    eventually("the trap is set", || b.rootfs("/tmp/ready").exists());
+    b.run(&["kill", &id, "SIGUSR1"]).assert_success();
+    b.wait_status(&id, "stopped");
+    assert_eq!(
+        fs::read_to_string(b.rootfs("/tmp/sig")).unwrap(),
+        "got-usr1\n"
+    );
+    b.run(&["delete", &id]).assert_success();
+    // A stopped container is not signalled again, nor any process that took its pid.
+    let out = b.run(&["kill", &id, "KILL"]);
+    assert!(out.stderr().contains("does not exist"), "{out}");
+}
+
+#[test]
+fn hostname_env_cwd_and_user_are_the_configs() {
+    let mut b = Bundle::new(&[]);
+    b.config["hostname"] = json!("ocibox");
+    b.config["process"]["env"] = json!(["PATH=/bin:/usr/bin", "FOO=bar baz"]);
+    b.config["process"]["cwd"] = json!("/data");
+    let out = b.sh("hostname; echo \"$FOO\"; pwd; id -u; id -g; env | sort | tr '\\n' ' '");
+    out.assert_success();
+    let lines = out.lines();
+    assert_eq!(
+        lines[..5],
+        ["ocibox", "bar baz", "/data", "0", "0"],
+        "{out}"
+    );
+    // Exactly the config's environment.
+    assert_eq!(
+        lines[5].trim(),
+        "FOO=bar baz PATH=/bin:/usr/bin PWD=/data SHLVL=1",
+        "{out}"
+    );
+}
+
+#[test]
+fn readonly_paths_are_read_only() {
+    let mut b = Bundle::new(&[]);
+    let script = "touch /data/x && echo wrote";
+    b.config["linux"]["readonlyPaths"] = json!([]);
+    let control = b.sh(script);
+    assert_eq!(
+        control.lines(),
+        ["wrote"],
+        "control: writable without it\n{control}"
+    );
+    b.config["linux"]["readonlyPaths"] = json!(["/data"]);
+    let out = b.sh(script);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(out.stderr().contains("Read-only file system"), "{out}");
+}
+
+#[test]
+fn masked_paths_are_masked() {
+    let mut b = Bundle::new(&[]);
+    let script = "cat /etc/hostname; echo; ls /data | wc -l";
+    fs::write(b.rootfs("/etc/hostname"), "secret").unwrap();
+    fs::write(b.rootfs("/data/file"), "x").unwrap();
+    b.config["linux"]["maskedPaths"] = json!([]);
+    let control = b.sh(script);
+    assert_eq!(control.lines()[0], "secret", "control\n{control}");
+    assert_ne!(control.lines()[1], "0", "control\n{control}");
+    b.config["linux"]["maskedPaths"] = json!(["/etc/hostname", "/data", "/no/such/path"]);
+    let out = b.sh(script);
+    out.assert_success();
+    assert_eq!(out.lines(), ["", "0"], "{out}");
+}
+
+#[test]
+fn a_bind_mount_with_ro_is_read_only() {
+    let mut b = Bundle::new(&[]);
+    let host = TempDir::new();
+    let mount = |options: &[&str]| {
+        json!({"destination": "/mnt/host", "type": "bind", "source": host.path(),
+               "options": options})
+    };
+    let script = "echo hi > /mnt/host/f && echo wrote";
+    let mounts = b.config["mounts"].as_array().unwrap().clone();
+    let with = |m: Value| {
+        let mut all = mounts.clone();
+        all.push(m);
+        json!(all)
+    };
+    b.config["mounts"] = with(mount(&["rbind", "rw"]));
+    let control = b.sh(script);
+    assert_eq!(control.lines(), ["wrote"], "control\n{control}");
+    assert_eq!(fs::read_to_string(host.join("f")).unwrap(), "hi\n");
+    fs::remove_file(host.join("f")).unwrap();
+    b.config["mounts"] = with(mount(&["rbind", "ro"]));
+    let out = b.sh(script);
+    assert!(out.stderr().contains("Read-only file system"), "{out}");
+    assert!(!host.join("f").exists());
+}
+
+/// Receives one fd over `stream` (SCM_RIGHTS).
+fn receive_fd(stream: &std::os::unix::net::UnixStream) -> OwnedFd {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut buf = [0u8; 256];
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::empty(),
+    )
+    .expect("recvmsg on the console socket");
+    for c in msg.cmsgs().unwrap() {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            // SAFETY: the kernel just gave us this descriptor; we are its only owner.
+            return unsafe { OwnedFd::from_raw_fd(fds[0]) };
+        }
+    }
+    panic!("no descriptor came over the console socket");
+}
+
+#[test]
+fn the_console_socket_gets_a_working_pty_master() {
+    let mut b = Bundle::new(&["sh"]);
+    b.config["process"]["terminal"] = json!(true);
+    let socket_path = b.dir.join("console.sock");
+    let listener = UnixListener::bind(&socket_path).unwrap();
+    let id = unique("tty");
+    let create = spawn(
+        &mut b.oci(&[
+            "create",
+            "--console-socket",
+            socket_path.to_str().unwrap(),
+            &id,
+        ]),
+        None,
+    );
+    let (stream, _) = listener.accept().unwrap();
+    let master = fs::File::from(receive_fd(&stream));
+    create.finish(TIMEOUT).assert_success();
+    b.run(&["start", &id]).assert_success();
+    let mut writer = master.try_clone().unwrap();
+    writer
+        .write_all(b"tty; echo sum-$((40+2)); exit 3\n")
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut reader = master;
+    let deadline = Instant::now() + scaled(Duration::from_secs(10));
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&seen).contains("sum-42\r\n") && Instant::now() < deadline {
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&seen);
+    assert!(text.contains("sum-42\r\n"), "{text}");
+    assert!(
+        text.contains("/dev/pts/0"),
+        "the pty is its terminal\n{text}"
+    );
+    b.wait_status(&id, "stopped");
+    b.run(&["delete", &id]).assert_success();
+}
+
+#[test]
+fn errors_go_to_the_log_in_the_format_asked_for() {
+    let b = Bundle::new(&["true"]);
+    let log = b.dir.join("log.json");
+    let out = b.run(&[
+        "--log",
+        log.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "start",
+        "no-such-container",
+    ]);
+    assert_eq!(out.code, 125, "{out}");
+    let text = fs::read_to_string(&log).expect("the log is written");
+    let line: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(line["level"], "error", "{text}");
+    assert!(
+        line["msg"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-container does not exist"),
+        "{text}"
+    );
+    assert!(line["time"].as_str().unwrap().ends_with('Z'), "{text}");
+}
+
+#[test]
+fn a_missing_program_fails_create_with_runcs_message() {
+    let b = Bundle::new(&["no-such-program"]);
+    let id = unique("missing");
+    let (code, err) = b.create(&[&id]);
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("executable file not found in $PATH"), "{err}");
+    assert!(
+        !b.dir.join("state").join(&id).exists(),
+        "nothing is left behind"
+    );
+}
+
+#[test]
+fn exec_runs_in_the_containers_namespaces() {
+    let b = Bundle::new(&["sleep", "60"]);
+    let id = unique("exec");
+    let (code, err) = b.create(&[&id]);
+    assert_eq!(code, 0, "{err}");
+    b.run(&["start", &id]).assert_success();
+    let out = b.run(&[
+        "exec",
+        "--env",
+        "X=y",
+        "--cwd",
+        "/etc",
+        &id,
+        "sh",
+        "-c",
+        "echo $X; pwd; cat /proc/1/cmdline",
+    ]);
+    out.assert_success();
+    assert_eq!(
+        out.lines(),
+        ["y", "/etc", "sleep60"].map(|s| s.replace("sleep60", "sleep\u{0}60\u{0}")),
+        "{out}"
+    );
+    b.run(&["exec", &id, "sh", "-c", "exit 4"]).assert_code(4);
+    b.run(&["delete", "--force", &id]).assert_success();
+}
+
+#[test]
+fn asroot_device_nodes_are_made_and_the_cgroup_joined() {
+    if !nix::unistd::geteuid().is_root() {
+        skip("needs root (the root tier runs it)");
+        return;
+    }
+    let mut b = Bundle::new(&[]);
+    let leaf = format!("/{}", unique("oci-cg"));
+    b.config["linux"]["cgroupsPath"] = json!(leaf);
+    // Without a cgroup namespace, so that the process shows its cgroup's whole path.
+    let namespaces = b.config["linux"]["namespaces"].as_array().unwrap().clone();
+    b.config["linux"]["namespaces"] = json!(namespaces
+        .into_iter()
+        .filter(|n| n["type"] != "cgroup")
+        .collect::<Vec<_>>());
+    let out = b.sh(
+        "ls -l /dev/null /dev/zero; grep -c \" /dev/null \" /proc/mounts; cat /proc/self/cgroup",
+    );
+    out.assert_success();
+    let text = out.stdout();
+    assert!(text.contains("1,   3") && text.contains("1,   5"), "{out}");
+    assert!(
+        out.lines()[2] == "0",
+        "made, not bound from the host\n{out}"
+    );
+    assert!(text.contains(&format!("0::{leaf}")), "{out}");
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let cgroup2 = mountinfo
+        .lines()
+        .find(|l| l.contains(" - cgroup2 "))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .unwrap();
+    assert!(
+        !Path::new(cgroup2)
+            .join(leaf.trim_start_matches('/'))
+            .exists(),
+        "delete removes the cgroup"
+    );
+}
+
+// Rootless podman with sbx-oci as its runtime, as the test user.
+
+const IMAGE: &str = "localhost/sbx-oci-test-busybox";
+
+fn podman() -> Command {
+    let mut cmd = Command::new("podman");
+    cmd.env("XDG_RUNTIME_DIR", format!("/run/user/{}", uid()))
+        .arg("--runtime")
+        .arg(oci_bin())
+        .args(["--cgroup-manager", "cgroupfs"]);
+    cmd
+}
+
+/// The test image, imported once; None (after a skip) without podman.
+fn image() -> Option<&'static str> {
+    static READY: OnceLock<Result<(), String>> = OnceLock::new();
+    let ready = READY.get_or_init(|| {
+        if nix::unistd::geteuid().is_root() {
+            return Err("rootless podman runs as the test user".into());
+        }
+        let version = Command::new("podman").arg("--version").output();
+        if !version.is_ok_and(|o| o.status.success()) {
+            return Err("podman is not installed (ci/setup-host.sh installs it)".into());
+        }
+        if !Path::new(&format!("/run/user/{}", uid())).is_dir() {
+            return Err("no /run/user/UID for rootless podman (ci/setup-host.sh makes it)".into());
+        }
+        let dir = TempDir::new();
+        let tar = dir.join("busybox.tar");
+        let made = Command::new("/usr/bin/python3")
+            .arg(data_dir().join("mkimage.py"))
+            .arg("rootfs")
+            .arg(&tar)
+            .output()
+            .map_err(|e| format!("mkimage.py: {e}"))?;
+        if !made.status.success() {
+            return Err(format!(
+                "mkimage.py: {}",
+                String::from_utf8_lossy(&made.stderr)
+            ));
+        }
+        let out = run(podman().args(["import", "-q"]).arg(&tar).arg(IMAGE));
+        if out.code != 0 {
+            return Err(format!("podman import failed\n{out}"));
+        }
+        Ok(())
+    });
+    match ready {
+        Ok(()) => Some(IMAGE),
+        Err(why) => {
+            skip(why);
+            None
+        }
+    }
+}
+
+/// `podman run --rm OPTIONS IMAGE ARGS`, with podman's default seccomp profile.
+fn podman_run(options: &[&str], args: &[&str]) -> Outcome {
+    let mut cmd = podman();
+    cmd.args(["run", "--rm"])
+        .args(options)
+        .arg(IMAGE)
+        .args(args);
+    spawn(&mut cmd, None).finish(Duration::from_secs(120))
+}
+
+#[test]
+fn podman_run_passes_exit_codes_env_user_and_workdir() {
+    if image().is_none() {
+        return;
+    }
+    podman_run(&[], &["sh", "-c", "exit 3"]).assert_code(3);
+    let out = podman_run(
+        &["-e", "FOO=bar", "-u", "1000:1000", "-w", "/tmp"],
+        &[
+            "sh",
+            "-c",
+            "echo $FOO; id -u; id -g; pwd; cat /proc/1/cmdline",
+        ],
+    );
+    out.assert_success();
+    assert_eq!(out.lines()[..4], ["bar", "1000", "1000", "/tmp"], "{out}");
+    // process.args is pid 1 of the container (busybox sh execs its last command).
+    assert!(
+        out.lines()[4]
+            .replace('\0', " ")
+            .starts_with("cat /proc/1/cmdline"),
+        "{out}"
+    );
+    let out = podman_run(&[], &["no-such-program"]);
+    assert_eq!(out.code, 127, "{out}");
+}
+
+/// Podman's seccomp profile (its config's `linux.seccomp`) is compiled and installed: the
+/// container's process runs in seccomp filter mode with one filter, and with
+/// `seccomp=unconfined` (the control) without one.
+#[test]
+fn podman_seccomp_profile_is_installed() {
+    if image().is_none() {
+        return;
+    }
+    let status =
+        "grep -E '^(Seccomp|Seccomp_filters|NoNewPrivs):' /proc/self/status | tr -s '\t' ' '";
+    let out = podman_run(&[], &["sh", "-c", status]);
+    out.assert_success();
+    assert!(out.stdout().contains("Seccomp: 2"), "filter mode\n{out}");
+    assert!(
+        out.stdout().contains("Seccomp_filters: 1"),
+        "one filter\n{out}"
+    );
+    let out = podman_run(
+        &["--security-opt", "no-new-privileges"],
+        &["sh", "-c", status],
+    );
+    out.assert_success();
+    assert!(out.stdout().contains("Seccomp: 2"), "{out}");
+    assert!(out.stdout().contains("NoNewPrivs: 1"), "{out}");
+    let out = podman_run(
+        &["--security-opt", "seccomp=unconfined"],
+        &["sh", "-c", status],
+    );
+    out.assert_success();
+    assert!(
+        out.stdout().contains("Seccomp: 0"),
+        "control: no filter\n{out}"
+    );
+}
+
+#[test]
+fn podman_volume_files_belong_to_the_user() {
+    if image().is_none() {
+        return;
+    }
+    let dir = TempDir::new();
+    let volume = format!("{}:/data", dir.path().display());
+    podman_run(&["-v", &volume], &["sh", "-c", "echo hi > /data/f"]).assert_success();
+    let meta = fs::metadata(dir.join("f")).expect("the file is on the host");
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), uid());
+    assert_eq!(fs::read_to_string(dir.join("f")).unwrap(), "hi\n");
+}
+
+#[test]
+fn podman_detached_exec_stop_rm_and_kill() {
+    if image().is_none() {
+        return;
+    }
+    let name = unique("pd");
+    let mut cmd = podman();
+    cmd.args(["run", "-d", "--name", &name, IMAGE]).args([
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; while :; do sleep 0.1; done",
+    ]);
+    run(cmd).assert_success();
+    let out = run(podman().args([
+        "exec",
+        &name,
+        "sh",
+        "-c",
+        "echo in-exec; cat /proc/1/cmdline",
+    ]));
+    out.assert_success();
+    assert_eq!(out.lines()[0], "in-exec", "{out}");
+    let started = Instant::now();
+    run(podman().args(["stop", "-t", "20", &name])).assert_success();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "stopped by TERM, not the timeout"
+    );
+    run(podman().args(["rm", &name])).assert_success();
+
+    let name = unique("pk");
+    let mut cmd = podman();
+    cmd.args(["run", "-d", "--name", &name, IMAGE, "sleep", "60"]);
+    run(cmd).assert_success();
+    run(podman().args(["kill", "-s", "KILL", &name])).assert_success();
+    let out = run(podman().args(["wait", &name]));
+    assert_eq!(out.stdout().trim(), "137", "{out}");
+    run(podman().args(["rm", &name])).assert_success();
+}
+
+#[test]
+fn podman_it_gets_a_terminal_through_the_console_socket() {
+    if image().is_none() || !require_tool("script") {
+        return;
+    }
+    let line = format!(
+        "podman --runtime {} --cgroup-manager cgroupfs run --rm -it {IMAGE} sh -c 'tty; exit 5'",
+        oci_bin().display()
+    );
+    let mut cmd = Command::new("script");
+    cmd.args(["-qec", &line, "/dev/null"])
+        .env("XDG_RUNTIME_DIR", format!("/run/user/{}", uid()));
+    let mut running = spawn_with_stdin(&mut cmd);
+    let stdin = running.child.stdin.take();
+    let out = running.finish(Duration::from_secs(120));
+    drop(stdin);
+    assert_eq!(out.code, 5, "{out}");
+    assert!(out.stdout().contains("/dev/pts/0"), "{out}");
+}
+
+#[test]
+fn hooks_run_at_their_points_with_the_state() {
+    let mut b = Bundle::new(&[]);
+    let out_dir = b.dir.join("hooks");
+    fs::create_dir(&out_dir).unwrap();
+    let hook = |name: &str| {
+        json!([{"path": "/bin/sh",
+                "args": ["sh", "-c", format!("cat > {}/{name}.json", out_dir.display())]}])
+    };
+    b.config["hooks"] = json!({
+        "createRuntime": hook("createRuntime"),
+        "createContainer": hook("createContainer"),
+        "poststart": hook("poststart"),
+        "poststop": hook("poststop"),
+    });
+    b.sh("true").assert_success();
+    for (name, status) in [
+        ("createRuntime", "creating"),
+        ("createContainer", "creating"),
+        ("poststart", "running"),
+        ("poststop", "stopped"),
+    ] {
+        let text = fs::read_to_string(out_dir.join(format!("{name}.json")))
+            .unwrap_or_else(|e| panic!("the {name} hook ran: {e}"));
+        let state: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(state["status"], status, "{name}: {state}");
+        assert!(
+            state["id"].as_str().unwrap().starts_with(PREFIX),
+            "{name}: {state}"
+        );
+    }
+    // A failing createRuntime hook fails create, leaving nothing behind.
+    b.config["hooks"] = json!({"createRuntime": [{"path": "/bin/false"}]});
+    let out = b.sh("true");
+    assert_eq!(out.code, 125, "{out}");
+    assert!(
+        out.stderr().contains("createRuntime hook /bin/false"),
+        "{out}"
+    );
+    assert_eq!(fs::read_dir(b.dir.join("state")).unwrap().count(), 0);
+}
