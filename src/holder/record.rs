@@ -173,12 +173,18 @@ fn proc_dir(pid: i32) -> Result<OwnedFd> {
 /// Field 22 of /proc/PID/stat (counted after the command name, which may hold spaces).
 fn start_time(proc_dir: BorrowedFd) -> Result<u64> {
     let stat = read_at(proc_dir, "stat").context("read the holder's stat")?;
-    parse_start_time(&stat).context("the holder's stat has no start time")
+    parse_start_time(&stat).context("the holder has exited")
 }
 
+/// The start time of a process that has not exited: a zombie keeps its credentials (and
+/// so its user namespace) until it is reaped, but it holds nothing for long.
 fn parse_start_time(stat: &str) -> Option<u64> {
     let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = rest.split_whitespace();
+    if matches!(fields.next()?, "Z" | "X" | "x") {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -191,6 +197,7 @@ mod tests {
                     100 18446744073709551615";
         assert_eq!(parse_start_time(stat), Some(987654));
         assert_eq!(parse_start_time("42 (x"), None);
+        assert_eq!(parse_start_time(&stat.replace(") S ", ") Z ")), None);
         let own = std::fs::read_to_string("/proc/self/stat").unwrap();
         assert!(parse_start_time(&own).is_some());
     }
