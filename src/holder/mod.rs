@@ -137,7 +137,6 @@ pub fn get(wanted: &Wanted) -> Result<Holder> {
     if let Ok(holder) = find(dir.as_fd(), wanted) {
         return Ok(holder);
     }
-    let _lock = lock(dir.as_fd())?;
     // Another first run may have made it while we waited for the lock.
     let why = match find(dir.as_fd(), wanted) {
         Ok(holder) => return Ok(holder),
