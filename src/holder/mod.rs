@@ -137,6 +137,7 @@ pub fn get(wanted: &Wanted) -> Result<Holder> {
     if let Ok(holder) = find(dir.as_fd(), wanted) {
         return Ok(holder);
     }
+    let _lock = lock(dir.as_fd())?;
     // Another first run may have made it while we waited for the lock.
     let why = match find(dir.as_fd(), wanted) {
         Ok(holder) => return Ok(holder),
@@ -176,7 +177,7 @@ pub fn reset() -> Result<Option<i32>> {
     let ended = match Record::read(dir.as_fd()) {
         Ok(Some(record)) if record.refused.is_none() => match record.identify() {
             Ok((_, pidfd)) => {
-                crate::sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL)
+                crate::sys::pidfd_send_signal(pidfd.as_fd(), 0)
                     .with_context(|| format!("kill the holder (pid {})", record.pid))?;
                 Some(record.pid)
             }
