@@ -177,7 +177,7 @@ pub fn reset() -> Result<Option<i32>> {
     let ended = match Record::read(dir.as_fd()) {
         Ok(Some(record)) if record.refused.is_none() => match record.identify() {
             Ok((_, pidfd)) => {
-                crate::sys::pidfd_send_signal(pidfd.as_fd(), 0)
+                crate::sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL)
                     .with_context(|| format!("kill the holder (pid {})", record.pid))?;
                 Some(record.pid)
             }
