@@ -7,10 +7,17 @@ import subprocess
 import time
 
 
+PER_RUN = dict(os.environ, SBX_USERNS="per-run")
+
+
 def timed(cmd):
+    # A case whose first element is a dict runs with that environment.
+    env = None
+    if isinstance(cmd[0], dict):
+        env, cmd = cmd[0], cmd[1:]
     start = time.perf_counter_ns()
     proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE)
+                          stderr=subprocess.PIPE, env=env)
     elapsed = time.perf_counter_ns() - start
     if proc.returncode != 0:
         raise SystemExit(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr.decode()}")
@@ -34,6 +41,7 @@ def main():
         return
     cases = {
         "sbx": [args.sbx, "run", "--", "/bin/true"],
+        "sbx-per-run": [PER_RUN, args.sbx, "run", "--", "/bin/true"],
         "sbx-slirp": [args.sbx, "run", "--net", "slirp4netns", "--", "/bin/true"],
         "bwrap": ["bwrap", "--unshare-all", "--die-with-parent", "--new-session",
                   "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev",
@@ -52,9 +60,12 @@ def main():
     med = {name: statistics.median(t) for name, t in times.items()}
     for name, t in times.items():
         q = statistics.quantiles(t, n=10)
-        print(f"{name:6} median {med[name]:6.2f} ms   p10 {q[0]:6.2f}   p90 {q[-1]:6.2f}   "
+        print(f"{name:11} median {med[name]:6.2f} ms   p10 {q[0]:6.2f}   p90 {q[-1]:6.2f}   "
               f"({len(t)} runs)")
-    print(f"ratio sbx/bwrap (medians): {med['sbx'] / med['bwrap']:.2f}x")
+    print(f"ratio sbx/bwrap (medians): {med['sbx'] / med['bwrap']:.2f}x "
+          "(full range, nested in the kept user namespace)")
+    print(f"ratio sbx-per-run/bwrap (medians): {med['sbx-per-run'] / med['bwrap']:.2f}x "
+          "(full range, newuidmap/newgidmap every run)")
     if args.baseline:
         print(f"ratio sbx/base (medians): {med['sbx'] / med['base']:.3f}x "
               f"(base: {args.baseline})")

@@ -64,6 +64,9 @@ pub enum Command {
     /// Import, list, inspect and remove images (root filesystems for `sbx run --image`).
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Per-user state kept between runs: `sbx system reset` ends the kept user namespace.
+    #[command(subcommand)]
+    System(SystemCommand),
     /// Print a shell completion script: `source <(sbx completion bash)`.
     Completion(CompletionArgs),
     /// Print a man page in roff: `sbx man run | man -l -`.
@@ -178,6 +181,13 @@ pub struct RmArgs {
 pub struct InspectArgs {
     #[arg(add = ArgValueCandidates::new(crate::complete::sandbox_names))]
     pub name: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SystemCommand {
+    /// End the holder of the kept user namespace (the next run makes a new one, with the
+    /// subordinate ranges as they are then), and forget a failure to make one.
+    Reset,
 }
 
 #[derive(Subcommand, Debug)]

@@ -11,6 +11,7 @@ pub mod error;
 pub mod exit;
 pub mod habits;
 pub mod helpers;
+pub mod holder;
 pub mod image;
 pub mod init;
 pub mod instance;

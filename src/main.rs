@@ -19,6 +19,13 @@ use sbx::{
 };
 
 fn main() -> ExitCode {
+    if std::env::args_os()
+        .next()
+        .is_some_and(|a| a == sbx::holder::IDLE_ARGV0)
+        && std::env::args_os().len() == 1
+    {
+        sbx::holder::idle();
+    }
     let code = match sanitize_process().and_then(|()| dispatch()) {
         Ok(code) => code,
         Err(err) => {
@@ -62,6 +69,7 @@ fn dispatch() -> Result<i32> {
         Command::Inspect(args) => instance::show::inspect(&args),
         Command::Pull(_) => Err(exec_helper("sbx-pull", 2)),
         Command::Image(cmd) => image::command(cmd),
+        Command::System(cli::SystemCommand::Reset) => system_reset(),
         Command::Completion(args) => {
             meta::completion(&args.shell, &mut std::io::stdout()).map(|()| 0)
         }
@@ -127,6 +135,15 @@ fn run(args: &RunArgs) -> Result<i32> {
             instance::launch::foreground(&plan, &prepared, None).0
         }
     }
+}
+
+/// `sbx system reset`: ends the holder, if one runs.
+fn system_reset() -> Result<i32> {
+    match sbx::holder::reset()? {
+        Some(pid) => println!("ended the holder of the kept user namespace (pid {pid})"),
+        None => println!("no holder of a kept user namespace was running"),
+    }
+    Ok(0)
 }
 
 fn describe(plan: &plan::Plan, why: &str) {

@@ -407,3 +407,22 @@ pub fn close_fds_except(keep: &[RawFd]) -> io::Result<()> {
     }
     close_range(first, c_uint::MAX, 0)
 }
+
+/// `ioctl(ns, NS_GET_OWNER_UID)`: the uid (as this process sees it) that owns the user
+/// namespace `ns`.
+pub fn ns_owner_uid(ns: BorrowedFd) -> io::Result<u32> {
+    const NS_GET_OWNER_UID: libc::c_ulong = 0xb704; // _IO(0xb7, 0x4)
+    let mut uid: libc::uid_t = 0;
+    // SAFETY: the kernel writes one uid_t to the pointer, which points at a live uid_t.
+    check(unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_OWNER_UID, &mut uid) } as libc::c_long)?;
+    Ok(uid)
+}
+
+/// `ioctl(ns, NS_GET_PARENT)`: the parent of the user namespace `ns`, as a new descriptor.
+pub fn ns_parent(ns: BorrowedFd) -> io::Result<OwnedFd> {
+    const NS_GET_PARENT: libc::c_ulong = 0xb702; // _IO(0xb7, 0x2)
+                                                 // SAFETY: NS_GET_PARENT takes no argument and returns a new descriptor or -1.
+    let fd = check(unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_PARENT) } as libc::c_long)?;
+    // SAFETY: the kernel just created `fd` for us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}

@@ -24,7 +24,12 @@ fn merged(mut intervals: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
 
 /// Checks a uid_map or gid_map read inside against the caller's id and subordinate ranges.
 fn assert_full_map(map_text: &str, own: u32, file: &str) {
-    let map = parse_id_map(map_text);
+    let kind = if file.ends_with("subgid") {
+        "gid_map"
+    } else {
+        "uid_map"
+    };
+    let map = in_host_ids(&parse_id_map(map_text), kind);
     let ranges = subordinate_ranges(file);
     assert!(!ranges.is_empty(), "no range for the caller in {file}");
     let own = u64::from(own);
@@ -121,7 +126,10 @@ fn chown_to_a_subordinate_id_works_inside() {
     let text = out.stdout();
     let parts: Vec<&str> = text.split("---\n").collect();
     assert_eq!(parts.len(), 3, "{out}");
-    let (uid_map, gid_map) = (parse_id_map(parts[0]), parse_id_map(parts[1]));
+    let (uid_map, gid_map) = (
+        in_host_ids(&parse_id_map(parts[0]), "uid_map"),
+        in_host_ids(&parse_id_map(parts[1]), "gid_map"),
+    );
     assert_eq!(
         parts[2].lines().collect::<Vec<_>>(),
         ["1 1", "2 2"],

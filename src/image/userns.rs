@@ -15,7 +15,7 @@ use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
 
-use crate::plan::ids::{IdMode, IdPlan};
+use crate::plan::ids::{IdMode, IdPlan, UsernsMode};
 use crate::runtime::fork::{fork_verdict, Forked, Judged};
 use crate::supervisor::idmap;
 
@@ -38,6 +38,9 @@ pub fn run(body: impl FnOnce() -> Result<()>) -> Result<()> {
     let ids = store_ids();
     if let IdMode::Single { warning } = &ids.mode {
         eprintln!("sbx: warning: {warning}");
+    }
+    if let Some(holder) = kept_namespace(&ids) {
+        return run_in(holder, body);
     }
     let (ready_r, ready_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
     let (go_r, go_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
@@ -64,15 +67,52 @@ pub fn run(body: impl FnOnce() -> Result<()>) -> Result<()> {
                     .context("release the child")?;
             }
             let message = helper.read(None).unwrap_or_default();
-            match helper.judge(message) {
-                Ok(()) => Ok(()),
-                Err(Judged::Failed(message)) => Err(anyhow::anyhow!(message)),
-                Err(Judged::Ended(other)) => {
-                    bail!("the store's helper process ended with {other:?}")
-                }
-                Err(Judged::Wait(e)) => Err(e).context("waitpid"),
-            }
+            judged(helper.judge(message))
         }
+    }
+}
+
+/// The holder of the kept namespace, whose map is the store's (see `holder`), unless
+/// `SBX_USERNS=per-run` or there is none to be had.
+fn kept_namespace(ids: &IdPlan) -> Option<crate::holder::Holder> {
+    let mode = std::env::var("SBX_USERNS").ok();
+    if mode.as_deref().and_then(UsernsMode::parse) == Some(UsernsMode::PerRun) {
+        return None;
+    }
+    crate::holder::get(&crate::holder::Wanted::for_ids(ids)?).ok()
+}
+
+/// `run` in the kept namespace: the child enters it, no map to write.
+fn run_in(holder: crate::holder::Holder, body: impl FnOnce() -> Result<()>) -> Result<()> {
+    // SAFETY: the caller guarantees sbx is single-threaded here, so the child may do
+    // anything.
+    match unsafe { fork_verdict() }.context("fork")? {
+        Forked::Child(verdict) => verdict.conclude(|| {
+            let done = (|| {
+                nix::sched::setns(holder.userns, CloneFlags::CLONE_NEWUSER).with_context(|| {
+                    format!("enter the kept user namespace (holder pid {})", holder.pid)
+                })?;
+                let _ = nix::unistd::setgroups(&[]);
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("PR_SET_PDEATHSIG")?;
+                body()
+            })();
+            let _ = std::io::stdout().flush();
+            done.map_err(|e| format!("{e:#}"))
+        }),
+        Forked::Parent(mut helper) => {
+            drop(holder);
+            let message = helper.read(None).unwrap_or_default();
+            judged(helper.judge(message))
+        }
+    }
+}
+
+fn judged(verdict: Result<(), Judged>) -> Result<()> {
+    match verdict {
+        Ok(()) => Ok(()),
+        Err(Judged::Failed(message)) => Err(anyhow::anyhow!(message)),
+        Err(Judged::Ended(other)) => bail!("the store's helper process ended with {other:?}"),
+        Err(Judged::Wait(e)) => Err(e).context("waitpid"),
     }
 }
 

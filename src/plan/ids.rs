@@ -3,6 +3,9 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 /// One line of a uid_map/gid_map: `inside outside count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IdRange {
@@ -36,5 +39,28 @@ pub enum IdMode {
 impl fmt::Display for IdRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {} {}", self.inside, self.outside, self.count)
+    }
+}
+
+/// How a full id map reaches the sandbox's user namespace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum UsernsMode {
+    /// Nested in the per-user kept namespace (see `holder`): sbx writes the maps itself, no
+    /// setuid helper runs. The default.
+    #[default]
+    Holder,
+    /// A namespace of its own, whose maps newuidmap/newgidmap write on every run.
+    PerRun,
+}
+
+impl UsernsMode {
+    /// `SBX_USERNS`'s values: `holder`, `per-run`.
+    pub fn parse(value: &str) -> Option<UsernsMode> {
+        match value {
+            "holder" => Some(UsernsMode::Holder),
+            "per-run" => Some(UsernsMode::PerRun),
+            _ => None,
+        }
     }
 }

@@ -19,7 +19,7 @@ pub mod net;
 pub mod rootfs;
 pub mod security;
 
-pub use ids::{IdMode, IdPlan, IdRange};
+pub use ids::{IdMode, IdPlan, IdRange, UsernsMode};
 pub use limits::LimitsPlan;
 pub use net::NetPlan;
 pub use rootfs::{
@@ -49,6 +49,8 @@ pub struct Plan {
     pub hostname: Option<String>,
     pub network: NetPlan,
     pub ids: IdPlan,
+    /// With a full id map: nested in the kept namespace, or made per run (see `holder`).
+    pub userns: UsernsMode,
     /// The uid and gid the command switches to before exec, when the id map puts the
     /// caller at 0 rather than at the command's ids (image roots: see `image::userns`).
     pub run_as: Option<(u32, u32)>,

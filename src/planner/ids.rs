@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Result};
 
-use crate::plan::ids::{IdPlan, IdRange};
+use crate::plan::ids::{IdPlan, IdRange, UsernsMode};
 use crate::supervisor::idmap;
 
 /// Decides how ids will be mapped, from the host's files. Has no side effects.
@@ -27,6 +27,19 @@ pub fn plan(user: &str, uid: u32, gid: u32, inside_uid: u32, inside_gid: u32) ->
         inside_uid,
         inside_gid,
         mode,
+    }
+}
+
+/// How a full id map is made: `SBX_USERNS` (from the caller's environment) over the
+/// profile's `user.userns`, else the kept namespace.
+pub fn userns_mode(profile: Option<UsernsMode>, env: Option<&str>) -> Result<UsernsMode> {
+    match env.filter(|v| !v.is_empty()) {
+        Some(value) => UsernsMode::parse(value).ok_or_else(|| {
+            anyhow::anyhow!(
+                "SBX_USERNS={value:?} is not a mode; use \"holder\" (the default) or \"per-run\""
+            )
+        }),
+        None => Ok(profile.unwrap_or_default()),
     }
 }
 
@@ -77,4 +90,27 @@ pub fn check_mapped(kind: &str, id: u32, map: &[IdRange], what: &str) -> Result<
          of those, or add a larger range to /etc/sub{kind}",
         shown.join(", ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_environment_overrides_the_profile() {
+        assert_eq!(userns_mode(None, None).unwrap(), UsernsMode::Holder);
+        let per_run = Some(UsernsMode::PerRun);
+        assert_eq!(userns_mode(per_run, None).unwrap(), UsernsMode::PerRun);
+        assert_eq!(
+            userns_mode(per_run, Some("holder")).unwrap(),
+            UsernsMode::Holder
+        );
+        assert_eq!(
+            userns_mode(None, Some("per-run")).unwrap(),
+            UsernsMode::PerRun
+        );
+        assert_eq!(userns_mode(per_run, Some("")).unwrap(), UsernsMode::PerRun);
+        let err = userns_mode(None, Some("perrun")).unwrap_err().to_string();
+        assert!(err.contains("SBX_USERNS=\"perrun\""), "{err}");
+    }
 }

@@ -128,6 +128,10 @@ pub fn build(req: &Request) -> Result<Plan> {
         hostname,
         network,
         ids,
+        userns: ids::userns_mode(
+            profile.user.userns,
+            vars.env.get("SBX_USERNS").map(String::as_str),
+        )?,
         run_as,
         security,
         limits,

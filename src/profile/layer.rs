@@ -104,6 +104,7 @@ pub fn merge(parent: Profile, child: Profile) -> Profile {
         user: UserSpec {
             uid: child.user.uid.or(parent.user.uid),
             gid: child.user.gid.or(parent.user.gid),
+            userns: child.user.userns.or(parent.user.userns),
         },
         network: merge_network(parent.network, child.network),
         security: merge_security(parent.security, child.security),

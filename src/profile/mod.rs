@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 
+pub use crate::plan::ids::UsernsMode;
 /// The modes a profile names are the Plan's own types (src/plan/), so the Plan imports no
 /// profile type.
 pub use crate::plan::net::NetworkMode;
@@ -304,11 +305,16 @@ pub struct UserSpec {
     pub uid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gid: Option<u32>,
+    /// How the full id range is mapped: "holder" (the default: nested in a kept per-user
+    /// namespace, no setuid helper per run) or "per-run" (newuidmap/newgidmap every run).
+    /// The environment variable SBX_USERNS overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userns: Option<UsernsMode>,
 }
 
 impl UserSpec {
     pub fn is_empty(&self) -> bool {
-        self.uid.is_none() && self.gid.is_none()
+        self.uid.is_none() && self.gid.is_none() && self.userns.is_none()
     }
 }
 

@@ -17,7 +17,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
-use crate::plan::Plan;
+use crate::plan::{Plan, UsernsMode};
 use crate::runtime::namespaces::{namespace_flags, Namespaces};
 use crate::runtime::signals;
 use crate::runtime::stdio::TerminalPipes;
@@ -78,6 +78,9 @@ pub fn run(plan: &Plan, observer: &mut dyn Observer) -> Result<i32> {
     // Without a pty of its own, a terminal among our fds 0-2 reaches the sandbox as a pipe
     // we relay: a terminal fd passed on (SCM_RIGHTS to a longer-lived sandbox) would
     // outlive the run.
+    // With the whole range: into the kept namespace, where our sandbox's own is nested and
+    // we write its maps ourselves (no setuid helper); else per run, as before.
+    let nested = enter_holder(plan);
     let pipes = if plan.tty {
         None
     } else {
@@ -93,7 +96,7 @@ pub fn run(plan: &Plan, observer: &mut dyn Observer) -> Result<i32> {
             crate::child::run(plan, child_chan, control, pipes.as_ref())
         }
         Ok(Forked::Parent(pid)) => pid,
-        Err(e) => return Err(clone_error(e)),
+        Err(e) => return Err(clone_error(e, nested.is_some())),
     };
     drop(child_chan);
     drop(control);
@@ -105,7 +108,11 @@ pub fn run(plan: &Plan, observer: &mut dyn Observer) -> Result<i32> {
     }
     // The child prepares its mounts meanwhile; if it failed, its reason beats ours.
     if plan.network.join.is_none() {
-        if let Err(e) = idmap::write(&plan.ids, pid.as_raw()) {
+        let written = match &nested {
+            Some(nested) => crate::holder::write_nested(nested, pid.as_raw()),
+            None => idmap::write(&plan.ids, pid.as_raw()),
+        };
+        if let Err(e) = written {
             return Err(chan.pending_failure().map_or(e, |why| anyhow::anyhow!(why)));
         }
     }
@@ -146,8 +153,51 @@ fn join_namespaces(join: &crate::instance::Join) -> Result<()> {
     join.check_namespaces("self")
 }
 
-fn clone_error(e: std::io::Error) -> anyhow::Error {
+/// Enters the holder's user namespace when the plan maps the whole range and asks for it;
+/// None (and a line under `-v`) when it maps per run.
+fn enter_holder(plan: &Plan) -> Option<crate::holder::Nested> {
+    if plan.network.join.is_some() || !matches!(plan.ids.mode, idmap::IdMode::Full { .. }) {
+        return None;
+    }
+    if plan.userns == UsernsMode::PerRun {
+        if plan.verbose {
+            eprintln!("sbx: userns: made per run, maps written by newuidmap/newgidmap (as asked)");
+        }
+        return None;
+    }
+    match crate::holder::enter(&plan.ids) {
+        Ok(nested) => {
+            if plan.verbose {
+                let made = nested
+                    .made
+                    .as_ref()
+                    .map_or(String::new(), |why| format!(", made now: {why}"));
+                eprintln!(
+                    "sbx: userns: nested in the kept user namespace of the holder (pid {}{made}); \
+                     maps written by sbx",
+                    nested.holder
+                );
+            }
+            Some(nested)
+        }
+        Err(e) => {
+            if plan.verbose {
+                eprintln!(
+                    "sbx: userns: no kept user namespace ({e:#}); newuidmap/newgidmap map this \
+                     run"
+                );
+            }
+            None
+        }
+    }
+}
+
+fn clone_error(e: std::io::Error, nested: bool) -> anyhow::Error {
     let hint = match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EUSERS) if nested => {
+            "the per-user namespace limit is reached inside the kept user namespace; raise \
+             user.max_user_namespaces, or run with SBX_USERNS=per-run"
+        }
         Some(libc::EPERM) | Some(libc::EACCES) => {
             "unprivileged user namespaces are disabled on this host; `sbx check` shows the \
              setting that blocks them (kernel.unprivileged_userns_clone, \

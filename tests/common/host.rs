@@ -284,3 +284,36 @@ pub fn hides_host_path(mount_point: &str) -> bool {
             .any(|l| l.split_whitespace().nth(7) == Some(mount_point))
     })
 }
+
+/// A map read inside a sandbox, in host ids. Nested in the kept user namespace (the
+/// default), a sandbox sees its map's outside ids as the holder's ids; they are turned into
+/// host ids through the holder's own map, as the kernel does. `file` is `uid_map` or
+/// `gid_map`. Without a holder (per-run mode) the map is returned as it is.
+pub fn in_host_ids(map: &[(u64, u64, u64)], file: &str) -> Vec<(u64, u64, u64)> {
+    let runtime = match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        Some(r) => std::path::PathBuf::from(r).join("sbx"),
+        None => home().join(".local/share/sbx/run"),
+    };
+    let holder = fs::read_to_string(runtime.join(".holder.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["pid"].as_i64())
+        .and_then(|pid| fs::read_to_string(format!("/proc/{pid}/{file}")).ok());
+    let (Some(holder), false) = (
+        holder,
+        std::env::var("SBX_USERNS").is_ok_and(|v| v == "per-run"),
+    ) else {
+        return map.to_vec();
+    };
+    let holder = parse_id_map(&holder);
+    let mut out = Vec::new();
+    for &(inside, outside, count) in map {
+        for &(h_in, h_out, h_count) in &holder {
+            let (a, b) = (outside.max(h_in), (outside + count).min(h_in + h_count));
+            if a < b {
+                out.push((inside + (a - outside), h_out + (a - h_in), b - a));
+            }
+        }
+    }
+    out
+}
