@@ -27,7 +27,7 @@ if [ "$(id -u)" -eq 0 ]; then
   cd "$home"
   runuser -u "$user" -- env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     HOME="$home" USER="$user" LANG=C.UTF-8 TERM="${TERM:-dumb}" SBX_BIN="$stage/sbx" \
-    SBX_TEST_DATA="$stage/data" SBX_TEST_STRICT="${SBX_TEST_STRICT:-}" SBX_TEST_ROOT_HELPER=1 \
+    SBX_TEST_DATA="$stage/data" SBX_TEST_STRICT="${SBX_TEST_STRICT:-}" SBX_TEST_ROOT_HELPER=1 SBX_USERNS="${SBX_USERNS:-}" \
     RUST_BACKTRACE=1 "$stage/$name" "$@"
 else
   SBX_BIN="$stage/sbx" SBX_TEST_DATA="$stage/data" "$stage/$name" "$@"

@@ -8,6 +8,8 @@
 # builds, runs the unit tests, and runs the integration tests in tiers:
 #
 #   user      tests/*.rs as the test user with a subordinate id range (most tests)
+#   per-run   isolation, escape, hostile, run and ids again as the test user with the kept user
+#             namespace off (SBX_USERNS=per-run)
 #   nosub     the nosubuid_ tests as the second user, who has no range (single-id fallback)
 #   root      the crossuser_ and asroot_ tests as root, which acts as both users
 #   docs      the examples of README.md and docs/*.md, as written, as the test user
@@ -183,6 +185,24 @@ run_tier() {
   fi
 }
 
+# per_run_tier: the tests most about ids and isolation again as the test user, with the kept
+# user namespace off (SBX_USERNS=per-run): newuidmap and newgidmap map each run, as they do
+# where nesting is refused.
+per_run_tier() {
+  local name exe total=0
+  for name in isolation escape hostile run ids; do
+    exe="$stage/tests/$name"
+    mapfile -t names < <(select_tests "$exe" "" "nosubuid_ cgroup_ crossuser_ asroot_")
+    [ ${#names[@]} -gt 0 ] || continue
+    total=$((total + ${#names[@]}))
+    run_as "$TEST_USER" env SBX_USERNS=per-run "$exe" --exact "${names[@]}" 2>&1 | count ||
+      failed+=("$name (per-run)")
+  done
+  if [ $total = 0 ] && [ -z "$filter" ]; then
+    failed+=("per-run tier: no test")
+  fi
+}
+
 # The docs tier (ci/docs.py) runs without SBX_TEST_FILTER, with a filter that "docs" contains,
 # and with one naming a document (README.md, docs/pull.md:24), whose blocks it then selects.
 docs_only=()
@@ -200,6 +220,8 @@ tier_not_run() {
 if [ "$(id -u)" -eq 0 ]; then
   echo "== integration tests as $TEST_USER"
   run_tier user "$TEST_USER" "" "nosubuid_ cgroup_ crossuser_ asroot_"
+  echo "== ids and isolation again as $TEST_USER, mapped per run (SBX_USERNS=per-run)"
+  per_run_tier
   echo "== integration tests as $NOSUB_USER (no subordinate ids)"
   run_tier nosub "$NOSUB_USER" "nosubuid_" ""
   # What one user can do to another's sandboxes (root acts as both users through runuser),
@@ -219,6 +241,7 @@ else
     echo "== documentation examples as $(id -un)"
     python3 ci/docs.py "$stage" "${docs_only[@]}" 2>&1 | count || failed+=("documentation examples")
   fi
+  tier_not_run per-run "needs root to run tests as the test user"
   tier_not_run nosub "needs root to run tests as the second test user"
   tier_not_run root "needs root"
 fi
