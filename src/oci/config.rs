@@ -119,7 +119,7 @@ pub fn check(spec: Spec, bundle: &Path) -> Result<Container> {
         .process()
         .as_ref()
         .context("config.json has no \"process\": the container needs something to run")?;
-    let process = process_plan(process)?;
+    let mut process = process_plan(process)?;
     if process.args.is_empty() {
         bail!("process.args is empty: name the program the container runs");
     }
@@ -162,6 +162,7 @@ pub fn check(spec: Spec, bundle: &Path) -> Result<Container> {
     {
         bail!("hostname and domainname need a new uts namespace in linux.namespaces");
     }
+    enforce_device_rules(&spec, &mut process.caps);
     Ok(Container {
         root_readonly: root.readonly().unwrap_or(false),
         bundle: bundle.to_path_buf(),
@@ -238,6 +239,33 @@ fn namespaces(spec: &Spec) -> Result<Namespaces> {
         bail!("linux.namespaces has no mount namespace: sbx-oci needs one to build the root");
     }
     Ok((new, cgroup, joins))
+}
+
+/// `linux.resources.devices` without a device cgroup (docs/oci.md, Resources): outside a
+/// user namespace, rules short of allowing every device drop CAP_MKNOD from every set, so
+/// that no device node beyond those the runtime made can appear. Also for `exec`.
+pub fn enforce_device_rules(spec: &Spec, caps: &mut CapSets) {
+    let linux = spec.linux().as_ref();
+    let user_namespace = linux
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|list| list.iter().any(|n| n.typ() == LinuxNamespaceType::User));
+    let rules = linux
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.devices().clone())
+        .unwrap_or_default();
+    if super::resources::device_access(&rules, user_namespace)
+        == super::resources::DeviceAccess::DropMknod
+    {
+        for set in [
+            &mut caps.bounding,
+            &mut caps.effective,
+            &mut caps.permitted,
+            &mut caps.inheritable,
+            &mut caps.ambient,
+        ] {
+            set.remove(&Capability::CAP_MKNOD);
+        }
+    }
 }
 
 /// Fields sbx-oci does not implement: each is an error naming it, unless empty.
@@ -661,6 +689,42 @@ mod tests {
         }));
         let e = check(spec, Path::new("/")).unwrap_err();
         assert!(e.to_string().contains("user namespace"), "{e}");
+    }
+
+    #[test]
+    fn device_rules_without_a_user_namespace_drop_mknod() {
+        let with_mknod = |extra| {
+            let mut spec = spec_json(extra);
+            let mut p = spec.process().clone().unwrap();
+            let mut caps = p.capabilities().clone().unwrap();
+            let all: HashSet<_> = [oci_spec::runtime::Capability::Mknod].into();
+            caps.set_bounding(Some(all.clone()));
+            caps.set_effective(Some(all.clone()));
+            caps.set_permitted(Some(all));
+            p.set_capabilities(Some(caps));
+            spec.set_process(Some(p));
+            check(spec, Path::new("/")).unwrap().process.caps
+        };
+        let deny = serde_json::json!({"allow": false, "access": "rwm"});
+        let dev_null = serde_json::json!({"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"});
+        let caps = with_mknod(serde_json::json!({"resources": {"devices": [deny, dev_null]}}));
+        assert!(caps.bounding.is_empty() && caps.effective.is_empty() && caps.permitted.is_empty());
+        let all = serde_json::json!({"allow": true, "access": "rwm"});
+        let caps = with_mknod(serde_json::json!({"resources": {"devices": [deny, all]}}));
+        assert!(
+            caps.effective.contains(&Capability::CAP_MKNOD),
+            "allow-all keeps it"
+        );
+        let user = serde_json::json!({
+            "namespaces": [{"type": "user"}, {"type": "mount"}, {"type": "uts"}],
+            "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}],
+            "gidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}],
+            "resources": {"devices": [deny]},
+        });
+        assert!(
+            with_mknod(user).effective.contains(&Capability::CAP_MKNOD),
+            "user namespace"
+        );
     }
 
     #[test]

@@ -170,6 +170,7 @@ fn process_of(args: &ExecArgs, config: &oci_spec::runtime::Spec) -> Result<Proce
             set.insert(cap);
         }
     }
+    config::enforce_device_rules(config, &mut plan.caps);
     if plan.args.is_empty() {
         bail!("process.args is empty: name the program to run");
     }

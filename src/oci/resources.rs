@@ -212,6 +212,17 @@ pub fn ignored(res: &LinuxResources) -> Vec<&'static str> {
     out
 }
 
+/// The controller a cgroup v2 file belongs to: the part before its first dot
+/// ("cgroup" for the core files, which every cgroup has).
+pub fn controller_of(file: &str) -> &str {
+    file.split('.').next().unwrap_or(file)
+}
+
+/// A relative share (cpu.weight, io.weight, io.bfq.weight), not a limit.
+pub fn is_weight(file: &str) -> bool {
+    file.ends_with(".weight")
+}
+
 /// `numToStr` of runc: -1 is "max", 0 unset, other negatives an error.
 fn max_or_number(value: i64, what: &str) -> Result<Option<String>> {
     Ok(match value {

@@ -238,3 +238,18 @@ fn sysctl_paths() {
         assert!(sysctl_path(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn files_name_their_controller_and_weights_are_told_from_limits() {
+    for (file, controller) in [
+        ("cpu.weight", "cpu"),
+        ("io.bfq.weight", "io"),
+        ("hugetlb.2MB.max", "hugetlb"),
+        ("cpuset.cpus", "cpuset"),
+        ("cgroup.freeze", "cgroup"),
+    ] {
+        assert_eq!(controller_of(file), controller, "{file}");
+    }
+    assert!(is_weight("cpu.weight") && is_weight("io.weight") && is_weight("io.bfq.weight"));
+    assert!(!is_weight("memory.max") && !is_weight("cpu.max") && !is_weight("pids.max"));
+}
