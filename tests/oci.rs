@@ -273,6 +273,23 @@ fn readonly_paths_are_read_only() {
     assert!(out.stderr().contains("Read-only file system"), "{out}");
 }
 
+/// A seccomp profile that refuses close_range, installed before the last steps as runc
+/// does without noNewPrivileges (the runtime-tools suite's profile lists no close_range):
+/// the descriptors are still marked close-on-exec, with fcntl.
+#[test]
+fn a_profile_without_close_range_still_runs_the_process() {
+    let mut b = Bundle::new(&[]);
+    b.config["process"]["noNewPrivileges"] = json!(false);
+    b.config["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": [{"names": ["close_range"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
+    });
+    let out = b.sh("grep Seccomp: /proc/self/status; ls /proc/self/fd | tr '\\n' ' '");
+    out.assert_success();
+    assert_eq!(out.lines(), ["Seccomp:\t2", "0 1 2 3 "], "{out}");
+}
+
 #[test]
 fn masked_paths_are_masked() {
     let mut b = Bundle::new(&[]);
