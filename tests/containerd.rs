@@ -289,29 +289,47 @@ fn asroot_containerd_gives_the_image_env_cwd_and_user() {
 }
 
 #[test]
-fn asroot_containerd_device_rules_hold_without_a_device_cgroup() {
-    // The same image run as root (User 0), so that CAP_MKNOD is in the engine's sets.
+fn asroot_containerd_device_rules_hold() {
+    // The same image run as root (User 0), with CAP_MKNOD, as containerd gives it.
     let Some(c) = Containerd::start(&["user", "0:0", "file"]) else {
         return;
     };
-    // containerd's rules: deny all, allow null, zero, full, random, urandom, tty, ptmx,
-    // pts. A block device (8:0, a disk) must not appear; without a device cgroup sbx-oci
-    // keeps that by dropping CAP_MKNOD.
-    let out = c.run(
-        "mknod",
-        &[],
-        &[
-            "sh",
-            "-c",
-            "id -u; mknod /tmp/disk b 8 0 && echo made; true",
-        ],
+    // A block device of this machine (a disk, a loop device) that root on the host can
+    // open: containerd's rules (deny all, allow null, zero, full, random, urandom, tty,
+    // ptmx, pts) must keep the container from opening it, as runc's device cgroup does.
+    let Some(disk) = fs::read_dir("/sys/dev/block")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .find(|d| {
+            let uevent = fs::read_to_string(format!("/sys/dev/block/{d}/uevent"));
+            let name = uevent.ok().and_then(|u| {
+                u.lines()
+                    .find_map(|l| l.strip_prefix("DEVNAME=").map(str::to_string))
+            });
+            name.is_some_and(|n| fs::File::open(Path::new("/dev").join(n)).is_ok())
+        })
+    else {
+        skip("no block device that root can open on this host");
+        return;
+    };
+    let (major, minor) = disk.split_once(':').unwrap();
+    let script = format!(
+        "id -u; mknod /tmp/disk b {major} {minor} && echo made; \
+         head -c 0 /tmp/disk && echo opened-disk; \
+         head -c 1 /dev/zero >/dev/null && echo read-zero; \
+         mknod /tmp/zero c 1 5 && head -c 1 /tmp/zero >/dev/null && echo read-own-zero; true"
     );
+    let out = c.run("devices", &[], &["sh", "-c", &script]);
     out.assert_success();
-    assert_eq!(out.lines()[0], "0", "{out}");
-    assert!(
-        !out.stdout().contains("made"),
-        "mknod of a disk succeeded\n{out}"
+    // runc's rules let root make any device node, and use only the allowed ones.
+    assert_eq!(
+        out.lines(),
+        ["0", "made", "read-zero", "read-own-zero"],
+        "{out}"
     );
+    assert!(out.stderr().contains("Operation not permitted"), "{out}");
 }
 
 #[test]

@@ -38,6 +38,8 @@ pub struct Container {
     pub process: ProcessPlan,
     pub uid_mappings: Vec<crate::plan::ids::IdRange>,
     pub gid_mappings: Vec<crate::plan::ids::IdRange>,
+    /// The device cgroup program's rules, to attach to the leaf (as root with a cgroup).
+    pub device_filter: Option<Vec<super::devices::Rule>>,
 }
 
 /// What the container's (or an exec'd) process is, checked.
@@ -162,8 +164,9 @@ pub fn check(spec: Spec, bundle: &Path) -> Result<Container> {
     {
         bail!("hostname and domainname need a new uts namespace in linux.namespaces");
     }
-    enforce_device_rules(&spec, &mut process.caps);
+    let device_filter = enforce_device_rules(&spec, &mut process.caps);
     Ok(Container {
+        device_filter,
         root_readonly: root.readonly().unwrap_or(false),
         bundle: bundle.to_path_buf(),
         rootfs,
@@ -241,10 +244,12 @@ fn namespaces(spec: &Spec) -> Result<Namespaces> {
     Ok((new, cgroup, joins))
 }
 
-/// `linux.resources.devices` without a device cgroup (docs/oci.md, Resources): outside a
-/// user namespace, rules short of allowing every device drop CAP_MKNOD from every set, so
-/// that no device node beyond those the runtime made can appear. Also for `exec`.
-pub fn enforce_device_rules(spec: &Spec, caps: &mut CapSets) {
+/// How `linux.resources.devices` holds (docs/oci.md, Resources): by the user namespace,
+/// by a device cgroup program (as root with a cgroup: the rules to attach are returned),
+/// or, outside a user namespace without one, by dropping CAP_MKNOD from every set, so that
+/// no device node beyond those the runtime made can appear. Also for `exec`.
+pub fn enforce_device_rules(spec: &Spec, caps: &mut CapSets) -> Option<Vec<super::devices::Rule>> {
+    use super::resources::{device_access, DeviceAccess};
     let linux = spec.linux().as_ref();
     let user_namespace = linux
         .and_then(|l| l.namespaces().as_ref())
@@ -253,9 +258,17 @@ pub fn enforce_device_rules(spec: &Spec, caps: &mut CapSets) {
         .and_then(|l| l.resources().as_ref())
         .and_then(|r| r.devices().clone())
         .unwrap_or_default();
-    if super::resources::device_access(&rules, user_namespace)
-        == super::resources::DeviceAccess::DropMknod
-    {
+    let can_filter = nix::unistd::geteuid().is_root()
+        && !super::state::in_user_namespace()
+        && linux
+            .and_then(|l| l.cgroups_path().as_ref())
+            .is_some_and(|p| !p.as_os_str().is_empty());
+    let access = device_access(&rules, user_namespace, can_filter);
+    if access == DeviceAccess::Filter {
+        let devices = linux.and_then(|l| l.devices().clone()).unwrap_or_default();
+        return Some(super::devices::rules(&rules, &devices));
+    }
+    if access == DeviceAccess::DropMknod {
         for set in [
             &mut caps.bounding,
             &mut caps.effective,
@@ -266,6 +279,7 @@ pub fn enforce_device_rules(spec: &Spec, caps: &mut CapSets) {
             set.remove(&Capability::CAP_MKNOD);
         }
     }
+    None
 }
 
 /// Fields sbx-oci does not implement: each is an error naming it, unless empty.

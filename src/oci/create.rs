@@ -248,10 +248,15 @@ fn join_cgroup(
             bail!("linux.cgroupsPath {} has \"..\"", path.display());
         }
         let made = make_leaf(&mount, &leaf)?;
-        let joined = write_files(&leaf, files).and_then(|()| {
-            std::fs::write(leaf.join("cgroup.procs"), pid.to_string())
-                .with_context(|| format!("move the container into cgroup {}", leaf.display()))
-        });
+        let joined = write_files(&leaf, files)
+            .and_then(|()| match &c.device_filter {
+                Some(rules) => super::devices::attach(&leaf, rules),
+                None => Ok(()),
+            })
+            .and_then(|()| {
+                std::fs::write(leaf.join("cgroup.procs"), pid.to_string())
+                    .with_context(|| format!("move the container into cgroup {}", leaf.display()))
+            });
         if let Err(e) = joined {
             // Nothing is in it yet. Its parents stay: another container may be making its
             // own leaf beside it (runc leaves them too).
