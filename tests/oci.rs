@@ -332,6 +332,32 @@ fn a_bind_mount_with_ro_is_read_only() {
     assert!(!host.join("f").exists());
 }
 
+/// What the runtime-tools suite gives a bind mount: an atime mode, propagation, and
+/// filesystem options that mount(2) ignores for a bind (runc passes them on). As root: in
+/// a user namespace the kernel locks the atime mode of the host's mounts.
+#[test]
+fn asroot_a_bind_mount_takes_strictatime_propagation_and_ignores_fs_options() {
+    if !nix::unistd::geteuid().is_root() {
+        skip("needs root (the root tier runs it)");
+        return;
+    }
+    let mut b = Bundle::new(&[]);
+    let host = TempDir::new();
+    fs::write(host.join("f"), "from the host\n").unwrap();
+    let mut mounts = b.config["mounts"].as_array().unwrap().clone();
+    mounts.push(json!({"destination": "/mnt/host", "source": host.path(),
+        "options": ["nosuid", "strictatime", "mode=755", "size=1k", "bind", "private"]}));
+    b.config["mounts"] = json!(mounts);
+    let out = b.sh("cat /mnt/host/f; grep ' /mnt/host ' /proc/self/mountinfo | cut -d' ' -f6");
+    out.assert_success();
+    assert_eq!(out.lines()[0], "from the host", "{out}");
+    let options = &out.lines()[1];
+    assert!(
+        options.contains("nosuid") && !options.contains("relatime") && !options.contains("noatime"),
+        "strictatime: {out}"
+    );
+}
+
 /// Receives one fd over `stream` (SCM_RIGHTS).
 fn receive_fd(stream: &std::os::unix::net::UnixStream) -> OwnedFd {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
@@ -503,6 +529,98 @@ fn asroot_device_nodes_are_made_and_the_cgroup_joined() {
             .exists(),
         "delete removes the cgroup"
     );
+}
+
+/// As root without linux.cgroupsPath, the device rules still hold as runc's do: a leaf
+/// named after the container carries the program, CAP_MKNOD stays as the config asks, a
+/// node outside the rules can be made but not opened, and delete removes the leaf.
+#[test]
+fn asroot_device_rules_hold_without_a_cgroups_path() {
+    if !nix::unistd::geteuid().is_root() {
+        skip("needs root (the root tier runs it)");
+        return;
+    }
+    let mut b = Bundle::new(&[]);
+    let caps = json!([
+        "CAP_MKNOD",
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_SETUID",
+        "CAP_SETGID"
+    ]);
+    for set in ["bounding", "effective", "permitted", "inheritable"] {
+        b.config["process"]["capabilities"][set] = caps.clone();
+    }
+    b.config["process"]["capabilities"]["ambient"] = json!([]);
+    b.config["linux"]["resources"] = json!({"devices": [
+        {"allow": false, "access": "rwm"},
+        {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"}]});
+    if let Some(l) = b.config["linux"].as_object_mut() {
+        l.remove("cgroupsPath");
+    }
+    let namespaces = b.config["linux"]["namespaces"].as_array().unwrap().clone();
+    b.config["linux"]["namespaces"] = json!(namespaces
+        .into_iter()
+        .filter(|n| n["type"] != "cgroup")
+        .collect::<Vec<_>>());
+    // 7:0, the first loop device: its node opens on the host.
+    let script = "mknod /tmp/loop b 7 0 && echo made; head -c 0 /tmp/loop && echo opened; \
+                  head -c 0 /dev/null && echo null; cat /proc/self/cgroup | grep '^0::'";
+    b.config["process"]["args"] = json!(["sh", "-c", script]);
+    let id = unique("devices");
+    let out = b.run(&["run", &id]);
+    out.assert_success();
+    let lines = out.lines();
+    assert_eq!(lines[..2], ["made", "null"], "{out}");
+    assert!(
+        lines[2].ends_with(&format!("/{id}")),
+        "a leaf named after it\n{out}"
+    );
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let cgroup2 = mountinfo
+        .lines()
+        .find(|l| l.contains(" - cgroup2 "))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .unwrap();
+    let leaf = Path::new(cgroup2).join(lines[2].trim_start_matches("0::/"));
+    assert!(!leaf.exists(), "delete removes {}", leaf.display());
+}
+
+/// hostname in a uts namespace the container joins by path (runc allows it): set there.
+#[test]
+fn asroot_hostname_in_a_joined_uts_namespace() {
+    if !nix::unistd::geteuid().is_root() {
+        skip("needs root (the root tier runs it)");
+        return;
+    }
+    let mut holder = Command::new("unshare");
+    holder.args(["--uts", "sleep", "60"]);
+    let holder = spawn(&mut holder, None);
+    let uts = format!("/proc/{}/ns/uts", holder.pid());
+    eventually("unshare made its uts namespace", || {
+        fs::read_link(&uts).ok() != fs::read_link("/proc/self/ns/uts").ok()
+    });
+    let mut b = Bundle::new(&[]);
+    let namespaces = b.config["linux"]["namespaces"].as_array().unwrap().clone();
+    let mut namespaces: Vec<Value> = namespaces
+        .into_iter()
+        .filter(|n| n["type"] != "uts")
+        .collect();
+    namespaces.push(json!({"type": "uts", "path": uts}));
+    b.config["linux"]["namespaces"] = json!(namespaces);
+    b.config["hostname"] = json!("joined");
+    let out = b.sh("hostname");
+    out.assert_success();
+    assert_eq!(out.lines(), ["joined"], "{out}");
+    let theirs = run(Command::new("nsenter")
+        .arg(format!("--uts={uts}"))
+        .arg("hostname"));
+    assert_eq!(
+        theirs.lines(),
+        ["joined"],
+        "set in the joined namespace\n{theirs}"
+    );
+    drop(holder);
 }
 
 // Rootless podman with sbx-oci as its runtime, as the test user.

@@ -158,11 +158,13 @@ pub fn check(spec: Spec, bundle: &Path) -> Result<Container> {
     if !new_user && (!uid_mappings.is_empty() || !gid_mappings.is_empty()) {
         bail!("linux.uidMappings and gidMappings need a new user namespace in linux.namespaces");
     }
+    // runc's rule: the container's own uts namespace, new or joined by path.
     if (spec.hostname().as_deref().is_some_and(|h| !h.is_empty())
         || spec.domainname().as_deref().is_some_and(|h| !h.is_empty()))
         && !new_namespaces.contains(CloneFlags::CLONE_NEWUTS)
+        && !joins.iter().any(|(f, _)| *f == CloneFlags::CLONE_NEWUTS)
     {
-        bail!("hostname and domainname need a new uts namespace in linux.namespaces");
+        bail!("hostname and domainname need a uts namespace of the container's own in linux.namespaces");
     }
     let device_filter = enforce_device_rules(&spec, &mut process.caps);
     Ok(Container {
@@ -258,11 +260,11 @@ pub fn enforce_device_rules(spec: &Spec, caps: &mut CapSets) -> Option<Vec<super
         .and_then(|l| l.resources().as_ref())
         .and_then(|r| r.devices().clone())
         .unwrap_or_default();
+    // Without linux.cgroupsPath, create makes a leaf named after the container for it.
     let can_filter = nix::unistd::geteuid().is_root()
         && !super::state::in_user_namespace()
-        && linux
-            .and_then(|l| l.cgroups_path().as_ref())
-            .is_some_and(|p| !p.as_os_str().is_empty());
+        && std::fs::read_to_string("/proc/self/mountinfo")
+            .is_ok_and(|m| crate::supervisor::cgroup::cgroup2_mount(&m).is_some());
     let access = device_access(&rules, user_namespace, can_filter);
     if access == DeviceAccess::Filter {
         let devices = linux.and_then(|l| l.devices().clone()).unwrap_or_default();
@@ -466,8 +468,9 @@ pub fn mount_plan(m: &SpecMount, bundle: &Path) -> Result<MountPlan> {
     )?;
     let kind = if bind {
         if !data.is_empty() {
-            bail!(
-                "mount {}: a bind mount takes no filesystem options ({})",
+            // runc passes them to mount(2), which ignores them for a bind mount.
+            eprintln!(
+                "sbx-oci: warning: mount {}: filesystem options ignored for a bind mount ({})",
                 destination.display(),
                 data.iter()
                     .map(|(k, _)| k.as_str())

@@ -215,17 +215,18 @@ fn join_cgroup(
     pid: i32,
     files: &[(String, String)],
 ) -> Result<Option<PathBuf>> {
-    let _ = id;
     let path = c
         .spec
         .linux()
         .as_ref()
         .and_then(|l| l.cgroups_path().clone());
-    let Some(path) = path else {
-        if !files.is_empty() {
-            bail!("linux.resources needs linux.cgroupsPath");
-        }
-        return Ok(None);
+    let path = match path.filter(|p| !p.as_os_str().is_empty()) {
+        Some(path) => path,
+        // The device rules' program needs a cgroup: one named after the container, below
+        // ours (as runc makes one for a config without a path).
+        None if c.device_filter.is_some() => PathBuf::from(id),
+        None if !files.is_empty() => bail!("linux.resources needs linux.cgroupsPath"),
+        None => return Ok(None),
     };
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mount = crate::supervisor::cgroup::cgroup2_mount(&mountinfo);
