@@ -251,6 +251,20 @@ fn namespaces(spec: &Spec) -> Result<Namespaces> {
 /// or, outside a user namespace without one, by dropping CAP_MKNOD from every set, so that
 /// no device node beyond those the runtime made can appear. Also for `exec`.
 pub fn enforce_device_rules(spec: &Spec, caps: &mut CapSets) -> Option<Vec<super::devices::Rule>> {
+    // Without linux.cgroupsPath, create makes a leaf named after the container for it.
+    let can_filter = nix::unistd::geteuid().is_root()
+        && !super::state::in_user_namespace()
+        && std::fs::read_to_string("/proc/self/mountinfo")
+            .is_ok_and(|m| crate::supervisor::cgroup::cgroup2_mount(&m).is_some());
+    device_rules(spec, caps, can_filter)
+}
+
+/// `enforce_device_rules` once it is known whether a program can be attached.
+fn device_rules(
+    spec: &Spec,
+    caps: &mut CapSets,
+    can_filter: bool,
+) -> Option<Vec<super::devices::Rule>> {
     use super::resources::{device_access, DeviceAccess};
     let linux = spec.linux().as_ref();
     let user_namespace = linux
@@ -260,11 +274,6 @@ pub fn enforce_device_rules(spec: &Spec, caps: &mut CapSets) -> Option<Vec<super
         .and_then(|l| l.resources().as_ref())
         .and_then(|r| r.devices().clone())
         .unwrap_or_default();
-    // Without linux.cgroupsPath, create makes a leaf named after the container for it.
-    let can_filter = nix::unistd::geteuid().is_root()
-        && !super::state::in_user_namespace()
-        && std::fs::read_to_string("/proc/self/mountinfo")
-            .is_ok_and(|m| crate::supervisor::cgroup::cgroup2_mount(&m).is_some());
     let access = device_access(&rules, user_namespace, can_filter);
     if access == DeviceAccess::Filter {
         let devices = linux.and_then(|l| l.devices().clone()).unwrap_or_default();
@@ -709,39 +718,41 @@ mod tests {
     }
 
     #[test]
-    fn device_rules_without_a_user_namespace_drop_mknod() {
-        let with_mknod = |extra| {
-            let mut spec = spec_json(extra);
-            let mut p = spec.process().clone().unwrap();
-            let mut caps = p.capabilities().clone().unwrap();
-            let all: HashSet<_> = [oci_spec::runtime::Capability::Mknod].into();
-            caps.set_bounding(Some(all.clone()));
-            caps.set_effective(Some(all.clone()));
-            caps.set_permitted(Some(all));
-            p.set_capabilities(Some(caps));
-            spec.set_process(Some(p));
-            check(spec, Path::new("/")).unwrap().process.caps
+    fn device_rules_hold_by_program_by_user_namespace_or_by_dropping_mknod() {
+        // (program attachable, config) -> the caps left, and whether a program is made.
+        let apply = |can_filter: bool, extra| {
+            let spec = spec_json(extra);
+            let mut caps = CapSets::default();
+            for set in [&mut caps.bounding, &mut caps.effective, &mut caps.permitted] {
+                set.insert(Capability::CAP_MKNOD);
+            }
+            let filter = device_rules(&spec, &mut caps, can_filter);
+            (
+                caps.effective.contains(&Capability::CAP_MKNOD),
+                filter.is_some(),
+            )
         };
         let deny = serde_json::json!({"allow": false, "access": "rwm"});
         let dev_null = serde_json::json!({"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"});
-        let caps = with_mknod(serde_json::json!({"resources": {"devices": [deny, dev_null]}}));
-        assert!(caps.bounding.is_empty() && caps.effective.is_empty() && caps.permitted.is_empty());
+        let engine = serde_json::json!({"resources": {"devices": [deny, dev_null]}});
+        assert_eq!(
+            apply(true, engine.clone()),
+            (true, true),
+            "a program, as runc"
+        );
+        assert_eq!(apply(false, engine), (false, false), "no program: no mknod");
         let all = serde_json::json!({"allow": true, "access": "rwm"});
-        let caps = with_mknod(serde_json::json!({"resources": {"devices": [deny, all]}}));
-        assert!(
-            caps.effective.contains(&Capability::CAP_MKNOD),
-            "allow-all keeps it"
+        let privileged = serde_json::json!({"resources": {"devices": [deny, all]}});
+        assert_eq!(
+            apply(false, privileged),
+            (true, false),
+            "allow-all needs nothing"
         );
         let user = serde_json::json!({
-            "namespaces": [{"type": "user"}, {"type": "mount"}, {"type": "uts"}],
-            "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}],
-            "gidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}],
+            "namespaces": [{"type": "user"}, {"type": "mount"}],
             "resources": {"devices": [deny]},
         });
-        assert!(
-            with_mknod(user).effective.contains(&Capability::CAP_MKNOD),
-            "user namespace"
-        );
+        assert_eq!(apply(false, user), (true, false), "by construction");
     }
 
     #[test]
