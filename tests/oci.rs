@@ -234,6 +234,20 @@ fn kill_sends_the_signal_asked_for() {
     assert!(out.stderr().contains("does not exist"), "{out}");
 }
 
+/// `kill ID TERM` of a created container stops it, as runc's does (its pid 1 would
+/// otherwise ignore TERM): nothing of process.args ever runs.
+#[test]
+fn kill_term_stops_a_created_container() {
+    let b = Bundle::new(&["sh", "-c", "echo ran > /tmp/ran"]);
+    let id = unique("kill-created");
+    let (code, err) = b.create(&[&id]);
+    assert_eq!(code, 0, "{err}");
+    b.run(&["kill", &id, "TERM"]).assert_success();
+    b.wait_status(&id, "stopped");
+    b.run(&["delete", &id]).assert_success();
+    assert!(!b.rootfs("/tmp/ran").exists(), "process.args ran");
+}
+
 #[test]
 fn hostname_env_cwd_and_user_are_the_configs() {
     let mut b = Bundle::new(&[]);
