@@ -823,8 +823,10 @@ fn podman_it_gets_a_terminal_through_the_console_socket() {
     if image().is_none() || !require_tool("script") {
         return;
     }
+    // The terminal's size reaches the container too (`stty size`: rows, columns).
     let line = format!(
-        "podman --runtime {} --cgroup-manager cgroupfs run --rm -it {IMAGE} sh -c 'tty; exit 5'",
+        "stty rows 30 cols 100; podman --runtime {} --cgroup-manager cgroupfs run --rm -it \
+         {IMAGE} sh -c 'tty; busybox stty size; exit 5'",
         oci_bin().display()
     );
     let mut cmd = Command::new("script");
@@ -836,6 +838,7 @@ fn podman_it_gets_a_terminal_through_the_console_socket() {
     drop(stdin);
     assert_eq!(out.code, 5, "{out}");
     assert!(out.stdout().contains("/dev/pts/0"), "{out}");
+    assert!(out.stdout().contains("30 100"), "{out}");
 }
 
 #[test]

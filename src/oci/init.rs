@@ -90,6 +90,9 @@ fn container(c: &Container, h: &Handoff, chan: ContainerChannel) -> ! {
         eprintln!("sbx-oci: {e:#}");
         exit_now(1);
     }
+    if c.process.terminal && c.process.console_size.is_none() {
+        console::wait_for_size();
+    }
     let start = c
         .spec
         .hooks()
