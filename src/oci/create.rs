@@ -233,7 +233,12 @@ fn join_cgroup(
     let made = (|| -> Result<PathBuf> {
         let mount = mount.context("no cgroup2 filesystem is mounted")?;
         if path.to_string_lossy().contains(':') {
-            bail!("linux.cgroupsPath {} is a systemd slice:prefix:name, which sbx-oci does not support", path.display());
+            bail!(
+                "linux.cgroupsPath {} is a systemd slice:prefix:name: sbx-oci manages cgroups \
+                 through cgroupfs only; use podman --cgroup-manager cgroupfs (containers.conf \
+                 cgroup_manager = \"cgroupfs\"), or containerd's SystemdCgroup = false",
+                path.display()
+            );
         }
         let leaf = if path.is_absolute() {
             mount.join(path.strip_prefix("/").unwrap_or(&path))
