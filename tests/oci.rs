@@ -873,6 +873,7 @@ fn hooks_run_at_their_points_with_the_state() {
         "poststop": hook("poststop"),
     });
     b.sh("true").assert_success();
+    let mut pids = Vec::new();
     for (name, status) in [
         ("createRuntime", "creating"),
         ("createContainer", "creating"),
@@ -887,7 +888,10 @@ fn hooks_run_at_their_points_with_the_state() {
             state["id"].as_str().unwrap().starts_with(PREFIX),
             "{name}: {state}"
         );
+        pids.push(state["pid"].as_i64().unwrap_or(0));
     }
+    // The container's process, even in poststart once `true` has ended.
+    assert!(pids[0] > 0 && pids[..3] == [pids[0]; 3], "pids {pids:?}");
     // A failing createRuntime hook fails create, leaving nothing behind.
     b.config["hooks"] = json!({"createRuntime": [{"path": "/bin/false"}]});
     let out = b.sh("true");

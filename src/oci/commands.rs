@@ -97,7 +97,10 @@ pub fn start(cli: &Cli, dir: &Dir) -> Result<()> {
         .as_ref()
         .and_then(|h| h.poststart().clone())
         .unwrap_or_default();
-    let state = dir.oci_state(&record);
+    let mut state = dir.oci_state(&record);
+    // The process it started, even when it has already ended (`true`): the hooks are told
+    // of the start, as runc tells them.
+    state.pid = record.process.pid;
     for warning in hooks::run_warn(&post, "poststart", &state, Status::Running) {
         log::report(cli.log.as_deref(), cli.log_format, "warning", &warning);
     }
