@@ -228,6 +228,10 @@ fn kill_sends_the_signal_asked_for() {
         fs::read_to_string(b.rootfs("/tmp/sig")).unwrap(),
         "got-usr1\n"
     );
+    // A stopped container: runc's words, which containerd's shim reads as "ended".
+    let out = b.run(&["kill", &id, "TERM"]);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(out.stderr().contains("container not running"), "{out}");
     b.run(&["delete", &id]).assert_success();
     // A stopped container is not signalled again, nor any process that took its pid.
     let out = b.run(&["kill", &id, "KILL"]);

@@ -123,7 +123,8 @@ fn run(cli: &Cli, root: &Path, args: &RunArgs) -> Result<i32> {
 pub fn kill(dir: &Dir, signal: Signal, all: bool) -> Result<()> {
     let record = dir.record()?;
     let Some(pidfd) = record.process.pidfd() else {
-        bail!("container {} is not running", dir.id);
+        // runc's words, which containerd's shim looks for to tell "already ended" apart.
+        bail!("container not running: {} has stopped", dir.id);
     };
     if all {
         for pid in processes(&record) {
