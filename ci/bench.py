@@ -35,7 +35,14 @@ def main():
                     "layer, and the metadata workload on each overlay")
     ap.add_argument("--source-tar", help="the tarball the metadata workload unpacks")
     ap.add_argument("--scratch", help="a directory of ours for upper layers and the bare run")
+    ap.add_argument("--podman-image", help="an image in the caller's podman store: "
+                    "`podman run --rm` of it with runc against sbx-oci (--sbx-oci)")
+    ap.add_argument("--sbx-oci", help="the sbx-oci binary, for --podman-image")
+    ap.add_argument("--runc", default="/usr/sbin/runc", help="runc, for --podman-image")
     args = ap.parse_args()
+    if args.podman_image:
+        podman(args)
+        return
     if args.image:
         images(args)
         return
@@ -135,6 +142,18 @@ def images(args):
     bare = med["bare host directory"]
     print(f"ratio kernel overlayfs/bare: {med['kernel overlayfs'] / bare:.2f}x, "
           f"fuse-overlayfs/bare: {med['fuse-overlayfs'] / bare:.2f}x")
+
+
+def podman(args):
+    """`podman run --rm IMAGE /bin/true`, rootless with cgroupfs, with runc and with
+    sbx-oci as the runtime: the whole engine's start-up and teardown, alternated."""
+    def run(runtime):
+        return ["podman", "--runtime", runtime, "--cgroup-manager", "cgroupfs", "run", "--rm",
+                args.podman_image, "/bin/true"]
+    med = alternate({"podman + runc": run(args.runc), "podman + sbx-oci": run(args.sbx_oci)},
+                    args.rounds, warm=2)
+    print(f"ratio podman sbx-oci/runc (medians): "
+          f"{med['podman + sbx-oci'] / med['podman + runc']:.2f}x")
 
 
 def iperf_client(cmd):

@@ -8,14 +8,20 @@
 # on the same directory, and a metadata-heavy workload (unpack a source tarball, walk it,
 # delete it) on kernel overlayfs, fuse-overlayfs and the bare host directory, with ratios.
 # The image is built from /bin/busybox by tests/data/mkimage.py and imported into a store of
-# its own. As root it runs the measurement as the unprivileged test user (ci/setup-host.sh).
+# its own. Last, the OCI runtime: rootless `podman run --rm` (cgroupfs) of the same busybox
+# image with runc and with sbx-oci, alternated, ROUNDS/6 rounds (at least 30, at most 50:
+# each round is a whole podman run). As root it runs the measurement as the unprivileged test
+# user (ci/setup-host.sh).
 #
 #   sudo ci/bench.sh [ROUNDS [BASELINE]]   # default 300 rounds of each
+#   sudo ci/bench.sh --podman-only [ROUNDS] # the podman comparison alone
 #
 # BASELINE: another sbx binary (say, a release build of main before a change), timed in the
 # same alternating run as the current build; the line "ratio sbx/base" is the change's cost.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+podman_only=0
+if [ "${1:-}" = --podman-only ]; then podman_only=1; shift; fi
 rounds=${1:-300}
 baseline=()
 TEST_USER=${SBX_TEST_USER:-sbxtest}
@@ -23,7 +29,7 @@ TEST_USER=${SBX_TEST_USER:-sbxtest}
 cargo build --release --quiet
 stage=$(mktemp -d /tmp/sbx-bench.XXXXXX)
 trap 'rm -rf "$stage"' EXIT
-cp target/release/sbx "$stage/sbx"
+cp target/release/sbx target/release/sbx-oci "$stage/"
 cp ci/bench.py tests/data/mkimage.py "$stage/"
 if [ -n "${2:-}" ]; then
   cp "$2" "$stage/sbx-base"
@@ -38,6 +44,27 @@ if [ "$(id -u)" -eq 0 ]; then
   cd "$home"
   as_user=(runuser -u "$TEST_USER" -- env -i PATH=/usr/bin:/bin HOME="$home" USER="$TEST_USER")
 fi
+
+# podman with runc against podman with sbx-oci, on a busybox image in the user's own store.
+podman_bench() {
+  local uid podman_rounds=$((rounds / 6))
+  [ $podman_rounds -lt 30 ] && podman_rounds=30
+  [ $podman_rounds -gt 50 ] && podman_rounds=50
+  uid=$("${as_user[@]}" id -u)
+  "${as_user[@]}" env XDG_RUNTIME_DIR="/run/user/$uid" sh -euc '
+    image=localhost/sbx-bench-busybox
+    tmp=$(mktemp -d)
+    trap "podman rmi -f $image >/dev/null 2>&1 || true; rm -rf $tmp" EXIT
+    python3 "$1/mkimage.py" rootfs "$tmp/image.tar"
+    podman import -q "$tmp/image.tar" "$image" >/dev/null
+    python3 "$1/bench.py" --rounds "$2" --sbx "$1/sbx" --podman-image "$image" --sbx-oci "$1/sbx-oci"
+  ' sh "$stage" "$podman_rounds"
+}
+if [ $podman_only = 1 ]; then
+  podman_bench
+  exit 0
+fi
+
 iperf=()
 command -v iperf3 >/dev/null && iperf=(--iperf)
 "${as_user[@]}" python3 "$stage/bench.py" --rounds "$rounds" --sbx "$stage/sbx" "${iperf[@]}" "${baseline[@]}"
@@ -55,3 +82,5 @@ images=(env XDG_DATA_HOME="$work/data")
   python3 ../bench.py --rounds "$2" --sbx ../sbx --image bench --source-tar "$1/src.tar" --scratch "$1/scratch"
   ../sbx run --uid 0 --bind "$1:/tmp/w" -- rm -rf /tmp/w/scratch
   ../sbx image rm bench >/dev/null 2>&1' sh "$work" "$rounds"
+
+podman_bench

@@ -15,7 +15,7 @@ TEST_USER=${SBX_TEST_USER:-sbxtest}
 NOSUB_USER=${SBX_TEST_NOSUB_USER:-sbxnosub}
 
 packages=(uidmap bubblewrap busybox-static slirp4netns fuse-overlayfs python3 zstd util-linux procps iproute2 hyperfine iperf3 git
-  docker-registry skopeo apache2-utils openssl make podman runc)
+  docker-registry skopeo apache2-utils openssl make podman runc containerd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

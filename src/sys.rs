@@ -98,11 +98,18 @@ struct MountAttr {
 
 /// `mount_setattr(2)` on the mount at `fd`, optionally recursively.
 pub fn mount_setattr(fd: BorrowedFd, attr_set: u64, recursive: bool) -> io::Result<()> {
+    // The kernel takes an atime mode (noatime, strictatime) only with the atime bits in
+    // attr_clr (MOUNT_ATTR__ATIME); EINVAL otherwise.
+    const MOUNT_ATTR_ATIME_MASK: u64 = 0x70;
     setattr(
         fd,
         MountAttr {
             attr_set,
-            attr_clr: 0,
+            attr_clr: if attr_set & MOUNT_ATTR_ATIME_MASK != 0 {
+                MOUNT_ATTR_ATIME_MASK
+            } else {
+                0
+            },
             propagation: 0,
             userns_fd: 0,
         },

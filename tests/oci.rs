@@ -228,10 +228,28 @@ fn kill_sends_the_signal_asked_for() {
         fs::read_to_string(b.rootfs("/tmp/sig")).unwrap(),
         "got-usr1\n"
     );
+    // A stopped container: runc's words, which containerd's shim reads as "ended".
+    let out = b.run(&["kill", &id, "TERM"]);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(out.stderr().contains("container not running"), "{out}");
     b.run(&["delete", &id]).assert_success();
     // A stopped container is not signalled again, nor any process that took its pid.
     let out = b.run(&["kill", &id, "KILL"]);
     assert!(out.stderr().contains("does not exist"), "{out}");
+}
+
+/// `kill ID TERM` of a created container stops it, as runc's does (its pid 1 would
+/// otherwise ignore TERM): nothing of process.args ever runs.
+#[test]
+fn kill_term_stops_a_created_container() {
+    let b = Bundle::new(&["sh", "-c", "echo ran > /tmp/ran"]);
+    let id = unique("kill-created");
+    let (code, err) = b.create(&[&id]);
+    assert_eq!(code, 0, "{err}");
+    b.run(&["kill", &id, "TERM"]).assert_success();
+    b.wait_status(&id, "stopped");
+    b.run(&["delete", &id]).assert_success();
+    assert!(!b.rootfs("/tmp/ran").exists(), "process.args ran");
 }
 
 #[test]
@@ -271,6 +289,23 @@ fn readonly_paths_are_read_only() {
     let out = b.sh(script);
     assert_ne!(out.code, 0, "{out}");
     assert!(out.stderr().contains("Read-only file system"), "{out}");
+}
+
+/// A seccomp profile that refuses close_range, installed before the last steps as runc
+/// does without noNewPrivileges (the runtime-tools suite's profile lists no close_range):
+/// the descriptors are still marked close-on-exec, with fcntl.
+#[test]
+fn a_profile_without_close_range_still_runs_the_process() {
+    let mut b = Bundle::new(&[]);
+    b.config["process"]["noNewPrivileges"] = json!(false);
+    b.config["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": [{"names": ["close_range"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
+    });
+    let out = b.sh("grep Seccomp: /proc/self/status; ls /proc/self/fd | tr '\\n' ' '");
+    out.assert_success();
+    assert_eq!(out.lines(), ["Seccomp:\t2", "0 1 2 3 "], "{out}");
 }
 
 #[test]
@@ -313,6 +348,32 @@ fn a_bind_mount_with_ro_is_read_only() {
     let out = b.sh(script);
     assert!(out.stderr().contains("Read-only file system"), "{out}");
     assert!(!host.join("f").exists());
+}
+
+/// What the runtime-tools suite gives a bind mount: an atime mode, propagation, and
+/// filesystem options that mount(2) ignores for a bind (runc passes them on). As root: in
+/// a user namespace the kernel locks the atime mode of the host's mounts.
+#[test]
+fn asroot_a_bind_mount_takes_strictatime_propagation_and_ignores_fs_options() {
+    if !nix::unistd::geteuid().is_root() {
+        skip("needs root (the root tier runs it)");
+        return;
+    }
+    let mut b = Bundle::new(&[]);
+    let host = TempDir::new();
+    fs::write(host.join("f"), "from the host\n").unwrap();
+    let mut mounts = b.config["mounts"].as_array().unwrap().clone();
+    mounts.push(json!({"destination": "/mnt/host", "source": host.path(),
+        "options": ["nosuid", "strictatime", "mode=755", "size=1k", "bind", "private"]}));
+    b.config["mounts"] = json!(mounts);
+    let out = b.sh("cat /mnt/host/f; grep ' /mnt/host ' /proc/self/mountinfo | cut -d' ' -f6");
+    out.assert_success();
+    assert_eq!(out.lines()[0], "from the host", "{out}");
+    let options = &out.lines()[1];
+    assert!(
+        options.contains("nosuid") && !options.contains("relatime") && !options.contains("noatime"),
+        "strictatime: {out}"
+    );
 }
 
 /// Receives one fd over `stream` (SCM_RIGHTS).
@@ -407,6 +468,22 @@ fn errors_go_to_the_log_in_the_format_asked_for() {
     assert!(line["time"].as_str().unwrap().ends_with('Z'), "{text}");
 }
 
+/// A systemd cgroup path (podman's and containerd's systemd managers) is refused with
+/// the way to the cgroupfs manager, whatever the caller's cgroup rights.
+#[test]
+fn a_systemd_cgroups_path_is_refused_with_the_fix() {
+    let mut b = Bundle::new(&["true"]);
+    b.config["linux"]["cgroupsPath"] = json!("user.slice:libpod:abc");
+    b.config["linux"]["resources"] = json!({"pids": {"limit": 100}});
+    let out = b.run(&["--systemd-cgroup", "run", &unique("systemd")]);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(
+        out.stderr().contains("slice:prefix:name")
+            && out.stderr().contains("--cgroup-manager cgroupfs"),
+        "{out}"
+    );
+}
+
 #[test]
 fn a_missing_program_fails_create_with_runcs_message() {
     let b = Bundle::new(&["no-such-program"]);
@@ -486,6 +563,98 @@ fn asroot_device_nodes_are_made_and_the_cgroup_joined() {
             .exists(),
         "delete removes the cgroup"
     );
+}
+
+/// As root without linux.cgroupsPath, the device rules still hold as runc's do: a leaf
+/// named after the container carries the program, CAP_MKNOD stays as the config asks, a
+/// node outside the rules can be made but not opened, and delete removes the leaf.
+#[test]
+fn asroot_device_rules_hold_without_a_cgroups_path() {
+    if !nix::unistd::geteuid().is_root() {
+        skip("needs root (the root tier runs it)");
+        return;
+    }
+    let mut b = Bundle::new(&[]);
+    let caps = json!([
+        "CAP_MKNOD",
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_SETUID",
+        "CAP_SETGID"
+    ]);
+    for set in ["bounding", "effective", "permitted", "inheritable"] {
+        b.config["process"]["capabilities"][set] = caps.clone();
+    }
+    b.config["process"]["capabilities"]["ambient"] = json!([]);
+    b.config["linux"]["resources"] = json!({"devices": [
+        {"allow": false, "access": "rwm"},
+        {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"}]});
+    if let Some(l) = b.config["linux"].as_object_mut() {
+        l.remove("cgroupsPath");
+    }
+    let namespaces = b.config["linux"]["namespaces"].as_array().unwrap().clone();
+    b.config["linux"]["namespaces"] = json!(namespaces
+        .into_iter()
+        .filter(|n| n["type"] != "cgroup")
+        .collect::<Vec<_>>());
+    // 7:0, the first loop device: its node opens on the host.
+    let script = "mknod /tmp/loop b 7 0 && echo made; head -c 0 /tmp/loop && echo opened; \
+                  head -c 0 /dev/null && echo null; cat /proc/self/cgroup | grep '^0::'";
+    b.config["process"]["args"] = json!(["sh", "-c", script]);
+    let id = unique("devices");
+    let out = b.run(&["run", &id]);
+    out.assert_success();
+    let lines = out.lines();
+    assert_eq!(lines[..2], ["made", "null"], "{out}");
+    assert!(
+        lines[2].ends_with(&format!("/{id}")),
+        "a leaf named after it\n{out}"
+    );
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let cgroup2 = mountinfo
+        .lines()
+        .find(|l| l.contains(" - cgroup2 "))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .unwrap();
+    let leaf = Path::new(cgroup2).join(lines[2].trim_start_matches("0::/"));
+    assert!(!leaf.exists(), "delete removes {}", leaf.display());
+}
+
+/// hostname in a uts namespace the container joins by path (runc allows it): set there.
+#[test]
+fn asroot_hostname_in_a_joined_uts_namespace() {
+    if !nix::unistd::geteuid().is_root() {
+        skip("needs root (the root tier runs it)");
+        return;
+    }
+    let mut holder = Command::new("unshare");
+    holder.args(["--uts", "sleep", "60"]);
+    let holder = spawn(&mut holder, None);
+    let uts = format!("/proc/{}/ns/uts", holder.pid());
+    eventually("unshare made its uts namespace", || {
+        fs::read_link(&uts).ok() != fs::read_link("/proc/self/ns/uts").ok()
+    });
+    let mut b = Bundle::new(&[]);
+    let namespaces = b.config["linux"]["namespaces"].as_array().unwrap().clone();
+    let mut namespaces: Vec<Value> = namespaces
+        .into_iter()
+        .filter(|n| n["type"] != "uts")
+        .collect();
+    namespaces.push(json!({"type": "uts", "path": uts}));
+    b.config["linux"]["namespaces"] = json!(namespaces);
+    b.config["hostname"] = json!("joined");
+    let out = b.sh("hostname");
+    out.assert_success();
+    assert_eq!(out.lines(), ["joined"], "{out}");
+    let theirs = run(Command::new("nsenter")
+        .arg(format!("--uts={uts}"))
+        .arg("hostname"));
+    assert_eq!(
+        theirs.lines(),
+        ["joined"],
+        "set in the joined namespace\n{theirs}"
+    );
+    drop(holder);
 }
 
 // Rootless podman with sbx-oci as its runtime, as the test user.
@@ -674,8 +843,10 @@ fn podman_it_gets_a_terminal_through_the_console_socket() {
     if image().is_none() || !require_tool("script") {
         return;
     }
+    // The terminal's size reaches the container too (`stty size`: rows, columns).
     let line = format!(
-        "podman --runtime {} --cgroup-manager cgroupfs run --rm -it {IMAGE} sh -c 'tty; exit 5'",
+        "stty rows 30 cols 100; podman --runtime {} --cgroup-manager cgroupfs run --rm -it \
+         {IMAGE} sh -c 'tty; busybox stty size; exit 5'",
         oci_bin().display()
     );
     let mut cmd = Command::new("script");
@@ -687,6 +858,7 @@ fn podman_it_gets_a_terminal_through_the_console_socket() {
     drop(stdin);
     assert_eq!(out.code, 5, "{out}");
     assert!(out.stdout().contains("/dev/pts/0"), "{out}");
+    assert!(out.stdout().contains("30 100"), "{out}");
 }
 
 #[test]
@@ -705,6 +877,7 @@ fn hooks_run_at_their_points_with_the_state() {
         "poststop": hook("poststop"),
     });
     b.sh("true").assert_success();
+    let mut pids = Vec::new();
     for (name, status) in [
         ("createRuntime", "creating"),
         ("createContainer", "creating"),
@@ -719,7 +892,10 @@ fn hooks_run_at_their_points_with_the_state() {
             state["id"].as_str().unwrap().starts_with(PREFIX),
             "{name}: {state}"
         );
+        pids.push(state["pid"].as_i64().unwrap_or(0));
     }
+    // The container's process, even in poststart once `true` has ended.
+    assert!(pids[0] > 0 && pids[..3] == [pids[0]; 3], "pids {pids:?}");
     // A failing createRuntime hook fails create, leaving nothing behind.
     b.config["hooks"] = json!({"createRuntime": [{"path": "/bin/false"}]});
     let out = b.sh("true");

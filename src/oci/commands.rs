@@ -97,7 +97,10 @@ pub fn start(cli: &Cli, dir: &Dir) -> Result<()> {
         .as_ref()
         .and_then(|h| h.poststart().clone())
         .unwrap_or_default();
-    let state = dir.oci_state(&record);
+    let mut state = dir.oci_state(&record);
+    // The process it started, even when it has already ended (`true`): the hooks are told
+    // of the start, as runc tells them.
+    state.pid = record.process.pid;
     for warning in hooks::run_warn(&post, "poststart", &state, Status::Running) {
         log::report(cli.log.as_deref(), cli.log_format, "warning", &warning);
     }
@@ -120,7 +123,8 @@ fn run(cli: &Cli, root: &Path, args: &RunArgs) -> Result<i32> {
 pub fn kill(dir: &Dir, signal: Signal, all: bool) -> Result<()> {
     let record = dir.record()?;
     let Some(pidfd) = record.process.pidfd() else {
-        bail!("container {} is not running", dir.id);
+        // runc's words, which containerd's shim looks for to tell "already ended" apart.
+        bail!("container not running: {} has stopped", dir.id);
     };
     if all {
         for pid in processes(&record) {

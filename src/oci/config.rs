@@ -38,6 +38,8 @@ pub struct Container {
     pub process: ProcessPlan,
     pub uid_mappings: Vec<crate::plan::ids::IdRange>,
     pub gid_mappings: Vec<crate::plan::ids::IdRange>,
+    /// The device cgroup program's rules, to attach to the leaf (as root with a cgroup).
+    pub device_filter: Option<Vec<super::devices::Rule>>,
 }
 
 /// What the container's (or an exec'd) process is, checked.
@@ -119,7 +121,7 @@ pub fn check(spec: Spec, bundle: &Path) -> Result<Container> {
         .process()
         .as_ref()
         .context("config.json has no \"process\": the container needs something to run")?;
-    let process = process_plan(process)?;
+    let mut process = process_plan(process)?;
     if process.args.is_empty() {
         bail!("process.args is empty: name the program the container runs");
     }
@@ -156,13 +158,17 @@ pub fn check(spec: Spec, bundle: &Path) -> Result<Container> {
     if !new_user && (!uid_mappings.is_empty() || !gid_mappings.is_empty()) {
         bail!("linux.uidMappings and gidMappings need a new user namespace in linux.namespaces");
     }
+    // runc's rule: the container's own uts namespace, new or joined by path.
     if (spec.hostname().as_deref().is_some_and(|h| !h.is_empty())
         || spec.domainname().as_deref().is_some_and(|h| !h.is_empty()))
         && !new_namespaces.contains(CloneFlags::CLONE_NEWUTS)
+        && !joins.iter().any(|(f, _)| *f == CloneFlags::CLONE_NEWUTS)
     {
-        bail!("hostname and domainname need a new uts namespace in linux.namespaces");
+        bail!("hostname and domainname need a uts namespace of the container's own in linux.namespaces");
     }
+    let device_filter = enforce_device_rules(&spec, &mut process.caps);
     Ok(Container {
+        device_filter,
         root_readonly: root.readonly().unwrap_or(false),
         bundle: bundle.to_path_buf(),
         rootfs,
@@ -238,6 +244,53 @@ fn namespaces(spec: &Spec) -> Result<Namespaces> {
         bail!("linux.namespaces has no mount namespace: sbx-oci needs one to build the root");
     }
     Ok((new, cgroup, joins))
+}
+
+/// How `linux.resources.devices` holds (docs/oci.md, Resources): by the user namespace,
+/// by a device cgroup program (as root with a cgroup: the rules to attach are returned),
+/// or, outside a user namespace without one, by dropping CAP_MKNOD from every set, so that
+/// no device node beyond those the runtime made can appear. Also for `exec`.
+pub fn enforce_device_rules(spec: &Spec, caps: &mut CapSets) -> Option<Vec<super::devices::Rule>> {
+    // Without linux.cgroupsPath, create makes a leaf named after the container for it.
+    let can_filter = nix::unistd::geteuid().is_root()
+        && !super::state::in_user_namespace()
+        && std::fs::read_to_string("/proc/self/mountinfo")
+            .is_ok_and(|m| crate::supervisor::cgroup::cgroup2_mount(&m).is_some());
+    device_rules(spec, caps, can_filter)
+}
+
+/// `enforce_device_rules` once it is known whether a program can be attached.
+fn device_rules(
+    spec: &Spec,
+    caps: &mut CapSets,
+    can_filter: bool,
+) -> Option<Vec<super::devices::Rule>> {
+    use super::resources::{device_access, DeviceAccess};
+    let linux = spec.linux().as_ref();
+    let user_namespace = linux
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|list| list.iter().any(|n| n.typ() == LinuxNamespaceType::User));
+    let rules = linux
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.devices().clone())
+        .unwrap_or_default();
+    let access = device_access(&rules, user_namespace, can_filter);
+    if access == DeviceAccess::Filter {
+        let devices = linux.and_then(|l| l.devices().clone()).unwrap_or_default();
+        return Some(super::devices::rules(&rules, &devices));
+    }
+    if access == DeviceAccess::DropMknod {
+        for set in [
+            &mut caps.bounding,
+            &mut caps.effective,
+            &mut caps.permitted,
+            &mut caps.inheritable,
+            &mut caps.ambient,
+        ] {
+            set.remove(&Capability::CAP_MKNOD);
+        }
+    }
+    None
 }
 
 /// Fields sbx-oci does not implement: each is an error naming it, unless empty.
@@ -424,8 +477,9 @@ pub fn mount_plan(m: &SpecMount, bundle: &Path) -> Result<MountPlan> {
     )?;
     let kind = if bind {
         if !data.is_empty() {
-            bail!(
-                "mount {}: a bind mount takes no filesystem options ({})",
+            // runc passes them to mount(2), which ignores them for a bind mount.
+            eprintln!(
+                "sbx-oci: warning: mount {}: filesystem options ignored for a bind mount ({})",
                 destination.display(),
                 data.iter()
                     .map(|(k, _)| k.as_str())
@@ -661,6 +715,44 @@ mod tests {
         }));
         let e = check(spec, Path::new("/")).unwrap_err();
         assert!(e.to_string().contains("user namespace"), "{e}");
+    }
+
+    #[test]
+    fn device_rules_hold_by_program_by_user_namespace_or_by_dropping_mknod() {
+        // (program attachable, config) -> the caps left, and whether a program is made.
+        let apply = |can_filter: bool, extra| {
+            let spec = spec_json(extra);
+            let mut caps = CapSets::default();
+            for set in [&mut caps.bounding, &mut caps.effective, &mut caps.permitted] {
+                set.insert(Capability::CAP_MKNOD);
+            }
+            let filter = device_rules(&spec, &mut caps, can_filter);
+            (
+                caps.effective.contains(&Capability::CAP_MKNOD),
+                filter.is_some(),
+            )
+        };
+        let deny = serde_json::json!({"allow": false, "access": "rwm"});
+        let dev_null = serde_json::json!({"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"});
+        let engine = serde_json::json!({"resources": {"devices": [deny, dev_null]}});
+        assert_eq!(
+            apply(true, engine.clone()),
+            (true, true),
+            "a program, as runc"
+        );
+        assert_eq!(apply(false, engine), (false, false), "no program: no mknod");
+        let all = serde_json::json!({"allow": true, "access": "rwm"});
+        let privileged = serde_json::json!({"resources": {"devices": [deny, all]}});
+        assert_eq!(
+            apply(false, privileged),
+            (true, false),
+            "allow-all needs nothing"
+        );
+        let user = serde_json::json!({
+            "namespaces": [{"type": "user"}, {"type": "mount"}],
+            "resources": {"devices": [deny]},
+        });
+        assert_eq!(apply(false, user), (true, false), "by construction");
     }
 
     #[test]

@@ -57,3 +57,23 @@ pub fn attach(socket: &OwnedFd, size: Option<(u16, u16)>, owner: (u32, u32)) -> 
     }
     Ok(())
 }
+
+/// The engine sets the terminal's size on the master it was sent (conmon after podman
+/// attaches), which can come after `start`: a program asking at once (`stty size`) would see
+/// 0x0. Without `process.consoleSize`, the process waits up to 100 ms for a size first.
+pub fn wait_for_size() {
+    for _ in 0..100 {
+        let mut ws = libc::winsize {
+            ws_row: 0,
+            ws_col: 0,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCGWINSZ writes a winsize struct that lives for the call.
+        let rc = unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) };
+        if rc != 0 || ws.ws_row != 0 || ws.ws_col != 0 {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}

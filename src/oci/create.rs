@@ -15,6 +15,7 @@ use nix::unistd::Pid;
 use super::cli::CreateArgs;
 use super::config::{self, Container};
 use super::init::Handoff;
+use super::resources;
 use super::state::{self, Dir, OciState, Record, Status};
 use super::{hooks, plug, FromContainer, RuntimeChannel, ToContainer};
 use crate::plan::ids::IdRange;
@@ -214,24 +215,30 @@ fn join_cgroup(
     pid: i32,
     files: &[(String, String)],
 ) -> Result<Option<PathBuf>> {
-    let _ = id;
     let path = c
         .spec
         .linux()
         .as_ref()
         .and_then(|l| l.cgroups_path().clone());
-    let Some(path) = path else {
-        if !files.is_empty() {
-            bail!("linux.resources needs linux.cgroupsPath");
-        }
-        return Ok(None);
+    let path = match path.filter(|p| !p.as_os_str().is_empty()) {
+        Some(path) => path,
+        // The device rules' program needs a cgroup: one named after the container, below
+        // ours (as runc makes one for a config without a path).
+        None if c.device_filter.is_some() => PathBuf::from(id),
+        None if !files.is_empty() => bail!("linux.resources needs linux.cgroupsPath"),
+        None => return Ok(None),
     };
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mount = crate::supervisor::cgroup::cgroup2_mount(&mountinfo);
     let made = (|| -> Result<PathBuf> {
         let mount = mount.context("no cgroup2 filesystem is mounted")?;
         if path.to_string_lossy().contains(':') {
-            bail!("linux.cgroupsPath {} is a systemd slice:prefix:name, which sbx-oci does not support", path.display());
+            bail!(
+                "linux.cgroupsPath {} is a systemd slice:prefix:name: sbx-oci manages cgroups \
+                 through cgroupfs only; use podman --cgroup-manager cgroupfs (containers.conf \
+                 cgroup_manager = \"cgroupfs\"), or containerd's SystemdCgroup = false",
+                path.display()
+            );
         }
         let leaf = if path.is_absolute() {
             mount.join(path.strip_prefix("/").unwrap_or(&path))
@@ -246,18 +253,24 @@ fn join_cgroup(
         {
             bail!("linux.cgroupsPath {} has \"..\"", path.display());
         }
-        std::fs::create_dir_all(&leaf)
-            .with_context(|| format!("create cgroup {}", leaf.display()))?;
-        for (file, value) in files {
-            // Only where the bfq scheduler is loaded; io.weight says the same to the others.
-            if file == "io.bfq.weight" && !leaf.join(file).exists() {
-                continue;
+        let made = make_leaf(&mount, &leaf)?;
+        let joined = write_files(&leaf, files)
+            .and_then(|()| match &c.device_filter {
+                Some(rules) => super::devices::attach(&leaf, rules),
+                None => Ok(()),
+            })
+            .and_then(|()| {
+                std::fs::write(leaf.join("cgroup.procs"), pid.to_string())
+                    .with_context(|| format!("move the container into cgroup {}", leaf.display()))
+            });
+        if let Err(e) = joined {
+            // Nothing is in it yet. Its parents stay: another container may be making its
+            // own leaf beside it (runc leaves them too).
+            if made {
+                let _ = std::fs::remove_dir(&leaf);
             }
-            std::fs::write(leaf.join(file), value)
-                .with_context(|| format!("write {value} to {}", leaf.join(file).display()))?;
+            return Err(e);
         }
-        std::fs::write(leaf.join("cgroup.procs"), pid.to_string())
-            .with_context(|| format!("move the container into cgroup {}", leaf.display()))?;
         Ok(leaf)
     })();
     match made {
@@ -266,6 +279,66 @@ fn join_cgroup(
         Err(_) if files.is_empty() && state::in_user_namespace() => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// The leaf and its missing parents, each parent with every controller it has enabled
+/// for its children, as runc does; a controller that cannot be enabled (a parent with
+/// processes of its own, or bound to a cgroup v1 hierarchy) is left out here, and
+/// `write_files` says what that means. True when the leaf itself is new.
+fn make_leaf(mount: &Path, leaf: &Path) -> Result<bool> {
+    let relative = leaf.strip_prefix(mount).unwrap_or(leaf);
+    let mut dir = mount.to_path_buf();
+    let mut made = false;
+    for part in relative.components() {
+        let controllers =
+            std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+        for controller in controllers.split_whitespace() {
+            let _ = std::fs::write(dir.join("cgroup.subtree_control"), format!("+{controller}"));
+        }
+        dir.push(part);
+        made = match std::fs::create_dir(&dir) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(e).with_context(|| format!("create cgroup {}", dir.display())),
+        };
+    }
+    Ok(made)
+}
+
+/// The resources' files. One whose controller the leaf lacks (on a hybrid host the
+/// controllers belong to cgroup v1, which sbx-oci does not drive) is a weight, a relative
+/// share that only matters under contention, and skipped with a warning; or a limit, and
+/// an error, since the container would run without it.
+fn write_files(leaf: &Path, files: &[(String, String)]) -> Result<()> {
+    let available = std::fs::read_to_string(leaf.join("cgroup.controllers")).unwrap_or_default();
+    let available: Vec<&str> = available.split_whitespace().collect();
+    for (file, value) in files {
+        // Only where the bfq scheduler is loaded; io.weight says the same to the others.
+        if file == "io.bfq.weight" && !leaf.join(file).exists() {
+            continue;
+        }
+        let controller = resources::controller_of(file);
+        if controller != "cgroup" && !available.contains(&controller) {
+            if resources::is_weight(file) {
+                eprintln!(
+                    "sbx-oci: warning: linux.resources: {file} not applied: the {controller} \
+                     controller is not available in cgroup {} (cgroup v1 holds it?)",
+                    leaf.display()
+                );
+                continue;
+            }
+            bail!(
+                "linux.resources: {file} = {value} cannot be applied: the {controller} controller \
+                 is not available in cgroup {} (sbx-oci uses cgroup v2 only; on a hybrid host \
+                 the controllers belong to cgroup v1; boot with systemd.unified_cgroup_hierarchy=1 \
+                 or leave this limit out)",
+                leaf.display()
+            );
+        }
+        std::fs::write(leaf.join(file), value)
+            .with_context(|| format!("write {value} to {}", leaf.join(file).display()))?;
+    }
+    Ok(())
 }
 
 /// Written atomically beside its final name, as the engine may read it at any time.

@@ -170,6 +170,8 @@ fn process_of(args: &ExecArgs, config: &oci_spec::runtime::Spec) -> Result<Proce
             set.insert(cap);
         }
     }
+    // The container's cgroup, which this process joins, holds the program if any.
+    let _ = config::enforce_device_rules(config, &mut plan.caps);
     if plan.args.is_empty() {
         bail!("process.args is empty: name the program to run");
     }

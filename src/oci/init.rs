@@ -5,6 +5,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use anyhow::{Context, Result};
 use nix::sched::CloneFlags;
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::unistd::{ForkResult, Gid, Uid};
 
 use super::config::Container;
@@ -89,6 +90,9 @@ fn container(c: &Container, h: &Handoff, chan: ContainerChannel) -> ! {
         eprintln!("sbx-oci: {e:#}");
         exit_now(1);
     }
+    if c.process.terminal && c.process.console_size.is_none() {
+        console::wait_for_size();
+    }
     let start = c
         .spec
         .hooks()
@@ -170,8 +174,36 @@ fn run_creation_hooks(c: &Container, chan: &ContainerChannel, state: &OciState) 
     hooks::run(&create, "createContainer", state, Status::Creating)
 }
 
-/// Blocks until `start` opens the fifo for reading, then tells it we are going.
+/// The signals whose default is to end a process, which a created container's pid 1 (with
+/// no handler, the kernel ignores them) must still obey, as runc's does: `kill ID TERM`
+/// before `start` stops it.
+const ENDING: [Signal; 6] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+extern "C" fn end_on_signal(signal: libc::c_int) {
+    // SAFETY: _exit is async-signal-safe and ends the process at once.
+    unsafe { libc::_exit(128 + signal) }
+}
+
+fn set_ending_handlers(handler: SigHandler) {
+    let action = SigAction::new(handler, SaFlags::empty(), SigSet::empty());
+    for signal in ENDING {
+        // SAFETY: the handler only calls _exit (async-signal-safe); SIG_DFL needs nothing.
+        // A seccomp profile refusing rt_sigaction leaves the kernel's default, as before.
+        let _ = unsafe { nix::sys::signal::sigaction(signal, &action) };
+    }
+}
+
+/// Blocks until `start` opens the fifo for reading, then tells it we are going. Until
+/// then the ending signals end it (exit 128 + N).
 fn wait_for_start(fifo: &OwnedFd) -> Result<()> {
+    set_ending_handlers(SigHandler::Handler(end_on_signal));
     let path = format!("/proc/self/fd/{}", fifo.as_raw_fd());
     let fd: OwnedFd = nix::fcntl::open(
         path.as_str(),
@@ -179,6 +211,7 @@ fn wait_for_start(fifo: &OwnedFd) -> Result<()> {
         nix::sys::stat::Mode::empty(),
     )
     .context("open exec.fifo to wait for start (the container needs /proc mounted)")?;
+    set_ending_handlers(SigHandler::SigDfl);
     nix::unistd::write(&fd, b"0").context("write exec.fifo")?;
     Ok(())
 }

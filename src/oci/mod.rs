@@ -19,6 +19,7 @@ pub mod commands;
 pub mod config;
 pub mod console;
 pub mod create;
+pub mod devices;
 pub mod exec;
 pub mod hooks;
 pub mod init;

@@ -165,7 +165,7 @@ fn check_executable(path: &Path) -> Result<()> {
 /// executes. Returns only on failure, with the exit code (126 or 127) and the reason.
 pub fn exec(prepared: &Prepared, preserve: u32, seccomp: Option<&Filter>) -> (i32, String) {
     let first = 3 + preserve;
-    if let Err(e) = crate::sys::close_range(first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) {
+    if let Err(e) = mark_close_on_exec(first) {
         return (
             CANNOT_EXECUTE,
             format!("mark descriptors close-on-exec: {e}"),
@@ -188,4 +188,38 @@ pub fn exec(prepared: &Prepared, preserve: u32, seccomp: Option<&Filter>) -> (i3
         CANNOT_EXECUTE
     };
     (code, format!("exec {:?}: {e}", prepared.path))
+}
+
+/// FD_CLOEXEC on every descriptor from `first` on: close_range, or where the config's
+/// seccomp profile (already installed without no_new_privs) refuses it, as runc does it,
+/// fcntl on each descriptor /proc/self/fd lists, or on every number below RLIMIT_NOFILE.
+fn mark_close_on_exec(first: u32) -> std::io::Result<()> {
+    match crate::sys::close_range(first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EPERM | libc::ENOSYS | libc::EACCES)
+            ) => {}
+        other => return other,
+    }
+    let set = |fd: i32| {
+        // SAFETY: F_SETFD on a descriptor number only changes its flags (EBADF when closed).
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    };
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        // The directory's own descriptor is listed too; it is closed with the iterator.
+        let fds: Vec<i32> = dir
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        fds.into_iter()
+            .filter(|fd| *fd >= first as i32)
+            .for_each(set);
+        return Ok(());
+    }
+    let (soft, _) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_err(std::io::Error::from)?;
+    let last = i32::try_from(soft.min(1 << 20)).unwrap_or(1 << 20);
+    (first as i32..last).for_each(set);
+    Ok(())
 }

@@ -12,8 +12,9 @@
 //! says what sbx-oci does instead: in a user namespace no device node can be created
 //! (mknod) or used from a filesystem mounted there, so the only devices are those bound
 //! or created by the runtime from `linux.devices`: the rules hold by construction. Without
-//! one, deny-all with the engines' usual allows is kept by dropping CAP_MKNOD; rules
-//! allowing everything (privileged containers) need nothing.
+//! one, as root with a cgroup, sbx-oci attaches the program (`oci/devices`); otherwise
+//! deny-all with the engines' usual allows is kept by dropping CAP_MKNOD; rules allowing
+//! everything (privileged containers) need nothing.
 
 use std::path::PathBuf;
 
@@ -212,6 +213,17 @@ pub fn ignored(res: &LinuxResources) -> Vec<&'static str> {
     out
 }
 
+/// The controller a cgroup v2 file belongs to: the part before its first dot
+/// ("cgroup" for the core files, which every cgroup has).
+pub fn controller_of(file: &str) -> &str {
+    file.split('.').next().unwrap_or(file)
+}
+
+/// A relative share (cpu.weight, io.weight, io.bfq.weight), not a limit.
+pub fn is_weight(file: &str) -> bool {
+    file.ends_with(".weight")
+}
+
 /// `numToStr` of runc: -1 is "max", 0 unset, other negatives an error.
 fn max_or_number(value: i64, what: &str) -> Result<Option<String>> {
     Ok(match value {
@@ -278,12 +290,20 @@ pub enum DeviceAccess {
     ByConstruction,
     /// Every device allowed (privileged): nothing to enforce.
     AllowAll,
-    /// No user namespace: drop CAP_MKNOD from every capability set, so that no device
-    /// node beyond the runtime's own can appear.
+    /// No user namespace, as root in the initial one with a cgroup: the rules as a
+    /// device cgroup program on the leaf (`oci/devices`), as runc does.
+    Filter,
+    /// No user namespace and no program (not root, or no cgroup): drop CAP_MKNOD from
+    /// every capability set, so that no device node beyond the runtime's own can appear.
     DropMknod,
 }
 
-pub fn device_access(rules: &[LinuxDeviceCgroup], user_namespace: bool) -> DeviceAccess {
+/// `can_filter`: sbx-oci may attach a device cgroup program to the container's leaf.
+pub fn device_access(
+    rules: &[LinuxDeviceCgroup],
+    user_namespace: bool,
+    can_filter: bool,
+) -> DeviceAccess {
     if user_namespace {
         return DeviceAccess::ByConstruction;
     }
@@ -300,6 +320,8 @@ pub fn device_access(rules: &[LinuxDeviceCgroup], user_namespace: bool) -> Devic
     });
     if allow_all {
         DeviceAccess::AllowAll
+    } else if can_filter {
+        DeviceAccess::Filter
     } else {
         DeviceAccess::DropMknod
     }

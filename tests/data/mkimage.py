@@ -4,6 +4,8 @@
     mkimage.py rootfs OUT.tar[.gz|.xz|.zst]    one-layer root filesystem tarball
     mkimage.py dir OUT                         the same tree as a plain directory (no chown)
     mkimage.py docker-archive OUT.tar[.gz|..]  two layers, the second with whiteouts
+    mkimage.py docker-archive-1 OUT.tar        the base layer alone, as a docker-archive (the
+        second layer's hard link into the first is more than containerd imports)
     mkimage.py oci-dir OUT                     the same as an OCI layout (gzip layers)
     mkimage.py oci-tar OUT.tar                 the same as an OCI layout in a tar
     mkimage.py hostile-KIND OUT TARGET         an archive that tries to write to TARGET:
@@ -353,6 +355,8 @@ def main():
     elif kind == "docker-archive":
         docker_archive(out, layers)
         recompress(out)
+    elif kind == "docker-archive-1":
+        docker_archive(out, layers[:1])
     elif kind == "oci-dir":
         oci_dir(out, layers)
     elif kind == "oci-tar":

@@ -178,15 +178,28 @@ fn devices() {
         serde_json::from_value(json!([{"allow": false, "access": "rwm"},
             {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"}]))
         .unwrap();
-    assert_eq!(device_access(&podman, true), DeviceAccess::ByConstruction);
-    assert_eq!(device_access(&podman, false), DeviceAccess::DropMknod);
+    assert_eq!(
+        device_access(&podman, true, true),
+        DeviceAccess::ByConstruction
+    );
+    assert_eq!(
+        device_access(&podman, false, false),
+        DeviceAccess::DropMknod
+    );
+    assert_eq!(device_access(&podman, false, true), DeviceAccess::Filter);
     let privileged: Vec<LinuxDeviceCgroup> =
         serde_json::from_value(json!([{"allow": true, "access": "rwm"}])).unwrap();
-    assert_eq!(device_access(&privileged, false), DeviceAccess::AllowAll);
+    assert_eq!(
+        device_access(&privileged, false, true),
+        DeviceAccess::AllowAll
+    );
     let partial: Vec<LinuxDeviceCgroup> =
         serde_json::from_value(json!([{"allow": true, "access": "rw"}])).unwrap();
-    assert_eq!(device_access(&partial, false), DeviceAccess::DropMknod);
-    assert_eq!(device_access(&[], false), DeviceAccess::DropMknod);
+    assert_eq!(
+        device_access(&partial, false, false),
+        DeviceAccess::DropMknod
+    );
+    assert_eq!(device_access(&[], false, false), DeviceAccess::DropMknod);
 }
 
 #[test]
@@ -237,4 +250,19 @@ fn sysctl_paths() {
     ] {
         assert!(sysctl_path(bad).is_err(), "{bad}");
     }
+}
+
+#[test]
+fn files_name_their_controller_and_weights_are_told_from_limits() {
+    for (file, controller) in [
+        ("cpu.weight", "cpu"),
+        ("io.bfq.weight", "io"),
+        ("hugetlb.2MB.max", "hugetlb"),
+        ("cpuset.cpus", "cpuset"),
+        ("cgroup.freeze", "cgroup"),
+    ] {
+        assert_eq!(controller_of(file), controller, "{file}");
+    }
+    assert!(is_weight("cpu.weight") && is_weight("io.weight") && is_weight("io.bfq.weight"));
+    assert!(!is_weight("memory.max") && !is_weight("cpu.max") && !is_weight("pids.max"));
 }
