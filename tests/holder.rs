@@ -405,3 +405,81 @@ fn nosubuid_runs_without_a_holder() {
     );
     assert!(!kept.record().exists());
 }
+
+/// The host pid of the process whose command line is exactly `args`, among this user's.
+fn pid_of(args: &[&str]) -> Option<i32> {
+    let want: Vec<u8> = args
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+        (fs::read(entry.path().join("cmdline")).ok()? == want).then_some(pid)
+    })
+}
+
+/// Sandboxes nested in the same kept namespace are siblings: one cannot enter another's
+/// user namespace even as root with CAP_SYS_ADMIN, no seccomp and no Landlock, holding an
+/// open handle on it (the sibling's namespace file as its stdin): setns needs the
+/// capability in the target namespace, which only the holder's own namespace, where no
+/// sandbox process lives, has over it. The control: the host user, who owns the holder,
+/// enters the same namespace through the same kind of handle.
+#[test]
+fn a_sandbox_cannot_enter_a_siblings_namespaces() {
+    if !require_subids() || !require_tool("nsenter") {
+        return;
+    }
+    let kept = Kept::new();
+    let marker = format!("{}.{}", 40 + std::process::id() % 9, std::process::id());
+    let sleeper = ["sleep", marker.as_str()];
+    let mut sibling = kept
+        .cmd(&["run", "--", "sleep", &marker])
+        .spawn()
+        .expect("run a sibling");
+    let mut pid = None;
+    eventually("the sibling sandbox runs", || {
+        pid = pid_of(&sleeper);
+        pid.is_some()
+    });
+    let ns = format!("/proc/{}/ns/user", pid.unwrap());
+    // The handle goes in as stdin (the helpers in tests/common give /dev/null).
+    let enter = |cmd: &mut Command| {
+        let out = cmd
+            .stdin(fs::File::open(&ns).expect("open the sibling's user namespace"))
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), stderr)
+    };
+    let (code, stderr) = enter(&mut kept.cmd(&[
+        "run",
+        "--uid",
+        "0",
+        "--gid",
+        "0",
+        "--cap-add",
+        "CAP_SYS_ADMIN",
+        "--seccomp",
+        "off",
+        "--landlock",
+        "off",
+        "--allow-nested",
+        "--",
+        "nsenter",
+        "--user=/proc/self/fd/0",
+        "true",
+    ]));
+    assert_ne!(
+        code,
+        Some(0),
+        "a sandbox entered its sibling's user namespace"
+    );
+    assert!(
+        stderr.contains("reassociate to namespace 'ns/user' failed: Operation not permitted"),
+        "refused by setns itself: {stderr}"
+    );
+    let (code, stderr) = enter(Command::new("nsenter").args(["--user=/proc/self/fd/0", "true"]));
+    assert_eq!(code, Some(0), "control: the host user enters it: {stderr}");
+    let _ = sibling.kill();
+    let _ = sibling.wait();
+}

@@ -375,6 +375,27 @@ fn stdin_is_piped_to_the_command() {
     assert_eq!(out.stdout(), "hello\n");
 }
 
+/// A descriptor with no path as stdin (a namespace file here; an eventfd or a memfd alike)
+/// reaches the command: Landlock, which refuses rules on such files, gets none for it.
+#[test]
+fn stdin_without_a_path_reaches_the_command() {
+    if !require_sandbox() {
+        return;
+    }
+    let dir = TempDir::new();
+    let mut cmd = sbx_run(dir.path(), &["--", "readlink", "/proc/self/fd/0"]);
+    let out = cmd
+        .stdin(std::fs::File::open("/proc/self/ns/user").unwrap())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("user:["),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn large_stdin_passes_intact() {
     if !require_sandbox() {

@@ -122,6 +122,13 @@ pub fn apply(plan: &LandlockPlan) -> Result<Option<Enforced>> {
     // reopening them (`> /dev/stderr`) must keep working, with no more access than each was
     // opened with: a file given as stdin (`< notes.txt`) stays read-only.
     for fd in 0..3 {
+        // A descriptor with no path (a namespace file, an anonymous inode: its link reads
+        // `user:[...]`, `anon_inode:...`) cannot be reopened by path, and Landlock refuses
+        // rules on it (EBADFD): nothing to allow. Skipping only leaves out an allow rule.
+        let link = std::fs::read_link(format!("/proc/self/fd/{fd}"));
+        if !link.is_ok_and(|target| target.is_absolute()) {
+            continue;
+        }
         let Ok(file) = PathFd::new(format!("/proc/self/fd/{fd}")) else {
             continue;
         };
