@@ -5,6 +5,7 @@
 pub mod beneath;
 pub mod child;
 pub mod cli;
+pub mod clock;
 pub mod complete;
 pub mod envfile;
 pub mod error;
