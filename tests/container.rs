@@ -16,54 +16,16 @@ use common::*;
 
 const IMAGE: &str = "localhost/sbx-test-busybox";
 
-/// A podman command as the test user, with the runtime directory podman needs.
+/// A podman command as the test user, with runc.
 fn podman() -> Command {
-    let mut cmd = Command::new("podman");
-    cmd.env("XDG_RUNTIME_DIR", format!("/run/user/{}", uid()))
-        .args(["--runtime", "runc", "--cgroup-manager", "cgroupfs"]);
-    cmd
+    common::podman::podman(Path::new("runc"))
 }
 
 /// The test image, imported once per test binary; None (after a skip) without podman.
 fn image() -> Option<&'static str> {
     static READY: OnceLock<Result<(), String>> = OnceLock::new();
-    let ready = READY.get_or_init(|| {
-        let version = Command::new("podman").arg("--version").output();
-        if !version.is_ok_and(|o| o.status.success()) {
-            return Err(
-                "podman is not installed (ci/setup-host.sh installs podman and runc)".into(),
-            );
-        }
-        if !Path::new(&format!("/run/user/{}", uid())).is_dir() {
-            return Err("no /run/user/UID for rootless podman (ci/setup-host.sh makes it)".into());
-        }
-        let dir = TempDir::new();
-        let tar = dir.join("busybox.tar");
-        let made = Command::new("/usr/bin/python3")
-            .arg(data_dir().join("mkimage.py"))
-            .args(["rootfs"])
-            .arg(&tar)
-            .output()
-            .map_err(|e| format!("mkimage.py: {e}"))?;
-        if !made.status.success() {
-            return Err(format!(
-                "mkimage.py: {}",
-                String::from_utf8_lossy(&made.stderr)
-            ));
-        }
-        let out = run(podman().args(["import", "-q"]).arg(&tar).arg(IMAGE));
-        if out.code != 0 {
-            return Err(format!("podman import failed\n{out}"));
-        }
-        Ok(())
-    });
-    match ready {
-        Ok(()) => Some(IMAGE),
-        Err(why) => {
-            skip(why);
-            None
-        }
-    }
+    let ready = READY.get_or_init(|| common::podman::import_busybox(podman(), IMAGE));
+    common::podman::ready(ready, IMAGE)
 }
 
 /// The directory holding the sbx under test, bound into the container at /sbx.

@@ -662,12 +662,7 @@ fn asroot_hostname_in_a_joined_uts_namespace() {
 const IMAGE: &str = "localhost/sbx-oci-test-busybox";
 
 fn podman() -> Command {
-    let mut cmd = Command::new("podman");
-    cmd.env("XDG_RUNTIME_DIR", format!("/run/user/{}", uid()))
-        .arg("--runtime")
-        .arg(oci_bin())
-        .args(["--cgroup-manager", "cgroupfs"]);
-    cmd
+    common::podman::podman(&oci_bin())
 }
 
 /// The test image, imported once; None (after a skip) without podman.
@@ -677,40 +672,9 @@ fn image() -> Option<&'static str> {
         if nix::unistd::geteuid().is_root() {
             return Err("rootless podman runs as the test user".into());
         }
-        let version = Command::new("podman").arg("--version").output();
-        if !version.is_ok_and(|o| o.status.success()) {
-            return Err("podman is not installed (ci/setup-host.sh installs it)".into());
-        }
-        if !Path::new(&format!("/run/user/{}", uid())).is_dir() {
-            return Err("no /run/user/UID for rootless podman (ci/setup-host.sh makes it)".into());
-        }
-        let dir = TempDir::new();
-        let tar = dir.join("busybox.tar");
-        let made = Command::new("/usr/bin/python3")
-            .arg(data_dir().join("mkimage.py"))
-            .arg("rootfs")
-            .arg(&tar)
-            .output()
-            .map_err(|e| format!("mkimage.py: {e}"))?;
-        if !made.status.success() {
-            return Err(format!(
-                "mkimage.py: {}",
-                String::from_utf8_lossy(&made.stderr)
-            ));
-        }
-        let out = run(podman().args(["import", "-q"]).arg(&tar).arg(IMAGE));
-        if out.code != 0 {
-            return Err(format!("podman import failed\n{out}"));
-        }
-        Ok(())
+        common::podman::import_busybox(podman(), IMAGE)
     });
-    match ready {
-        Ok(()) => Some(IMAGE),
-        Err(why) => {
-            skip(why);
-            None
-        }
-    }
+    common::podman::ready(ready, IMAGE)
 }
 
 /// `podman run --rm OPTIONS IMAGE ARGS`, with podman's default seccomp profile.
