@@ -259,10 +259,7 @@ fn read_at(dir: BorrowedFd, name: &str) -> std::io::Result<String> {
 /// The user's runtime directory for sbx (`$XDG_RUNTIME_DIR/sbx`, else `run/` beside the
 /// image store), made 0700 if missing, open, and checked to be the user's and private.
 fn runtime_dir() -> Result<OwnedFd> {
-    let path = match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
-        Some(r) => PathBuf::from(r).join("sbx"),
-        None => crate::image::store::Store::location()?.join("run"),
-    };
+    let path = crate::image::store::Store::runtime_location()?;
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
     }

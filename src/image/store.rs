@@ -86,6 +86,15 @@ impl Store {
         }
     }
 
+    /// sbx's volatile directory (named sandboxes' runtime directories, the holder's
+    /// record): `$XDG_RUNTIME_DIR/sbx`, else `run/` beside the store.
+    pub fn runtime_location() -> Result<PathBuf> {
+        match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+            Some(r) => Ok(PathBuf::from(r).join("sbx")),
+            None => Ok(Store::location()?.join("run")),
+        }
+    }
+
     /// The store, without creating anything (for readers).
     pub fn at_default() -> Result<Store> {
         Ok(Store {

@@ -162,14 +162,9 @@ pub struct Dirs {
 impl Dirs {
     /// Beside the image store (`$XDG_DATA_HOME/sbx`), and in `$XDG_RUNTIME_DIR/sbx`.
     pub fn from_env() -> Result<Dirs> {
-        let sbx_data = crate::image::store::Store::location()?;
-        let runtime = match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
-            Some(r) => PathBuf::from(r).join("sbx"),
-            None => sbx_data.join("run"),
-        };
         Ok(Dirs {
-            data: sbx_data.join("sandboxes"),
-            runtime,
+            data: crate::image::store::Store::location()?.join("sandboxes"),
+            runtime: crate::image::store::Store::runtime_location()?,
         })
     }
 
