@@ -19,7 +19,7 @@ pub fn podman(runtime: &Path) -> Command {
 
 /// Imports the busybox test image (tests/data/mkimage.py) as `image` into the user's
 /// podman store, or says why it cannot.
-pub fn import_busybox(podman: Command, image: &str) -> Result<(), String> {
+pub fn import_busybox(mut podman: Command, image: &str) -> Result<(), String> {
     let version = Command::new("podman").arg("--version").output();
     if !version.is_ok_and(|o| o.status.success()) {
         return Err("podman is not installed (ci/setup-host.sh installs podman and runc)".into());
@@ -41,7 +41,6 @@ pub fn import_busybox(podman: Command, image: &str) -> Result<(), String> {
             String::from_utf8_lossy(&made.stderr)
         ));
     }
-    let mut podman = podman;
     let out = run(podman.args(["import", "-q"]).arg(&tar).arg(image));
     if out.code != 0 {
         return Err(format!("podman import failed\n{out}"));
