@@ -27,9 +27,11 @@ baseline=()
 TEST_USER=${SBX_TEST_USER:-sbxtest}
 
 cargo build --release --quiet
+# Static builds land under target/<host tuple>/ (.cargo/config.toml).
+out=target/$(rustc --print host-tuple)
 stage=$(mktemp -d /tmp/sbx-bench.XXXXXX)
 trap 'rm -rf "$stage"' EXIT
-cp target/release/sbx target/release/sbx-oci "$stage/"
+cp "$out"/release/sbx "$out"/release/sbx-oci "$stage/"
 cp ci/bench.py tests/data/mkimage.py "$stage/"
 if [ -n "${2:-}" ]; then
   cp "$2" "$stage/sbx-base"

@@ -9,6 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 name=$1; shift
 cargo build --quiet
+# Static builds land under target/<host tuple>/ (.cargo/config.toml).
+out=target/$(rustc --print host-tuple)
 exe=$(cargo test --no-run --message-format=json --quiet --test "$name" 2>/dev/null |
   python3 -c 'import json,sys
 for line in sys.stdin:
@@ -17,7 +19,7 @@ for line in sys.stdin:
         print(m["executable"])' | tail -1)
 stage=$(mktemp -d /tmp/sbx-quick.XXXXXX)
 trap 'rm -rf "$stage"' EXIT
-cp target/debug/sbx target/debug/sbx-pull target/debug/sbx-oci "$stage/"
+cp "$out"/debug/sbx "$out"/debug/sbx-pull "$out"/debug/sbx-oci "$stage/"
 cp "$exe" "$stage/$name"
 cp -r tests/data "$stage/data"
 chmod -R a+rX "$stage"

@@ -76,6 +76,8 @@ python3 ci/layers.py
 
 echo "== build"
 cargo build --quiet
+# Static builds land under target/<host tuple>/ (.cargo/config.toml).
+out=target/$(rustc --print host-tuple)
 # Test executables, built but not run yet: we run them as the test users below. A failed
 # build stops here, and so does a test binary that did not come out of it.
 if ! cargo test --no-run --message-format=json --quiet >"$stage/build.json" 2>"$stage/build.err"; then
@@ -112,7 +114,7 @@ for entry in "${test_bins[@]}"; do
   if [ "$kind" = "lib" ] || [ "$kind" = "bin" ]; then "$exe" --quiet 2>&1 | count; fi
 done
 
-cp target/debug/sbx target/debug/sbx-pull target/debug/sbx-oci "$stage/"
+cp "$out"/debug/sbx "$out"/debug/sbx-pull "$out"/debug/sbx-oci "$stage/"
 mkdir -p "$stage/tests"
 if [ ! -d tests/data ]; then
   echo "ci/test.sh: tests/data is missing from the checkout" >&2

@@ -372,3 +372,34 @@ fn completion_offers_the_sandboxes_that_exist() {
     );
     p.sbx(&["rm", "-f", "completeme"]).assert_success();
 }
+
+/// sbx, sbx-pull and sbx-oci are linked statically (.cargo/config.toml): no program
+/// interpreter, so no ld.so, libc.so or libgcc_s to load, relocate and let probe the CPU on
+/// every start (README, "Start-up").
+#[test]
+fn the_binaries_load_no_shared_libraries() {
+    let dir = sbx_bin().parent().unwrap().to_path_buf();
+    for name in ["sbx", "sbx-pull", "sbx-oci"] {
+        let elf = std::fs::read(dir.join(name)).unwrap();
+        assert!(
+            !has_interpreter(&elf),
+            "{name} is linked dynamically: it names a program interpreter (PT_INTERP)"
+        );
+    }
+}
+
+/// Whether a 64-bit little-endian ELF file has a PT_INTERP program header.
+fn has_interpreter(elf: &[u8]) -> bool {
+    const PT_INTERP: u32 = 3;
+    assert!(
+        elf.starts_with(b"\x7fELF\x02\x01"),
+        "not a 64-bit little-endian ELF file"
+    );
+    let word = |at: usize| usize::from(u16::from_le_bytes([elf[at], elf[at + 1]]));
+    let offset = usize::try_from(u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap())).unwrap();
+    let (size, count) = (word(0x36), word(0x38));
+    (0..count).any(|i| {
+        let at = offset + i * size;
+        u32::from_le_bytes(elf[at..at + 4].try_into().unwrap()) == PT_INTERP
+    })
+}

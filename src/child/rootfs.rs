@@ -336,10 +336,19 @@ fn mount_proc(root: BorrowedFd) -> Result<()> {
 /// A minimal /dev: a few host devices, a private devpts, /dev/shm and the usual links.
 fn mount_dev(root: BorrowedFd, devices: Vec<OwnedFd>, shm_size: TmpfsSize) -> Result<()> {
     mount_tmpfs(root, Path::new("/dev"), 0o755, None, MOUNT_ATTR_NOEXEC)?;
+    // A tmpfs of ours, new and empty, that nothing else can reach yet: its entries are made
+    // and mounted on by name beneath its fd, without resolving each path from the root.
     let dev = open_path(root, Path::new("/dev"))?;
     for (name, device) in DEVICES.iter().zip(devices) {
-        let path = Path::new("/dev").join(name);
-        attach(root, &device, &path, false)?;
+        let node = nix::fcntl::openat(
+            dev.as_fd(),
+            *name,
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )
+        .with_context(|| format!("create /dev/{name}"))?;
+        sys::move_mount_fd(device.as_fd(), node.as_fd())
+            .with_context(|| format!("mount on /dev/{name}"))?;
     }
     let devpts = new_mount(
         c"devpts",
@@ -351,8 +360,9 @@ fn mount_dev(root: BorrowedFd, devices: Vec<OwnedFd>, shm_size: TmpfsSize) -> Re
         MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
     )
     .context("mount a new /dev/pts")?;
-    attach(root, &devpts, Path::new("/dev/pts"), true)?;
-    mount_tmpfs(root, Path::new("/dev/shm"), 0o1777, Some(shm_size), 0)?;
+    attach_dir(dev.as_fd(), "pts", &devpts)?;
+    let shm = new_tmpfs(Path::new("/dev/shm"), 0o1777, Some(shm_size), 0)?;
+    attach_dir(dev.as_fd(), "shm", &shm)?;
     for (link, target) in [
         ("ptmx", "pts/ptmx"),
         ("fd", "/proc/self/fd"),
@@ -535,20 +545,25 @@ fn mount_tmpfs(
     size: Option<TmpfsSize>,
     attrs: u64,
 ) -> Result<OwnedFd> {
+    let fs = new_tmpfs(dst, mode, size, attrs)?;
+    attach(root, &fs, dst, true)?;
+    Ok(fs)
+}
+
+/// A detached tmpfs, for `dst` (named in errors).
+fn new_tmpfs(dst: &Path, mode: u32, size: Option<TmpfsSize>, attrs: u64) -> Result<OwnedFd> {
     let mode = CString::new(format!("{mode:o}"))?;
     let size = size.map(|s| CString::new(s.to_string())).transpose()?;
     let mut options: Vec<(&CStr, Option<&CStr>)> = vec![(c"mode", Some(&mode))];
     if let Some(size) = &size {
         options.push((c"size", Some(size)));
     }
-    let fs = new_mount(
+    new_mount(
         c"tmpfs",
         &options,
         MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | attrs,
     )
-    .with_context(|| format!("create a tmpfs for {}", dst.display()))?;
-    attach(root, &fs, dst, true)?;
-    Ok(fs)
+    .with_context(|| format!("create a tmpfs for {}", dst.display()))
 }
 
 /// One mount of the plan. A read-only tmpfs stays writable until `seal`, so the mount
@@ -594,6 +609,20 @@ fn apply(
 }
 
 /// Moves a detached mount onto `dst` inside the new root, creating `dst` if needed.
+/// `mnt` on a new directory `name` of `dir`, a directory of sbx's own new /dev.
+fn attach_dir(dir: BorrowedFd, name: &str, mnt: &OwnedFd) -> Result<()> {
+    nix::sys::stat::mkdirat(dir, name, Mode::from_bits_truncate(0o755))
+        .with_context(|| format!("create /dev/{name}"))?;
+    let target = nix::fcntl::openat(
+        dir,
+        name,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("open /dev/{name}"))?;
+    sys::move_mount_fd(mnt.as_fd(), target.as_fd()).with_context(|| format!("mount on /dev/{name}"))
+}
+
 fn attach(root: BorrowedFd, mnt: &OwnedFd, dst: &Path, is_dir: bool) -> Result<()> {
     let target = ensure_destination(root, dst, is_dir)?;
     sys::move_mount_fd(mnt.as_fd(), target.as_fd())
