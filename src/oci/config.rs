@@ -58,6 +58,8 @@ pub struct ProcessPlan {
     pub rlimits: Vec<(nix::sys::resource::Resource, u64, u64)>,
     pub no_new_privileges: bool,
     pub oom_score_adj: Option<i32>,
+    /// `linux.personality`: the persona to set before execve (PER_LINUX, PER_LINUX32).
+    pub personality: Option<libc::c_ulong>,
 }
 
 /// The five capability sets, each as the kernel knows them.
@@ -95,10 +97,48 @@ pub fn load(bundle: &Path) -> Result<Container> {
         .with_context(|| format!("bundle {}: cannot open it", bundle.display()))?;
     let path = bundle.join("config.json");
     let text = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
-    let spec: Spec =
-        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&text))
-            .with_context(|| format!("{} is not a valid OCI runtime config", path.display()))?;
+    let mut value: serde_json::Value = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    if let Some(process) = value.get_mut("process") {
+        drop_unknown_capabilities(process);
+    }
+    let spec: Spec = serde_path_to_error::deserialize(value)
+        .with_context(|| format!("{} is not a valid OCI runtime config", path.display()))?;
     check(spec, &bundle)
+}
+
+/// Takes out of a runtime-spec `process` the capability names this build does not know
+/// (`CAP_TEST`, or one newer than it), with a warning naming them, as runc ignores them
+/// ("ignoring unknown or unavailable capabilities"): runtime-spec 1.1 says a capability
+/// that cannot be granted is logged, not an error. Known capabilities the running kernel
+/// lacks are left out later, in `process::prepare`. Also for `exec --process`.
+pub fn drop_unknown_capabilities(process: &mut serde_json::Value) {
+    let Some(sets) = process
+        .get_mut("capabilities")
+        .and_then(|c| c.as_object_mut())
+    else {
+        return;
+    };
+    let mut unknown = Vec::new();
+    for (set, names) in sets.iter_mut() {
+        let Some(names) = names.as_array_mut() else {
+            continue;
+        };
+        names.retain(|name| {
+            let known =
+                serde_json::from_value::<oci_spec::runtime::Capability>(name.clone()).is_ok();
+            if !known {
+                unknown.push(format!("{} ({set})", name.as_str().unwrap_or("?")));
+            }
+            known
+        });
+    }
+    if !unknown.is_empty() {
+        eprintln!(
+            "sbx-oci: warning: process.capabilities: ignoring unknown capabilities: {}",
+            unknown.join(", ")
+        );
+    }
 }
 
 /// The checks and conversions, with no side effects but resolving the root's path.
@@ -166,6 +206,7 @@ pub fn check(spec: Spec, bundle: &Path) -> Result<Container> {
     {
         bail!("hostname and domainname need a uts namespace of the container's own in linux.namespaces");
     }
+    process.personality = personality(&spec)?;
     let device_filter = enforce_device_rules(&spec, &mut process.caps);
     Ok(Container {
         device_filter,
@@ -182,6 +223,25 @@ pub fn check(spec: Spec, bundle: &Path) -> Result<Container> {
         gid_mappings,
         spec,
     })
+}
+
+/// `linux.personality` as personality(2) takes it. The runtime spec defines no flags, so
+/// any is refused (runc warns and drops them).
+pub fn personality(spec: &Spec) -> Result<Option<libc::c_ulong>> {
+    use oci_spec::runtime::LinuxPersonalityDomain as D;
+    let Some(p) = spec.linux().as_ref().and_then(|l| l.personality().as_ref()) else {
+        return Ok(None);
+    };
+    if let Some(flags) = p.flags().as_ref().filter(|f| !f.is_empty()) {
+        bail!(
+            "linux.personality.flags {flags:?}: the runtime spec defines no personality flags; \
+             remove them"
+        );
+    }
+    Ok(Some(match p.domain() {
+        D::PerLinux => 0,
+        D::PerLinux32 => 0x0008,
+    }))
 }
 
 fn ns_flag(t: LinuxNamespaceType) -> Result<CloneFlags> {
@@ -309,9 +369,6 @@ fn refuse_unsupported(spec: &Spec) -> Result<()> {
     if linux.intel_rdt().is_some() {
         refused.push("linux.intelRdt");
     }
-    if linux.personality().is_some() {
-        refused.push("linux.personality");
-    }
     if linux.memory_policy().is_some() {
         refused.push("linux.memoryPolicy");
     }
@@ -379,6 +436,7 @@ pub fn process_plan(p: &Process) -> Result<ProcessPlan> {
         rlimits,
         no_new_privileges: p.no_new_privileges().unwrap_or(false),
         oom_score_adj: p.oom_score_adj(),
+        personality: None,
     })
 }
 
@@ -696,9 +754,9 @@ mod tests {
         spec.set_process(Some(p));
         let e = check(spec, Path::new("/")).unwrap_err();
         assert!(e.to_string().contains("process.selinuxLabel"), "{e}");
-        let spec = spec_json(serde_json::json!({"personality": {"domain": "LINUX32"}}));
+        let spec = spec_json(serde_json::json!({"intelRdt": {"closID": "x"}}));
         let e = check(spec, Path::new("/")).unwrap_err();
-        assert!(e.to_string().contains("linux.personality"), "{e}");
+        assert!(e.to_string().contains("linux.intelRdt"), "{e}");
         // Empty labels are no labels.
         let mut spec = spec_json(serde_json::json!({}));
         let mut p = spec.process().clone().unwrap();

@@ -114,7 +114,10 @@ fn process_of(args: &ExecArgs, config: &oci_spec::runtime::Spec) -> Result<Proce
     let mut p: Process = match &args.process {
         Some(path) => {
             let bytes = super::waiting::read_small(path, 1 << 20)?;
-            serde_json::from_slice(&bytes)
+            let mut value: serde_json::Value = serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} is not a runtime-spec process", path.display()))?;
+            config::drop_unknown_capabilities(&mut value);
+            serde_json::from_value(value)
                 .with_context(|| format!("{} is not a runtime-spec process", path.display()))?
         }
         None => {
@@ -160,6 +163,8 @@ fn process_of(args: &ExecArgs, config: &oci_spec::runtime::Spec) -> Result<Proce
         p.set_no_new_privileges(Some(true));
     }
     let mut plan = config::process_plan(&p)?;
+    // The container's persona, as its own process has it.
+    plan.personality = config::personality(config)?;
     for name in &args.cap {
         let cap = crate::security::caps::parse(name)?;
         for set in [

@@ -24,13 +24,18 @@ pub struct Prepared {
 }
 
 /// Applies `p` to this process, which is still root in the container's user namespace
-/// with every capability, and finds the program. The order is runc's: rlimits while they
+/// with every capability, and finds the program. The persona first (before a seccomp
+/// profile that may allow personality(2) only with some values), then runc's order: rlimits while they
 /// can still be raised, the seccomp filter while CAP_SYS_ADMIN allows it without
 /// no_new_privs (only when the config does not ask for no_new_privs: with it, `exec`
 /// installs the filter last, so that it need allow less), the bounding set while
 /// CAP_SETPCAP is effective, the user with the permitted set kept, then the sets the
 /// config asks for.
 pub fn prepare(p: &ProcessPlan, seccomp: Option<&Filter>) -> Result<Prepared> {
+    if let Some(persona) = p.personality {
+        crate::sys::personality(persona)
+            .with_context(|| format!("set linux.personality ({persona:#x})"))?;
+    }
     for (resource, soft, hard) in &p.rlimits {
         nix::sys::resource::setrlimit(*resource, *soft, *hard)
             .with_context(|| format!("process.rlimits: set {resource:?} to {soft}:{hard}"))?;
