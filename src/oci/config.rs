@@ -32,6 +32,10 @@ pub struct Container {
     pub new_cgroup_ns: bool,
     /// Namespaces joined by path, in the order they are entered (user first).
     pub joins: Vec<(CloneFlags, PathBuf)>,
+    /// A mount namespace of the container's own (new or joined), where its root is built
+    /// and pivoted into. Without one, the process chroots into the root as it is, in the
+    /// runtime's mount namespace, where nothing is mounted.
+    pub own_mount_ns: bool,
     pub mounts: Vec<MountPlan>,
     /// MS_SHARED, MS_SLAVE, MS_PRIVATE or MS_UNBINDABLE (with MS_REC) for the new root.
     pub rootfs_propagation: Option<nix::mount::MsFlags>,
@@ -167,10 +171,9 @@ pub fn check(spec: Spec, bundle: &Path) -> Result<Container> {
     }
     let (new_namespaces, new_cgroup_ns, joins) = namespaces(&spec)?;
     refuse_unsupported(&spec)?;
-    let mut mounts = Vec::new();
-    for m in spec.mounts().iter().flatten() {
-        mounts.push(mount_plan(m, bundle)?);
-    }
+    let own_mount_ns = new_namespaces.contains(CloneFlags::CLONE_NEWNS)
+        || joins.iter().any(|(f, _)| *f == CloneFlags::CLONE_NEWNS);
+    let mounts = mounts(&spec, bundle, own_mount_ns)?;
     let linux = spec.linux().as_ref();
     let rootfs_propagation = match linux.and_then(|l| l.rootfs_propagation().as_deref()) {
         None | Some("") => None,
@@ -216,6 +219,7 @@ pub fn check(spec: Spec, bundle: &Path) -> Result<Container> {
         new_namespaces,
         new_cgroup_ns,
         joins,
+        own_mount_ns,
         mounts,
         rootfs_propagation,
         process,
@@ -242,6 +246,19 @@ pub fn personality(spec: &Spec) -> Result<Option<libc::c_ulong>> {
         D::PerLinux => 0,
         D::PerLinux32 => 0x0008,
     }))
+}
+
+/// The config's mounts, checked; none without a mount namespace to make them in.
+fn mounts(spec: &Spec, bundle: &Path, own_mount_ns: bool) -> Result<Vec<MountPlan>> {
+    let mut mounts = Vec::new();
+    for m in spec.mounts().iter().flatten() {
+        mounts.push(mount_plan(m, bundle)?);
+    }
+    if !own_mount_ns {
+        check_without_mount_ns(spec, &mounts)?;
+        mounts.clear();
+    }
+    Ok(mounts)
 }
 
 fn ns_flag(t: LinuxNamespaceType) -> Result<CloneFlags> {
@@ -298,12 +315,61 @@ fn namespaces(spec: &Spec) -> Result<Namespaces> {
     });
     let cgroup = new.contains(CloneFlags::CLONE_NEWCGROUP);
     new.remove(CloneFlags::CLONE_NEWCGROUP);
-    if !new.contains(CloneFlags::CLONE_NEWNS)
-        && !joins.iter().any(|(f, _)| *f == CloneFlags::CLONE_NEWNS)
-    {
-        bail!("linux.namespaces has no mount namespace: sbx-oci needs one to build the root");
-    }
     Ok((new, cgroup, joins))
+}
+
+/// A container in the runtime's mount namespace: its process chroots into the root as it
+/// is. runc mounts the config's mounts there all the same, on the host's mount table,
+/// and leaves them behind after `delete`; sbx-oci mounts nothing outside a mount namespace
+/// of the container's own, so the mounts are skipped with a warning, and what only a
+/// mount could enforce (masked and read-only paths, as runc refuses them too; a read-only
+/// root, which runc silently leaves writable) or make (device nodes, in the image's own
+/// directory on the host) is refused.
+fn check_without_mount_ns(spec: &Spec, mounts: &[MountPlan]) -> Result<()> {
+    let linux = spec.linux().as_ref();
+    let set = |v: Option<&Vec<String>>| v.is_some_and(|v| !v.is_empty());
+    let mut refused = Vec::new();
+    if set(linux.and_then(|l| l.masked_paths().as_ref())) {
+        refused.push("linux.maskedPaths");
+    }
+    if set(linux.and_then(|l| l.readonly_paths().as_ref())) {
+        refused.push("linux.readonlyPaths");
+    }
+    if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
+        refused.push("root.readonly");
+    }
+    if linux
+        .and_then(|l| l.devices().as_ref())
+        .is_some_and(|d| !d.is_empty())
+    {
+        refused.push("linux.devices");
+    }
+    if linux
+        .and_then(|l| l.rootfs_propagation().as_deref())
+        .is_some_and(|p| !p.is_empty())
+    {
+        refused.push("linux.rootfsPropagation");
+    }
+    if !refused.is_empty() {
+        bail!(
+            "config.json sets {} but linux.namespaces has no mount namespace, where sbx-oci \
+             would apply it; add {{\"type\": \"mount\"}} to linux.namespaces",
+            refused.join(", ")
+        );
+    }
+    if !mounts.is_empty() {
+        eprintln!(
+            "sbx-oci: warning: linux.namespaces has no mount namespace: the container runs \
+             in the root as it is (chroot), without the config's mounts ({}), which would \
+             change the host's mount table",
+            mounts
+                .iter()
+                .map(|m| m.destination.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// How `linux.resources.devices` holds (docs/oci.md, Resources): by the user namespace,

@@ -70,10 +70,12 @@ pub fn exec(root: &Path, args: &ExecArgs) -> Result<i32> {
         .process
         .pidfd()
         .with_context(|| format!("container {} is not running", args.id))?;
+    let chroot = chroot_root(&record, &args.id)?;
     let (mine, theirs) = RuntimeChannel::pair()?;
     let entering = Entering {
         pidfd,
         flags,
+        chroot,
         plan: &plan,
         console,
         seccomp,
@@ -106,6 +108,24 @@ pub fn exec(root: &Path, args: &ExecArgs) -> Result<i32> {
         return Ok(0);
     }
     super::waiting::wait_child(Pid::from_raw(pid))
+}
+
+/// Without a mount namespace of its own, the container is a chroot: its root, opened
+/// while its process is still the container's (not a recycled pid).
+fn chroot_root(record: &super::state::Record, id: &str) -> Result<Option<OwnedFd>> {
+    if !record.chroot {
+        return Ok(None);
+    }
+    let root = nix::fcntl::open(
+        format!("/proc/{}/root", record.process.pid).as_str(),
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .with_context(|| format!("open the root of container {id}"))?;
+    if !record.process.alive() {
+        bail!("container {id} is not running");
+    }
+    Ok(Some(root))
 }
 
 /// The process to run: `--process`, or the container's own with the command line's
@@ -186,6 +206,8 @@ fn process_of(args: &ExecArgs, config: &oci_spec::runtime::Spec) -> Result<Proce
 struct Entering<'a> {
     pidfd: OwnedFd,
     flags: CloneFlags,
+    /// The container's root, to chroot into after joining its namespaces.
+    chroot: Option<OwnedFd>,
     plan: &'a ProcessPlan,
     console: Option<OwnedFd>,
     seccomp: Option<super::plug::Filter>,
@@ -195,10 +217,17 @@ struct Entering<'a> {
 /// The intermediate: joins the namespaces, then starts the new process as the caller's
 /// child, inside the pid namespace.
 fn enter(e: &Entering, chan: ContainerChannel) -> ! {
-    if let Err(err) = nix::sched::setns(e.pidfd.as_fd(), e.flags) {
-        let _ = chan.send(&FromContainer::Failed(format!(
-            "enter the container's namespaces: {err}"
-        )));
+    let entered = (|| -> Result<()> {
+        nix::sched::setns(e.pidfd.as_fd(), e.flags).context("enter the container's namespaces")?;
+        if let Some(root) = &e.chroot {
+            nix::unistd::fchdir(root).context("enter the container's root")?;
+            nix::unistd::chroot(".").context("chroot into the container's root")?;
+            nix::unistd::chdir("/").context("chdir /")?;
+        }
+        Ok(())
+    })();
+    if let Err(err) = entered {
+        let _ = chan.send(&FromContainer::Failed(format!("{err:#}")));
         exit_now(1);
     }
     // SAFETY: single-threaded (a fork of sbx-oci); a plain fork with CLONE_PARENT.

@@ -371,6 +371,31 @@ fn read_only(root: BorrowedFd, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Without a mount namespace of the container's own: the sysctls through the runtime's
+/// `/proc`, then `chroot` into the root as it is, mounting nothing. Returns a descriptor of
+/// the runtime's `/proc` (close-on-exec), through which the process waits on `exec.fifo`.
+pub fn chroot(c: &Container) -> Result<OwnedFd> {
+    let open = |path: &Path| {
+        nix::fcntl::open(
+            path,
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_NOFOLLOW
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .with_context(|| format!("open {}", path.display()))
+    };
+    sysctls(open(Path::new("/"))?.as_fd(), c)?;
+    let proc = open(Path::new("/proc"))?;
+    let root = open(&c.rootfs)?;
+    nix::unistd::fchdir(&root).context("enter the container's root")?;
+    nix::unistd::chroot(".")
+        .with_context(|| format!("chroot into the container's root {}", c.rootfs.display()))?;
+    nix::unistd::chdir("/").context("chdir /")?;
+    Ok(proc)
+}
+
 /// Makes `root` the process's `/` (read-only first if asked), detaching the old one.
 pub fn pivot(root: OwnedFd, c: &Container) -> Result<()> {
     if c.root_readonly {
