@@ -76,6 +76,10 @@ pub fn exec(root: &Path, args: &ExecArgs) -> Result<i32> {
         pidfd,
         flags,
         chroot,
+        // The container's user namespace, which this process joins (or shares), read
+        // through our /proc: the container's may be missing or of another pid namespace.
+        setgroups_denied: std::fs::read_to_string(format!("/proc/{pid}/setgroups"))
+            .is_ok_and(|s| s.trim() == "deny"),
         plan: &plan,
         console,
         seccomp,
@@ -208,6 +212,8 @@ struct Entering<'a> {
     flags: CloneFlags,
     /// The container's root, to chroot into after joining its namespaces.
     chroot: Option<OwnedFd>,
+    /// The container's user namespace denies setgroups.
+    setgroups_denied: bool,
     plan: &'a ProcessPlan,
     console: Option<OwnedFd>,
     seccomp: Option<super::plug::Filter>,
@@ -252,7 +258,7 @@ fn run(e: &Entering, chan: ContainerChannel) -> ! {
                 let _ = nix::unistd::setsid();
             }
         }
-        process::prepare(e.plan, e.seccomp.as_ref())
+        process::prepare(e.plan, e.seccomp.as_ref(), e.setgroups_denied)
     })();
     let prepared = match prepared {
         Ok(p) => p,

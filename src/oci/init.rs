@@ -129,6 +129,7 @@ fn setup(
         // Now, in the cgroup create placed us in, so that it is our cgroup root.
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).context("create the cgroup namespace")?;
     }
+    let setgroups_denied = process::setgroups_denied();
     let proc = if c.own_mount_ns {
         mounts::isolate(c)?;
         let root = mounts::build(c)?;
@@ -154,7 +155,7 @@ fn setup(
             let _ = nix::unistd::setsid();
         }
     }
-    let prepared = process::prepare(&c.process, h.seccomp.as_ref())?;
+    let prepared = process::prepare(&c.process, h.seccomp.as_ref(), setgroups_denied)?;
     Ok((prepared, state, proc))
 }
 

@@ -31,7 +31,14 @@ pub struct Prepared {
 /// installs the filter last, so that it need allow less), the bounding set while
 /// CAP_SETPCAP is effective, the user with the permitted set kept, then the sets the
 /// config asks for.
-pub fn prepare(p: &ProcessPlan, seccomp: Option<&Filter>) -> Result<Prepared> {
+///
+/// `setgroups_denied` is [`setgroups_denied`], read while `/proc` is the runtime's (a
+/// container without a mount namespace of its own has none in its root).
+pub fn prepare(
+    p: &ProcessPlan,
+    seccomp: Option<&Filter>,
+    setgroups_denied: bool,
+) -> Result<Prepared> {
     if let Some(persona) = p.personality {
         crate::sys::personality(persona)
             .with_context(|| format!("set linux.personality ({persona:#x})"))?;
@@ -50,7 +57,7 @@ pub fn prepare(p: &ProcessPlan, seccomp: Option<&Filter>) -> Result<Prepared> {
     }
     drop_bounding(&p.caps.bounding)?;
     nix::sys::prctl::set_keepcaps(true).context("keep capabilities across the user change")?;
-    set_user(p)?;
+    set_user(p, setgroups_denied)?;
     nix::sys::prctl::set_keepcaps(false).context("prctl PR_SET_KEEPCAPS")?;
     set_caps(&p.caps)?;
     if p.no_new_privileges {
@@ -84,8 +91,12 @@ fn drop_bounding(keep: &HashSet<Capability>) -> Result<()> {
     Ok(())
 }
 
-fn set_user(p: &ProcessPlan) -> Result<()> {
-    let denied = std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny");
+/// Whether this process's user namespace denies setgroups (a single-id map).
+pub fn setgroups_denied() -> bool {
+    std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny")
+}
+
+fn set_user(p: &ProcessPlan, denied: bool) -> Result<()> {
     if denied {
         if p.additional_gids.iter().any(|g| *g != p.gid) {
             bail!(
