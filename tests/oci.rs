@@ -1002,3 +1002,46 @@ fn personality_linux32_makes_uname_say_i686() {
     assert_eq!(out.lines(), ["i686"], "exec too\n{out}");
     b.run(&["delete", "--force", &id]).assert_success();
 }
+
+/// `tmpcopyup`: a tmpfs over a directory of the root starts with a copy of its contents
+/// (files, directories with their modes, symlinks as symlinks, not followed); what the
+/// container writes there stays in the tmpfs.
+#[test]
+fn a_tmpfs_with_tmpcopyup_starts_with_the_directorys_contents() {
+    let mut b = Bundle::new(&[]);
+    fs::create_dir_all(b.rootfs("/data/sub")).unwrap();
+    fs::write(b.rootfs("/data/f"), "from the image\n").unwrap();
+    fs::write(b.rootfs("/data/sub/g"), "nested\n").unwrap();
+    fs::set_permissions(
+        b.rootfs("/data/sub"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o750),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("/", b.rootfs("/data/up")).unwrap();
+    let script = "cat /data/f /data/sub/g; stat -c %a /data/sub; readlink /data/up; \
+                  grep ' /data ' /proc/self/mountinfo | cut -d' ' -f9; echo new > /data/new";
+    let mut mounts = b.config["mounts"].as_array().unwrap().clone();
+    mounts.push(
+        json!({"destination": "/data", "type": "tmpfs", "source": "tmpfs",
+        "options": ["nosuid", "nodev", "mode=755"]}),
+    );
+    b.config["mounts"] = json!(mounts.clone());
+    let control = b.sh(script);
+    assert!(
+        control.stderr().contains("/data/f"),
+        "control: an empty tmpfs without the option\n{control}"
+    );
+    mounts.last_mut().unwrap()["options"] = json!(["nosuid", "nodev", "mode=755", "tmpcopyup"]);
+    b.config["mounts"] = json!(mounts);
+    let out = b.sh(script);
+    out.assert_success();
+    assert_eq!(
+        out.lines(),
+        ["from the image", "nested", "750", "/", "tmpfs"],
+        "{out}"
+    );
+    assert!(
+        !b.rootfs("/data/new").exists(),
+        "the write stayed in the tmpfs"
+    );
+}

@@ -87,6 +87,8 @@ pub struct MountPlan {
     pub propagation: Option<nix::mount::MsFlags>,
     /// Filesystem parameters (`mode=755`, `newinstance`), for a new filesystem.
     pub data: Vec<(String, Option<String>)>,
+    /// `tmpcopyup`: a tmpfs starts with a copy of the directory it covers.
+    pub copy_up: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -594,6 +596,7 @@ pub fn mount_plan(m: &SpecMount, bundle: &Path) -> Result<MountPlan> {
         data,
         bind,
         recursive,
+        copy_up,
     } = sort_options(
         m.options().as_deref().unwrap_or_default(),
         typ == "bind",
@@ -643,10 +646,12 @@ pub fn mount_plan(m: &SpecMount, bundle: &Path) -> Result<MountPlan> {
     };
     Ok(MountPlan {
         destination,
-        kind,
         attrs,
         propagation: propagation_flags,
         data,
+        // runc copies up into a tmpfs only; the option means nothing to other types.
+        copy_up: copy_up && matches!(&kind, MountKind::Fs { fstype, .. } if fstype == "tmpfs"),
+        kind,
     })
 }
 
@@ -657,6 +662,7 @@ struct Options {
     data: Vec<(String, Option<String>)>,
     bind: bool,
     recursive: bool,
+    copy_up: bool,
 }
 
 fn sort_options(options: &[String], bind: bool, destination: &Path) -> Result<Options> {
@@ -665,6 +671,7 @@ fn sort_options(options: &[String], bind: bool, destination: &Path) -> Result<Op
     let mut data = Vec::new();
     let mut bind = bind;
     let mut recursive = false;
+    let mut copy_up = false;
     for option in options {
         match option.as_str() {
             "bind" => bind = true,
@@ -679,8 +686,8 @@ fn sort_options(options: &[String], bind: bool, destination: &Path) -> Result<Op
             // The defaults, or what the kernel does anyway.
             "rw" | "suid" | "dev" | "exec" | "relatime" | "atime" | "diratime" | "async"
             | "norelatime" | "nostrictatime" => {}
-            // podman's copy of the image's files into a tmpfs: sbx-oci leaves it empty.
-            "tmpcopyup" | "notmpcopyup" => {}
+            "tmpcopyup" => copy_up = true,
+            "notmpcopyup" => copy_up = false,
             "idmap" | "ridmap" | "remount" | "sync" | "dirsync" | "mand" | "nomand" => bail!(
                 "mount {}: option {option:?} is not supported by sbx-oci",
                 destination.display()
@@ -703,6 +710,7 @@ fn sort_options(options: &[String], bind: bool, destination: &Path) -> Result<Op
         data,
         bind,
         recursive,
+        copy_up,
     })
 }
 

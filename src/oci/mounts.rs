@@ -72,6 +72,10 @@ fn apply(root: BorrowedFd, m: &MountPlan) -> Result<()> {
         MountKind::Fs { fstype, source } => (filesystem(fstype, source, m)?, true),
     };
     let target = ensure_destination(root, &m.destination, is_dir)?;
+    if m.copy_up {
+        super::copyup::copy_up(target.as_fd(), mnt.as_fd())
+            .context("tmpcopyup: copy the directory's contents into the tmpfs")?;
+    }
     sys::move_mount_fd(mnt.as_fd(), target.as_fd())?;
     if let Some(p) = m.propagation {
         sys::mount_setattr_propagation(
