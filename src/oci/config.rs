@@ -354,8 +354,8 @@ fn check_without_mount_ns(spec: &Spec, mounts: &[MountPlan]) -> Result<()> {
     }
     if !refused.is_empty() {
         bail!(
-            "config.json sets {} but linux.namespaces has no mount namespace, where sbx-oci \
-             would apply it; add {{\"type\": \"mount\"}} to linux.namespaces",
+            "config.json sets {} but linux.namespaces has no mount namespace, without which \
+             sbx-oci cannot apply it; add {{\"type\": \"mount\"}} to linux.namespaces",
             refused.join(", ")
         );
     }
@@ -885,6 +885,61 @@ mod tests {
             "resources": {"devices": [deny]},
         });
         assert_eq!(apply(false, user), (true, false), "by construction");
+    }
+
+    #[test]
+    fn unknown_capability_names_are_dropped_and_known_ones_kept() {
+        let mut process = serde_json::json!({"capabilities": {
+            "bounding": ["CAP_KILL", "CAP_TEST"], "effective": ["CAP_NOPE"]}});
+        drop_unknown_capabilities(&mut process);
+        assert_eq!(
+            process["capabilities"]["bounding"],
+            serde_json::json!(["CAP_KILL"])
+        );
+        assert_eq!(process["capabilities"]["effective"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn personality_domains_and_no_flags() {
+        let spec = spec_json(serde_json::json!({"personality": {"domain": "LINUX32"}}));
+        assert_eq!(personality(&spec).unwrap(), Some(0x0008));
+        let spec = spec_json(serde_json::json!({"personality": {"domain": "LINUX"}}));
+        assert_eq!(personality(&spec).unwrap(), Some(0));
+        let spec =
+            spec_json(serde_json::json!({"personality": {"domain": "LINUX", "flags": ["X"]}}));
+        let e = personality(&spec).unwrap_err();
+        assert!(e.to_string().contains("linux.personality.flags"), "{e}");
+    }
+
+    #[test]
+    fn without_a_mount_namespace_mounts_are_dropped_and_masks_refused() {
+        let spec = spec_json(serde_json::json!({"namespaces": [{"type": "pid"}]}));
+        let mut value = serde_json::to_value(&spec).unwrap();
+        value["mounts"] = serde_json::json!([{"destination": "/proc", "type": "proc"}]);
+        value["linux"]["maskedPaths"] = serde_json::json!([]);
+        value["linux"]["readonlyPaths"] = serde_json::json!([]);
+        value["root"]["readonly"] = serde_json::json!(false);
+        value["hostname"] = serde_json::json!("");
+        let spec: Spec = serde_json::from_value(value).unwrap();
+        let c = check(spec.clone(), Path::new("/")).unwrap();
+        assert!(!c.own_mount_ns);
+        assert!(
+            c.mounts.is_empty(),
+            "nothing to mount outside a mount namespace"
+        );
+        let mut value = serde_json::to_value(&spec).unwrap();
+        value["linux"]["maskedPaths"] = serde_json::json!(["/proc/kcore"]);
+        let e = check(serde_json::from_value(value).unwrap(), Path::new("/")).unwrap_err();
+        assert!(e.to_string().contains("linux.maskedPaths"), "{e}");
+    }
+
+    #[test]
+    fn tmpcopyup_applies_to_a_tmpfs_only() {
+        let plan = mount_plan(&mount("tmpfs", "t", "/t", &["tmpcopyup"]), Path::new("/b")).unwrap();
+        assert!(plan.copy_up);
+        assert!(plan.data.is_empty(), "not a filesystem parameter");
+        let plan = mount_plan(&mount("bind", "/x", "/x", &["tmpcopyup"]), Path::new("/b")).unwrap();
+        assert!(!plan.copy_up);
     }
 
     #[test]
