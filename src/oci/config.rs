@@ -115,9 +115,9 @@ pub fn load(bundle: &Path) -> Result<Container> {
 
 /// Takes out of a runtime-spec `process` the capability names this build does not know
 /// (`CAP_TEST`, or one newer than it), with a warning naming them, as runc ignores them
-/// ("ignoring unknown or unavailable capabilities"): runtime-spec 1.1 says a capability
-/// that cannot be granted is logged, not an error. Known capabilities the running kernel
-/// lacks are left out later, in `process::prepare`. Also for `exec --process`.
+/// ("ignoring unknown or unavailable capabilities") and runs the container. Known
+/// capabilities the running kernel lacks are left out later, in `process::prepare`.
+/// Also for `exec --process`.
 pub fn drop_unknown_capabilities(process: &mut serde_json::Value) {
     let Some(sets) = process
         .get_mut("capabilities")
