@@ -90,6 +90,8 @@ fn container(c: &Container, h: &Handoff, chan: ContainerChannel) -> ! {
         eprintln!("sbx-oci: {e:#}");
         exit_now(1);
     }
+    // The runtime's /proc is not for what runs next (it is close-on-exec as well).
+    drop(proc);
     if c.process.terminal && c.process.console_size.is_none() {
         console::wait_for_size();
     }
