@@ -285,6 +285,17 @@ pub fn close_range(first: c_uint, last: c_uint, flags: c_int) -> io::Result<()> 
     check(unsafe { libc::syscall(libc::SYS_close_range, first, last, flags) }).map(drop)
 }
 
+/// `personality(persona)`: the execution domain and flags of this process, kept across
+/// execve (PER_LINUX32 makes `uname -m` say i686 on x86_64).
+pub fn personality(persona: libc::c_ulong) -> io::Result<()> {
+    // SAFETY: personality takes one integer and changes only this process's domain.
+    let ret = unsafe { libc::personality(persona) };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// A C string from a path or name known to contain no NUL (the Plan checked).
 pub fn cstr(bytes: &[u8]) -> io::Result<CString> {
     CString::new(bytes).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))

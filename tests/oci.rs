@@ -870,3 +870,178 @@ fn hooks_run_at_their_points_with_the_state() {
     );
     assert_eq!(fs::read_dir(b.dir.join("state")).unwrap().count(), 0);
 }
+
+/// runtime-tools `linux_ns_itype`: a config without a mount namespace runs in the runtime's
+/// own, chrooted into its root. Nothing is mounted there (the config's mounts are skipped
+/// with a warning, where runc mounts them on the host's table and leaves them behind), and
+/// `exec` enters the same root.
+#[test]
+fn without_a_mount_namespace_the_container_shares_the_runtimes_and_mounts_nothing() {
+    let mut b = Bundle::new(&[
+        "sh",
+        "-c",
+        "cat /marker > /seen; ls /proc | wc -l >> /seen; exec sleep 60",
+    ]);
+    fs::write(b.rootfs("/marker"), "in the container's root\n").unwrap();
+    let namespaces = b.config["linux"]["namespaces"].as_array().unwrap().clone();
+    b.config["linux"]["namespaces"] = json!(namespaces
+        .into_iter()
+        .filter(|n| n["type"] != "mount")
+        .collect::<Vec<_>>());
+    b.config["linux"]["maskedPaths"] = json!([]);
+    b.config["linux"]["readonlyPaths"] = json!([]);
+    let mounts_before = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let id = unique("nomnt");
+    let (code, err) = b.create(&[&id]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("no mount namespace") && err.contains("/proc"),
+        "the skipped mounts are named: {err}"
+    );
+    let pid = b.state(&id)["pid"].as_i64().unwrap();
+    assert_eq!(
+        fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap(),
+        fs::read_link("/proc/self/ns/mnt").unwrap(),
+        "the runtime's mount namespace"
+    );
+    b.run(&["start", &id]).assert_success();
+    eventually("the process ran", || {
+        fs::read_to_string(b.rootfs("/seen")).is_ok_and(|s| s.lines().count() == 2)
+    });
+    assert_eq!(
+        fs::read_to_string(b.rootfs("/seen")).unwrap(),
+        "in the container's root\n0\n",
+        "its root is the bundle's, with nothing mounted on /proc"
+    );
+    let out = b.run(&["exec", &id, "cat", "/marker"]);
+    assert_eq!(
+        out.lines(),
+        ["in the container's root"],
+        "exec enters the root\n{out}"
+    );
+    b.run(&["delete", "--force", &id]).assert_success();
+    assert_eq!(
+        fs::read_to_string("/proc/self/mountinfo").unwrap(),
+        mounts_before,
+        "nothing was mounted in the runtime's mount namespace"
+    );
+}
+
+/// Without a mount namespace, what only a mount can enforce is refused, not skipped.
+#[test]
+fn without_a_mount_namespace_masked_paths_and_a_read_only_root_are_refused() {
+    let mut b = Bundle::new(&["true"]);
+    let namespaces = b.config["linux"]["namespaces"].as_array().unwrap().clone();
+    b.config["linux"]["namespaces"] = json!(namespaces
+        .into_iter()
+        .filter(|n| n["type"] != "mount")
+        .collect::<Vec<_>>());
+    b.config["linux"]["readonlyPaths"] = json!([]);
+    b.config["linux"]["maskedPaths"] = json!(["/proc/kcore"]);
+    let out = b.run(&["run", &unique("nomnt-masked")]);
+    assert_eq!(out.code, 125, "{out}");
+    assert!(
+        out.stderr().contains("linux.maskedPaths") && out.stderr().contains("mount namespace"),
+        "{out}"
+    );
+    b.config["linux"]["maskedPaths"] = json!([]);
+    b.config["root"]["readonly"] = json!(true);
+    let out = b.run(&["run", &unique("nomnt-ro")]);
+    assert_eq!(out.code, 125, "{out}");
+    assert!(out.stderr().contains("root.readonly"), "{out}");
+    // Control: with neither, it runs.
+    b.config["root"]["readonly"] = json!(false);
+    b.run(&["run", &unique("nomnt-ok")]).assert_success();
+}
+
+/// runtime-tools `process_capabilities_fail`: an unknown capability name is ignored with a
+/// warning, as runc does, and the known ones still apply.
+#[test]
+fn an_unknown_capability_is_ignored_with_a_warning() {
+    let mut b = Bundle::new(&[]);
+    let caps = json!(["CAP_KILL", "CAP_TEST"]);
+    for set in [
+        "bounding",
+        "effective",
+        "permitted",
+        "inheritable",
+        "ambient",
+    ] {
+        b.config["process"]["capabilities"][set] = caps.clone();
+    }
+    let out = b.sh("grep CapBnd /proc/self/status");
+    out.assert_success();
+    // CAP_KILL is 5.
+    assert_eq!(out.lines(), ["CapBnd:\t0000000000000020"], "{out}");
+    assert!(
+        out.stderr()
+            .contains("ignoring unknown capabilities: CAP_TEST"),
+        "{out}"
+    );
+}
+
+/// linux.personality: LINUX32 makes the container (and an exec'd process) a 32-bit one.
+#[test]
+fn personality_linux32_makes_uname_say_i686() {
+    if std::env::consts::ARCH != "x86_64" {
+        skip("checks i686 under LINUX32, an x86_64 name");
+        return;
+    }
+    let mut b = Bundle::new(&[]);
+    let control = b.sh("uname -m");
+    assert_eq!(control.lines(), ["x86_64"], "control\n{control}");
+    b.config["linux"]["personality"] = json!({"domain": "LINUX32"});
+    let out = b.sh("uname -m");
+    assert_eq!(out.lines(), ["i686"], "{out}");
+    b.config["process"]["args"] = json!(["sleep", "60"]);
+    let id = unique("pers");
+    let (code, err) = b.create(&[&id]);
+    assert_eq!(code, 0, "{err}");
+    b.run(&["start", &id]).assert_success();
+    let out = b.run(&["exec", &id, "sh", "-c", "uname -m"]);
+    assert_eq!(out.lines(), ["i686"], "exec too\n{out}");
+    b.run(&["delete", "--force", &id]).assert_success();
+}
+
+/// `tmpcopyup`: a tmpfs over a directory of the root starts with a copy of its contents
+/// (files, directories with their modes, symlinks as symlinks, not followed); what the
+/// container writes there stays in the tmpfs.
+#[test]
+fn a_tmpfs_with_tmpcopyup_starts_with_the_directorys_contents() {
+    let mut b = Bundle::new(&[]);
+    fs::create_dir_all(b.rootfs("/data/sub")).unwrap();
+    fs::write(b.rootfs("/data/f"), "from the image\n").unwrap();
+    fs::write(b.rootfs("/data/sub/g"), "nested\n").unwrap();
+    fs::set_permissions(
+        b.rootfs("/data/sub"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o750),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("/", b.rootfs("/data/up")).unwrap();
+    let script = "cat /data/f /data/sub/g; stat -c %a /data/sub; readlink /data/up; \
+                  grep ' /data ' /proc/self/mountinfo | cut -d' ' -f9; echo new > /data/new";
+    let mut mounts = b.config["mounts"].as_array().unwrap().clone();
+    mounts.push(
+        json!({"destination": "/data", "type": "tmpfs", "source": "tmpfs",
+        "options": ["nosuid", "nodev", "mode=755"]}),
+    );
+    b.config["mounts"] = json!(mounts.clone());
+    let control = b.sh(script);
+    assert!(
+        control.stderr().contains("/data/f"),
+        "control: an empty tmpfs without the option\n{control}"
+    );
+    mounts.last_mut().unwrap()["options"] = json!(["nosuid", "nodev", "mode=755", "tmpcopyup"]);
+    b.config["mounts"] = json!(mounts);
+    let out = b.sh(script);
+    out.assert_success();
+    assert_eq!(
+        out.lines(),
+        ["from the image", "nested", "750", "/", "tmpfs"],
+        "{out}"
+    );
+    assert!(
+        !b.rootfs("/data/new").exists(),
+        "the write stayed in the tmpfs"
+    );
+}

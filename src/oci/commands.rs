@@ -305,7 +305,7 @@ fn features() -> serde_json::Value {
         "mountOptions": ["bind", "rbind", "ro", "rw", "nosuid", "suid", "nodev", "dev",
                          "noexec", "exec", "noatime", "strictatime", "nodiratime",
                          "relatime", "private", "rprivate", "shared", "rshared", "slave",
-                         "rslave", "unbindable", "runbindable"],
+                         "rslave", "unbindable", "runbindable", "tmpcopyup", "notmpcopyup"],
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
             "capabilities": caps,

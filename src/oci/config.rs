@@ -32,6 +32,10 @@ pub struct Container {
     pub new_cgroup_ns: bool,
     /// Namespaces joined by path, in the order they are entered (user first).
     pub joins: Vec<(CloneFlags, PathBuf)>,
+    /// A mount namespace of the container's own (new or joined), where its root is built
+    /// and pivoted into. Without one, the process chroots into the root as it is, in the
+    /// runtime's mount namespace, where nothing is mounted.
+    pub own_mount_ns: bool,
     pub mounts: Vec<MountPlan>,
     /// MS_SHARED, MS_SLAVE, MS_PRIVATE or MS_UNBINDABLE (with MS_REC) for the new root.
     pub rootfs_propagation: Option<nix::mount::MsFlags>,
@@ -58,6 +62,8 @@ pub struct ProcessPlan {
     pub rlimits: Vec<(nix::sys::resource::Resource, u64, u64)>,
     pub no_new_privileges: bool,
     pub oom_score_adj: Option<i32>,
+    /// `linux.personality`: the persona to set before execve (PER_LINUX, PER_LINUX32).
+    pub personality: Option<libc::c_ulong>,
 }
 
 /// The five capability sets, each as the kernel knows them.
@@ -81,6 +87,8 @@ pub struct MountPlan {
     pub propagation: Option<nix::mount::MsFlags>,
     /// Filesystem parameters (`mode=755`, `newinstance`), for a new filesystem.
     pub data: Vec<(String, Option<String>)>,
+    /// `tmpcopyup`: a tmpfs starts with a copy of the directory it covers.
+    pub copy_up: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,10 +103,48 @@ pub fn load(bundle: &Path) -> Result<Container> {
         .with_context(|| format!("bundle {}: cannot open it", bundle.display()))?;
     let path = bundle.join("config.json");
     let text = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
-    let spec: Spec =
-        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&text))
-            .with_context(|| format!("{} is not a valid OCI runtime config", path.display()))?;
+    let mut value: serde_json::Value = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    if let Some(process) = value.get_mut("process") {
+        drop_unknown_capabilities(process);
+    }
+    let spec: Spec = serde_path_to_error::deserialize(value)
+        .with_context(|| format!("{} is not a valid OCI runtime config", path.display()))?;
     check(spec, &bundle)
+}
+
+/// Takes out of a runtime-spec `process` the capability names this build does not know
+/// (`CAP_TEST`, or one newer than it), with a warning naming them, as runc ignores them
+/// ("ignoring unknown or unavailable capabilities") and runs the container. Known
+/// capabilities the running kernel lacks are left out later, in `process::prepare`.
+/// Also for `exec --process`.
+pub fn drop_unknown_capabilities(process: &mut serde_json::Value) {
+    let Some(sets) = process
+        .get_mut("capabilities")
+        .and_then(|c| c.as_object_mut())
+    else {
+        return;
+    };
+    let mut unknown = Vec::new();
+    for (set, names) in sets.iter_mut() {
+        let Some(names) = names.as_array_mut() else {
+            continue;
+        };
+        names.retain(|name| {
+            let known =
+                serde_json::from_value::<oci_spec::runtime::Capability>(name.clone()).is_ok();
+            if !known {
+                unknown.push(format!("{} ({set})", name.as_str().unwrap_or("?")));
+            }
+            known
+        });
+    }
+    if !unknown.is_empty() {
+        eprintln!(
+            "sbx-oci: warning: process.capabilities: ignoring unknown capabilities: {}",
+            unknown.join(", ")
+        );
+    }
 }
 
 /// The checks and conversions, with no side effects but resolving the root's path.
@@ -127,10 +173,9 @@ pub fn check(spec: Spec, bundle: &Path) -> Result<Container> {
     }
     let (new_namespaces, new_cgroup_ns, joins) = namespaces(&spec)?;
     refuse_unsupported(&spec)?;
-    let mut mounts = Vec::new();
-    for m in spec.mounts().iter().flatten() {
-        mounts.push(mount_plan(m, bundle)?);
-    }
+    let own_mount_ns = new_namespaces.contains(CloneFlags::CLONE_NEWNS)
+        || joins.iter().any(|(f, _)| *f == CloneFlags::CLONE_NEWNS);
+    let mounts = mounts(&spec, bundle, own_mount_ns)?;
     let linux = spec.linux().as_ref();
     let rootfs_propagation = match linux.and_then(|l| l.rootfs_propagation().as_deref()) {
         None | Some("") => None,
@@ -166,6 +211,7 @@ pub fn check(spec: Spec, bundle: &Path) -> Result<Container> {
     {
         bail!("hostname and domainname need a uts namespace of the container's own in linux.namespaces");
     }
+    process.personality = personality(&spec)?;
     let device_filter = enforce_device_rules(&spec, &mut process.caps);
     Ok(Container {
         device_filter,
@@ -175,6 +221,7 @@ pub fn check(spec: Spec, bundle: &Path) -> Result<Container> {
         new_namespaces,
         new_cgroup_ns,
         joins,
+        own_mount_ns,
         mounts,
         rootfs_propagation,
         process,
@@ -182,6 +229,38 @@ pub fn check(spec: Spec, bundle: &Path) -> Result<Container> {
         gid_mappings,
         spec,
     })
+}
+
+/// `linux.personality` as personality(2) takes it. The runtime spec defines no flags, so
+/// any is refused (runc warns and drops them).
+pub fn personality(spec: &Spec) -> Result<Option<libc::c_ulong>> {
+    use oci_spec::runtime::LinuxPersonalityDomain as D;
+    let Some(p) = spec.linux().as_ref().and_then(|l| l.personality().as_ref()) else {
+        return Ok(None);
+    };
+    if let Some(flags) = p.flags().as_ref().filter(|f| !f.is_empty()) {
+        bail!(
+            "linux.personality.flags {flags:?}: the runtime spec defines no personality flags; \
+             remove them"
+        );
+    }
+    Ok(Some(match p.domain() {
+        D::PerLinux => 0,
+        D::PerLinux32 => 0x0008,
+    }))
+}
+
+/// The config's mounts, checked; none without a mount namespace to make them in.
+fn mounts(spec: &Spec, bundle: &Path, own_mount_ns: bool) -> Result<Vec<MountPlan>> {
+    let mut mounts = Vec::new();
+    for m in spec.mounts().iter().flatten() {
+        mounts.push(mount_plan(m, bundle)?);
+    }
+    if !own_mount_ns {
+        check_without_mount_ns(spec, &mounts)?;
+        mounts.clear();
+    }
+    Ok(mounts)
 }
 
 fn ns_flag(t: LinuxNamespaceType) -> Result<CloneFlags> {
@@ -238,12 +317,61 @@ fn namespaces(spec: &Spec) -> Result<Namespaces> {
     });
     let cgroup = new.contains(CloneFlags::CLONE_NEWCGROUP);
     new.remove(CloneFlags::CLONE_NEWCGROUP);
-    if !new.contains(CloneFlags::CLONE_NEWNS)
-        && !joins.iter().any(|(f, _)| *f == CloneFlags::CLONE_NEWNS)
-    {
-        bail!("linux.namespaces has no mount namespace: sbx-oci needs one to build the root");
-    }
     Ok((new, cgroup, joins))
+}
+
+/// A container in the runtime's mount namespace: its process chroots into the root as it
+/// is. runc mounts the config's mounts there all the same, on the host's mount table,
+/// and leaves them behind after `delete`; sbx-oci mounts nothing outside a mount namespace
+/// of the container's own, so the mounts are skipped with a warning, and what only a
+/// mount could enforce (masked and read-only paths, as runc refuses them too; a read-only
+/// root, which runc silently leaves writable) or make (device nodes, in the image's own
+/// directory on the host) is refused.
+fn check_without_mount_ns(spec: &Spec, mounts: &[MountPlan]) -> Result<()> {
+    let linux = spec.linux().as_ref();
+    let set = |v: Option<&Vec<String>>| v.is_some_and(|v| !v.is_empty());
+    let mut refused = Vec::new();
+    if set(linux.and_then(|l| l.masked_paths().as_ref())) {
+        refused.push("linux.maskedPaths");
+    }
+    if set(linux.and_then(|l| l.readonly_paths().as_ref())) {
+        refused.push("linux.readonlyPaths");
+    }
+    if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
+        refused.push("root.readonly");
+    }
+    if linux
+        .and_then(|l| l.devices().as_ref())
+        .is_some_and(|d| !d.is_empty())
+    {
+        refused.push("linux.devices");
+    }
+    if linux
+        .and_then(|l| l.rootfs_propagation().as_deref())
+        .is_some_and(|p| !p.is_empty())
+    {
+        refused.push("linux.rootfsPropagation");
+    }
+    if !refused.is_empty() {
+        bail!(
+            "config.json sets {} but linux.namespaces has no mount namespace, without which \
+             sbx-oci cannot apply it; add {{\"type\": \"mount\"}} to linux.namespaces",
+            refused.join(", ")
+        );
+    }
+    if !mounts.is_empty() {
+        eprintln!(
+            "sbx-oci: warning: linux.namespaces has no mount namespace: the container runs \
+             in the root as it is (chroot), without the config's mounts ({}), which would \
+             change the host's mount table",
+            mounts
+                .iter()
+                .map(|m| m.destination.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// How `linux.resources.devices` holds (docs/oci.md, Resources): by the user namespace,
@@ -308,9 +436,6 @@ fn refuse_unsupported(spec: &Spec) -> Result<()> {
     }
     if linux.intel_rdt().is_some() {
         refused.push("linux.intelRdt");
-    }
-    if linux.personality().is_some() {
-        refused.push("linux.personality");
     }
     if linux.memory_policy().is_some() {
         refused.push("linux.memoryPolicy");
@@ -379,6 +504,7 @@ pub fn process_plan(p: &Process) -> Result<ProcessPlan> {
         rlimits,
         no_new_privileges: p.no_new_privileges().unwrap_or(false),
         oom_score_adj: p.oom_score_adj(),
+        personality: None,
     })
 }
 
@@ -470,6 +596,7 @@ pub fn mount_plan(m: &SpecMount, bundle: &Path) -> Result<MountPlan> {
         data,
         bind,
         recursive,
+        copy_up,
     } = sort_options(
         m.options().as_deref().unwrap_or_default(),
         typ == "bind",
@@ -519,10 +646,12 @@ pub fn mount_plan(m: &SpecMount, bundle: &Path) -> Result<MountPlan> {
     };
     Ok(MountPlan {
         destination,
-        kind,
         attrs,
         propagation: propagation_flags,
         data,
+        // runc copies up into a tmpfs only; the option means nothing to other types.
+        copy_up: copy_up && matches!(&kind, MountKind::Fs { fstype, .. } if fstype == "tmpfs"),
+        kind,
     })
 }
 
@@ -533,6 +662,7 @@ struct Options {
     data: Vec<(String, Option<String>)>,
     bind: bool,
     recursive: bool,
+    copy_up: bool,
 }
 
 fn sort_options(options: &[String], bind: bool, destination: &Path) -> Result<Options> {
@@ -541,6 +671,7 @@ fn sort_options(options: &[String], bind: bool, destination: &Path) -> Result<Op
     let mut data = Vec::new();
     let mut bind = bind;
     let mut recursive = false;
+    let mut copy_up = false;
     for option in options {
         match option.as_str() {
             "bind" => bind = true,
@@ -555,8 +686,8 @@ fn sort_options(options: &[String], bind: bool, destination: &Path) -> Result<Op
             // The defaults, or what the kernel does anyway.
             "rw" | "suid" | "dev" | "exec" | "relatime" | "atime" | "diratime" | "async"
             | "norelatime" | "nostrictatime" => {}
-            // podman's copy of the image's files into a tmpfs: sbx-oci leaves it empty.
-            "tmpcopyup" | "notmpcopyup" => {}
+            "tmpcopyup" => copy_up = true,
+            "notmpcopyup" => copy_up = false,
             "idmap" | "ridmap" | "remount" | "sync" | "dirsync" | "mand" | "nomand" => bail!(
                 "mount {}: option {option:?} is not supported by sbx-oci",
                 destination.display()
@@ -579,6 +710,7 @@ fn sort_options(options: &[String], bind: bool, destination: &Path) -> Result<Op
         data,
         bind,
         recursive,
+        copy_up,
     })
 }
 
@@ -696,9 +828,9 @@ mod tests {
         spec.set_process(Some(p));
         let e = check(spec, Path::new("/")).unwrap_err();
         assert!(e.to_string().contains("process.selinuxLabel"), "{e}");
-        let spec = spec_json(serde_json::json!({"personality": {"domain": "LINUX32"}}));
+        let spec = spec_json(serde_json::json!({"intelRdt": {"closID": "x"}}));
         let e = check(spec, Path::new("/")).unwrap_err();
-        assert!(e.to_string().contains("linux.personality"), "{e}");
+        assert!(e.to_string().contains("linux.intelRdt"), "{e}");
         // Empty labels are no labels.
         let mut spec = spec_json(serde_json::json!({}));
         let mut p = spec.process().clone().unwrap();
@@ -753,6 +885,61 @@ mod tests {
             "resources": {"devices": [deny]},
         });
         assert_eq!(apply(false, user), (true, false), "by construction");
+    }
+
+    #[test]
+    fn unknown_capability_names_are_dropped_and_known_ones_kept() {
+        let mut process = serde_json::json!({"capabilities": {
+            "bounding": ["CAP_KILL", "CAP_TEST"], "effective": ["CAP_NOPE"]}});
+        drop_unknown_capabilities(&mut process);
+        assert_eq!(
+            process["capabilities"]["bounding"],
+            serde_json::json!(["CAP_KILL"])
+        );
+        assert_eq!(process["capabilities"]["effective"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn personality_domains_and_no_flags() {
+        let spec = spec_json(serde_json::json!({"personality": {"domain": "LINUX32"}}));
+        assert_eq!(personality(&spec).unwrap(), Some(0x0008));
+        let spec = spec_json(serde_json::json!({"personality": {"domain": "LINUX"}}));
+        assert_eq!(personality(&spec).unwrap(), Some(0));
+        let spec =
+            spec_json(serde_json::json!({"personality": {"domain": "LINUX", "flags": ["X"]}}));
+        let e = personality(&spec).unwrap_err();
+        assert!(e.to_string().contains("linux.personality.flags"), "{e}");
+    }
+
+    #[test]
+    fn without_a_mount_namespace_mounts_are_dropped_and_masks_refused() {
+        let spec = spec_json(serde_json::json!({"namespaces": [{"type": "pid"}]}));
+        let mut value = serde_json::to_value(&spec).unwrap();
+        value["mounts"] = serde_json::json!([{"destination": "/proc", "type": "proc"}]);
+        value["linux"]["maskedPaths"] = serde_json::json!([]);
+        value["linux"]["readonlyPaths"] = serde_json::json!([]);
+        value["root"]["readonly"] = serde_json::json!(false);
+        value["hostname"] = serde_json::json!("");
+        let spec: Spec = serde_json::from_value(value).unwrap();
+        let c = check(spec.clone(), Path::new("/")).unwrap();
+        assert!(!c.own_mount_ns);
+        assert!(
+            c.mounts.is_empty(),
+            "nothing to mount outside a mount namespace"
+        );
+        let mut value = serde_json::to_value(&spec).unwrap();
+        value["linux"]["maskedPaths"] = serde_json::json!(["/proc/kcore"]);
+        let e = check(serde_json::from_value(value).unwrap(), Path::new("/")).unwrap_err();
+        assert!(e.to_string().contains("linux.maskedPaths"), "{e}");
+    }
+
+    #[test]
+    fn tmpcopyup_applies_to_a_tmpfs_only() {
+        let plan = mount_plan(&mount("tmpfs", "t", "/t", &["tmpcopyup"]), Path::new("/b")).unwrap();
+        assert!(plan.copy_up);
+        assert!(plan.data.is_empty(), "not a filesystem parameter");
+        let plan = mount_plan(&mount("bind", "/x", "/x", &["tmpcopyup"]), Path::new("/b")).unwrap();
+        assert!(!plan.copy_up);
     }
 
     #[test]

@@ -75,6 +75,7 @@ pub fn create(root: &Path, args: &CreateArgs) -> Result<Created> {
         annotations: container.spec.annotations().clone().unwrap_or_default(),
         cgroup,
         pid_ns: container.new_namespaces.contains(CloneFlags::CLONE_NEWPID),
+        chroot: !container.own_mount_ns,
     };
     let mut oci = dir.oci_state(&record);
     oci.status = Status::Creating;

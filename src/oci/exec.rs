@@ -70,10 +70,16 @@ pub fn exec(root: &Path, args: &ExecArgs) -> Result<i32> {
         .process
         .pidfd()
         .with_context(|| format!("container {} is not running", args.id))?;
+    let chroot = chroot_root(&record, &args.id)?;
     let (mine, theirs) = RuntimeChannel::pair()?;
     let entering = Entering {
         pidfd,
         flags,
+        chroot,
+        // The container's user namespace, which this process joins (or shares), read
+        // through our /proc: the container's may be missing or of another pid namespace.
+        setgroups_denied: std::fs::read_to_string(format!("/proc/{pid}/setgroups"))
+            .is_ok_and(|s| s.trim() == "deny"),
         plan: &plan,
         console,
         seccomp,
@@ -108,13 +114,34 @@ pub fn exec(root: &Path, args: &ExecArgs) -> Result<i32> {
     super::waiting::wait_child(Pid::from_raw(pid))
 }
 
+/// Without a mount namespace of its own, the container is a chroot: its root, opened
+/// while its process is still the container's (not a recycled pid).
+fn chroot_root(record: &super::state::Record, id: &str) -> Result<Option<OwnedFd>> {
+    if !record.chroot {
+        return Ok(None);
+    }
+    let root = nix::fcntl::open(
+        format!("/proc/{}/root", record.process.pid).as_str(),
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .with_context(|| format!("open the root of container {id}"))?;
+    if !record.process.alive() {
+        bail!("container {id} is not running");
+    }
+    Ok(Some(root))
+}
+
 /// The process to run: `--process`, or the container's own with the command line's
 /// changes (as runc).
 fn process_of(args: &ExecArgs, config: &oci_spec::runtime::Spec) -> Result<ProcessPlan> {
     let mut p: Process = match &args.process {
         Some(path) => {
             let bytes = super::waiting::read_small(path, 1 << 20)?;
-            serde_json::from_slice(&bytes)
+            let mut value: serde_json::Value = serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} is not a runtime-spec process", path.display()))?;
+            config::drop_unknown_capabilities(&mut value);
+            serde_json::from_value(value)
                 .with_context(|| format!("{} is not a runtime-spec process", path.display()))?
         }
         None => {
@@ -160,6 +187,8 @@ fn process_of(args: &ExecArgs, config: &oci_spec::runtime::Spec) -> Result<Proce
         p.set_no_new_privileges(Some(true));
     }
     let mut plan = config::process_plan(&p)?;
+    // The container's persona, as its own process has it.
+    plan.personality = config::personality(config)?;
     for name in &args.cap {
         let cap = crate::security::caps::parse(name)?;
         for set in [
@@ -181,6 +210,10 @@ fn process_of(args: &ExecArgs, config: &oci_spec::runtime::Spec) -> Result<Proce
 struct Entering<'a> {
     pidfd: OwnedFd,
     flags: CloneFlags,
+    /// The container's root, to chroot into after joining its namespaces.
+    chroot: Option<OwnedFd>,
+    /// The container's user namespace denies setgroups.
+    setgroups_denied: bool,
     plan: &'a ProcessPlan,
     console: Option<OwnedFd>,
     seccomp: Option<super::plug::Filter>,
@@ -190,10 +223,17 @@ struct Entering<'a> {
 /// The intermediate: joins the namespaces, then starts the new process as the caller's
 /// child, inside the pid namespace.
 fn enter(e: &Entering, chan: ContainerChannel) -> ! {
-    if let Err(err) = nix::sched::setns(e.pidfd.as_fd(), e.flags) {
-        let _ = chan.send(&FromContainer::Failed(format!(
-            "enter the container's namespaces: {err}"
-        )));
+    let entered = (|| -> Result<()> {
+        nix::sched::setns(e.pidfd.as_fd(), e.flags).context("enter the container's namespaces")?;
+        if let Some(root) = &e.chroot {
+            nix::unistd::fchdir(root).context("enter the container's root")?;
+            nix::unistd::chroot(".").context("chroot into the container's root")?;
+            nix::unistd::chdir("/").context("chdir /")?;
+        }
+        Ok(())
+    })();
+    if let Err(err) = entered {
+        let _ = chan.send(&FromContainer::Failed(format!("{err:#}")));
         exit_now(1);
     }
     // SAFETY: single-threaded (a fork of sbx-oci); a plain fork with CLONE_PARENT.
@@ -218,7 +258,7 @@ fn run(e: &Entering, chan: ContainerChannel) -> ! {
                 let _ = nix::unistd::setsid();
             }
         }
-        process::prepare(e.plan, e.seccomp.as_ref())
+        process::prepare(e.plan, e.seccomp.as_ref(), e.setgroups_denied)
     })();
     let prepared = match prepared {
         Ok(p) => p,

@@ -75,7 +75,7 @@ fn intermediate(c: &Container, h: &Handoff, chan: ContainerChannel) -> ! {
 }
 
 fn container(c: &Container, h: &Handoff, chan: ContainerChannel) -> ! {
-    let (prepared, state) = match setup(c, h, &chan) {
+    let (prepared, state, proc) = match setup(c, h, &chan) {
         Ok(ready) => ready,
         Err(e) => {
             let _ = chan.send(&FromContainer::Failed(format!("{e:#}")));
@@ -86,10 +86,12 @@ fn container(c: &Container, h: &Handoff, chan: ContainerChannel) -> ! {
         exit_now(1);
     }
     drop(chan);
-    if let Err(e) = wait_for_start(&h.fifo) {
+    if let Err(e) = wait_for_start(&h.fifo, proc.as_ref()) {
         eprintln!("sbx-oci: {e:#}");
         exit_now(1);
     }
+    // The runtime's /proc is not for what runs next (it is close-on-exec as well).
+    drop(proc);
     if c.process.terminal && c.process.console_size.is_none() {
         console::wait_for_size();
     }
@@ -108,8 +110,13 @@ fn container(c: &Container, h: &Handoff, chan: ContainerChannel) -> ! {
     exit_now(code)
 }
 
-/// Everything before the wait for `start`, in order.
-fn setup(c: &Container, h: &Handoff, chan: &ContainerChannel) -> Result<(Prepared, OciState)> {
+/// Everything before the wait for `start`, in order; with, for a container without a
+/// mount namespace of its own, the runtime's `/proc`.
+fn setup(
+    c: &Container,
+    h: &Handoff,
+    chan: &ContainerChannel,
+) -> Result<(Prepared, OciState, Option<OwnedFd>)> {
     let state = chan.expect("Go", |m, _| match m {
         ToContainer::Go(state) => Ok(*state),
         other => Err(other),
@@ -124,22 +131,21 @@ fn setup(c: &Container, h: &Handoff, chan: &ContainerChannel) -> Result<(Prepare
         // Now, in the cgroup create placed us in, so that it is our cgroup root.
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).context("create the cgroup namespace")?;
     }
-    mounts::isolate(c)?;
-    let root = mounts::build(c)?;
-    run_creation_hooks(c, chan, &state)?;
-    mounts::finish(root.as_fd(), c, h.in_userns)?;
-    if let Some(name) = c.spec.hostname().as_deref().filter(|n| !n.is_empty()) {
-        nix::unistd::sethostname(name).with_context(|| format!("set hostname {name:?}"))?;
-    }
-    if let Some(name) = c.spec.domainname().as_deref().filter(|n| !n.is_empty()) {
-        // SAFETY: the pointer and length describe `name`'s bytes for the call.
-        let ret = unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) };
-        if ret != 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("set domainname {name:?}"));
-        }
-    }
-    mounts::pivot(root, c)?;
+    let setgroups_denied = process::setgroups_denied();
+    let proc = if c.own_mount_ns {
+        mounts::isolate(c)?;
+        let root = mounts::build(c)?;
+        run_creation_hooks(c, chan, &state)?;
+        mounts::finish(root.as_fd(), c, h.in_userns)?;
+        set_names(c)?;
+        mounts::pivot(root, c)?;
+        None
+    } else {
+        // In the runtime's mount namespace: nothing may be mounted.
+        run_creation_hooks(c, chan, &state)?;
+        set_names(c)?;
+        Some(mounts::chroot(c)?)
+    };
     match &h.console {
         Some(socket) => console::attach(
             socket,
@@ -151,8 +157,24 @@ fn setup(c: &Container, h: &Handoff, chan: &ContainerChannel) -> Result<(Prepare
             let _ = nix::unistd::setsid();
         }
     }
-    let prepared = process::prepare(&c.process, h.seccomp.as_ref())?;
-    Ok((prepared, state))
+    let prepared = process::prepare(&c.process, h.seccomp.as_ref(), setgroups_denied)?;
+    Ok((prepared, state, proc))
+}
+
+/// `hostname` and `domainname`, in the container's uts namespace.
+fn set_names(c: &Container) -> Result<()> {
+    if let Some(name) = c.spec.hostname().as_deref().filter(|n| !n.is_empty()) {
+        nix::unistd::sethostname(name).with_context(|| format!("set hostname {name:?}"))?;
+    }
+    if let Some(name) = c.spec.domainname().as_deref().filter(|n| !n.is_empty()) {
+        // SAFETY: the pointer and length describe `name`'s bytes for the call.
+        let ret = unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) };
+        if ret != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("set domainname {name:?}"));
+        }
+    }
+    Ok(())
 }
 
 /// The prestart and createRuntime hooks (run by `create`, in the runtime's namespaces),
@@ -201,15 +223,24 @@ fn set_ending_handlers(handler: SigHandler) {
 }
 
 /// Blocks until `start` opens the fifo for reading, then tells it we are going. Until
-/// then the ending signals end it (exit 128 + N).
-fn wait_for_start(fifo: &OwnedFd) -> Result<()> {
+/// then the ending signals end it (exit 128 + N). The fifo is reopened through the
+/// container's `/proc`, or `proc` (the runtime's) when given.
+fn wait_for_start(fifo: &OwnedFd, proc: Option<&OwnedFd>) -> Result<()> {
     set_ending_handlers(SigHandler::Handler(end_on_signal));
-    let path = format!("/proc/self/fd/{}", fifo.as_raw_fd());
-    let fd: OwnedFd = nix::fcntl::open(
-        path.as_str(),
-        nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
+    let flags = nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC;
+    let fd: OwnedFd = match proc {
+        Some(proc) => nix::fcntl::openat(
+            proc.as_fd(),
+            format!("self/fd/{}", fifo.as_raw_fd()).as_str(),
+            flags,
+            nix::sys::stat::Mode::empty(),
+        ),
+        None => nix::fcntl::open(
+            format!("/proc/self/fd/{}", fifo.as_raw_fd()).as_str(),
+            flags,
+            nix::sys::stat::Mode::empty(),
+        ),
+    }
     .context("open exec.fifo to wait for start (the container needs /proc mounted)")?;
     set_ending_handlers(SigHandler::SigDfl);
     nix::unistd::write(&fd, b"0").context("write exec.fifo")?;

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod console;
+pub mod copyup;
 pub mod create;
 pub mod devices;
 pub mod exec;

@@ -72,6 +72,10 @@ fn apply(root: BorrowedFd, m: &MountPlan) -> Result<()> {
         MountKind::Fs { fstype, source } => (filesystem(fstype, source, m)?, true),
     };
     let target = ensure_destination(root, &m.destination, is_dir)?;
+    if m.copy_up {
+        super::copyup::copy_up(target.as_fd(), mnt.as_fd())
+            .context("tmpcopyup: copy the directory's contents into the tmpfs")?;
+    }
     sys::move_mount_fd(mnt.as_fd(), target.as_fd())?;
     if let Some(p) = m.propagation {
         sys::mount_setattr_propagation(
@@ -369,6 +373,31 @@ fn read_only(root: BorrowedFd, path: &Path) -> Result<()> {
     )?;
     sys::move_mount_fd(tree.as_fd(), target.as_fd())?;
     Ok(())
+}
+
+/// Without a mount namespace of the container's own: the sysctls through the runtime's
+/// `/proc`, then `chroot` into the root as it is, mounting nothing. Returns a descriptor of
+/// the runtime's `/proc` (close-on-exec), through which the process waits on `exec.fifo`.
+pub fn chroot(c: &Container) -> Result<OwnedFd> {
+    let open = |path: &Path| {
+        nix::fcntl::open(
+            path,
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_NOFOLLOW
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .with_context(|| format!("open {}", path.display()))
+    };
+    sysctls(open(Path::new("/"))?.as_fd(), c)?;
+    let proc = open(Path::new("/proc"))?;
+    let root = open(&c.rootfs)?;
+    nix::unistd::fchdir(&root).context("enter the container's root")?;
+    nix::unistd::chroot(".")
+        .with_context(|| format!("chroot into the container's root {}", c.rootfs.display()))?;
+    nix::unistd::chdir("/").context("chdir /")?;
+    Ok(proc)
 }
 
 /// Makes `root` the process's `/` (read-only first if asked), detaching the old one.

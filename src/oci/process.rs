@@ -24,13 +24,25 @@ pub struct Prepared {
 }
 
 /// Applies `p` to this process, which is still root in the container's user namespace
-/// with every capability, and finds the program. The order is runc's: rlimits while they
+/// with every capability, and finds the program. The persona first (before a seccomp
+/// profile that may allow personality(2) only with some values), then runc's order: rlimits while they
 /// can still be raised, the seccomp filter while CAP_SYS_ADMIN allows it without
 /// no_new_privs (only when the config does not ask for no_new_privs: with it, `exec`
 /// installs the filter last, so that it need allow less), the bounding set while
 /// CAP_SETPCAP is effective, the user with the permitted set kept, then the sets the
 /// config asks for.
-pub fn prepare(p: &ProcessPlan, seccomp: Option<&Filter>) -> Result<Prepared> {
+///
+/// `setgroups_denied` is [`setgroups_denied`], read while `/proc` is the runtime's (a
+/// container without a mount namespace of its own has none in its root).
+pub fn prepare(
+    p: &ProcessPlan,
+    seccomp: Option<&Filter>,
+    setgroups_denied: bool,
+) -> Result<Prepared> {
+    if let Some(persona) = p.personality {
+        crate::sys::personality(persona)
+            .with_context(|| format!("set linux.personality ({persona:#x})"))?;
+    }
     for (resource, soft, hard) in &p.rlimits {
         nix::sys::resource::setrlimit(*resource, *soft, *hard)
             .with_context(|| format!("process.rlimits: set {resource:?} to {soft}:{hard}"))?;
@@ -45,7 +57,7 @@ pub fn prepare(p: &ProcessPlan, seccomp: Option<&Filter>) -> Result<Prepared> {
     }
     drop_bounding(&p.caps.bounding)?;
     nix::sys::prctl::set_keepcaps(true).context("keep capabilities across the user change")?;
-    set_user(p)?;
+    set_user(p, setgroups_denied)?;
     nix::sys::prctl::set_keepcaps(false).context("prctl PR_SET_KEEPCAPS")?;
     set_caps(&p.caps)?;
     if p.no_new_privileges {
@@ -79,8 +91,12 @@ fn drop_bounding(keep: &HashSet<Capability>) -> Result<()> {
     Ok(())
 }
 
-fn set_user(p: &ProcessPlan) -> Result<()> {
-    let denied = std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny");
+/// Whether this process's user namespace denies setgroups (a single-id map).
+pub fn setgroups_denied() -> bool {
+    std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny")
+}
+
+fn set_user(p: &ProcessPlan, denied: bool) -> Result<()> {
     if denied {
         if p.additional_gids.iter().any(|g| *g != p.gid) {
             bail!(

@@ -39,6 +39,9 @@ pub struct Record {
     /// Its own pid namespace (so killing its pid 1 ends everything in it).
     #[serde(default)]
     pub pid_ns: bool,
+    /// In the runtime's mount namespace, chrooted into its root (`exec` does the same).
+    #[serde(default)]
+    pub chroot: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
