@@ -90,7 +90,7 @@ pub enum MountKind {
 }
 
 /// Reads `bundle/config.json` and checks it.
-pub fn load(bundle: &Path) -> Result<Container> {
+pub fn load(bundle: &Path, host: &super::cgroups::Host) -> Result<Container> {
     let bundle = std::fs::canonicalize(bundle)
         .with_context(|| format!("bundle {}: cannot open it", bundle.display()))?;
     let path = bundle.join("config.json");
@@ -98,11 +98,11 @@ pub fn load(bundle: &Path) -> Result<Container> {
     let spec: Spec =
         serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&text))
             .with_context(|| format!("{} is not a valid OCI runtime config", path.display()))?;
-    check(spec, &bundle)
+    check(spec, &bundle, host)
 }
 
 /// The checks and conversions, with no side effects but resolving the root's path.
-pub fn check(spec: Spec, bundle: &Path) -> Result<Container> {
+pub fn check(spec: Spec, bundle: &Path, host: &super::cgroups::Host) -> Result<Container> {
     let root = spec
         .root()
         .as_ref()
@@ -166,7 +166,7 @@ pub fn check(spec: Spec, bundle: &Path) -> Result<Container> {
     {
         bail!("hostname and domainname need a uts namespace of the container's own in linux.namespaces");
     }
-    let device_filter = enforce_device_rules(&spec, &mut process.caps);
+    let device_filter = enforce_device_rules(&spec, &mut process.caps, host);
     Ok(Container {
         device_filter,
         root_readonly: root.readonly().unwrap_or(false),
@@ -247,15 +247,18 @@ fn namespaces(spec: &Spec) -> Result<Namespaces> {
 }
 
 /// How `linux.resources.devices` holds (docs/oci.md, Resources): by the user namespace,
-/// by a device cgroup program (as root with a cgroup: the rules to attach are returned),
+/// by the device cgroup (as root with a cgroup: v1 rules or a v2 program; the rules are returned),
 /// or, outside a user namespace without one, by dropping CAP_MKNOD from every set, so that
 /// no device node beyond those the runtime made can appear. Also for `exec`.
-pub fn enforce_device_rules(spec: &Spec, caps: &mut CapSets) -> Option<Vec<super::devices::Rule>> {
-    // Without linux.cgroupsPath, create makes a leaf named after the container for it.
+pub fn enforce_device_rules(
+    spec: &Spec,
+    caps: &mut CapSets,
+    host: &super::cgroups::Host,
+) -> Option<Vec<super::devices::Rule>> {
+    // Without linux.cgroupsPath, create makes a cgroup named after the container for it.
     let can_filter = nix::unistd::geteuid().is_root()
         && !super::state::in_user_namespace()
-        && std::fs::read_to_string("/proc/self/mountinfo")
-            .is_ok_and(|m| crate::supervisor::cgroup::cgroup2_mount(&m).is_some());
+        && host.can_filter_devices();
     device_rules(spec, caps, can_filter)
 }
 
@@ -694,17 +697,32 @@ mod tests {
         let mut p = spec.process().clone().unwrap();
         p.set_selinux_label(Some("system_u:system_r:container_t".into()));
         spec.set_process(Some(p));
-        let e = check(spec, Path::new("/")).unwrap_err();
+        let e = check(
+            spec,
+            Path::new("/"),
+            &super::super::cgroups::Host::default(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("process.selinuxLabel"), "{e}");
         let spec = spec_json(serde_json::json!({"personality": {"domain": "LINUX32"}}));
-        let e = check(spec, Path::new("/")).unwrap_err();
+        let e = check(
+            spec,
+            Path::new("/"),
+            &super::super::cgroups::Host::default(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("linux.personality"), "{e}");
         // Empty labels are no labels.
         let mut spec = spec_json(serde_json::json!({}));
         let mut p = spec.process().clone().unwrap();
         p.set_apparmor_profile(Some(String::new()));
         spec.set_process(Some(p));
-        check(spec, Path::new("/")).unwrap();
+        check(
+            spec,
+            Path::new("/"),
+            &super::super::cgroups::Host::default(),
+        )
+        .unwrap();
     }
 
     #[test]
@@ -713,7 +731,12 @@ mod tests {
             "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}],
             "gidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}],
         }));
-        let e = check(spec, Path::new("/")).unwrap_err();
+        let e = check(
+            spec,
+            Path::new("/"),
+            &super::super::cgroups::Host::default(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("user namespace"), "{e}");
     }
 
@@ -758,7 +781,12 @@ mod tests {
     #[test]
     fn capability_names_are_the_kernels() {
         let spec = spec_json(serde_json::json!({}));
-        let c = check(spec, Path::new("/")).unwrap();
+        let c = check(
+            spec,
+            Path::new("/"),
+            &super::super::cgroups::Host::default(),
+        )
+        .unwrap();
         assert!(c.process.caps.bounding.contains(&Capability::CAP_KILL));
         assert!(!c.process.caps.bounding.contains(&Capability::CAP_SYS_ADMIN));
     }
