@@ -98,14 +98,12 @@ fn unified(
         .and_then(|()| program.map_or(Ok(()), |rules| crate::oci::devices::attach(&leaf, rules)))
         .and_then(|()| v2::enter(&leaf, req.pid));
     if let Err(e) = joined {
-        if new {
-            let _ = std::fs::remove_dir(&leaf);
+        for dir in new.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
         }
         return Err(e);
     }
-    if new {
-        made.push(leaf.clone());
-    }
+    made.extend(new);
     Ok(Some(leaf))
 }
 

@@ -23,10 +23,10 @@ pub fn join(host: &Host, path: &Path, req: &Request) -> Result<Placement> {
         })
         .and_then(|()| enter(&leaf, req.pid));
     if let Err(e) = joined {
-        // Nothing is in it yet. Its parents stay: another container may be making its
-        // own leaf beside it (runc leaves them too).
-        if made {
-            let _ = std::fs::remove_dir(&leaf);
+        // Nothing is in it yet: it goes, and the parents made for it (one another
+        // container uses stays, as it is not empty).
+        for dir in made.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
         }
         return Err(e);
     }
@@ -54,11 +54,11 @@ pub fn enter(leaf: &Path, pid: i32) -> Result<()> {
 /// The leaf and its missing parents, each parent with every controller it has enabled
 /// for its children, as runc does; a controller that cannot be enabled (a parent with
 /// processes of its own, or bound to a cgroup v1 hierarchy) is left out here, and
-/// `write_files` says what that means. True when the leaf itself is new.
-pub fn make_leaf(mount: &Path, leaf: &Path) -> Result<bool> {
+/// `write_files` says what that means. The directories made, the leaf last.
+pub fn make_leaf(mount: &Path, leaf: &Path) -> Result<Vec<PathBuf>> {
     let relative = leaf.strip_prefix(mount).unwrap_or(leaf);
     let mut dir = mount.to_path_buf();
-    let mut made = false;
+    let mut made = Vec::new();
     for part in relative.components() {
         let controllers =
             std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
@@ -66,11 +66,16 @@ pub fn make_leaf(mount: &Path, leaf: &Path) -> Result<bool> {
             let _ = std::fs::write(dir.join("cgroup.subtree_control"), format!("+{controller}"));
         }
         dir.push(part);
-        made = match std::fs::create_dir(&dir) {
-            Ok(()) => true,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
-            Err(e) => return Err(e).with_context(|| format!("create cgroup {}", dir.display())),
-        };
+        match std::fs::create_dir(&dir) {
+            Ok(()) => made.push(dir.clone()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                for dir in made.iter().rev() {
+                    let _ = std::fs::remove_dir(dir);
+                }
+                return Err(e).with_context(|| format!("create cgroup {}", dir.display()));
+            }
+        }
     }
     Ok(made)
 }
