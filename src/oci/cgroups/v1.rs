@@ -46,14 +46,28 @@ fn place<'h>(
 ) -> Result<Option<PathBuf>> {
     for h in &host.v1 {
         let dir = super::leaf(&h.mount, &h.own_dir(), path);
-        make_dirs(h, &dir, made).with_context(|| {
-            format!(
-                "create the cgroup {} for the {} controller (cgroup v1 is not delegated to \
+        // Unprivileged, as runc rootless: a hierarchy with nothing to apply is skipped
+        // when the caller may not make its directory.
+        let needed = req.files.v1.iter().any(|(f, _)| h.has(controller_of(f)))
+            || (h.has("devices") && req.devices.is_some());
+        let mut mine = Vec::new();
+        if let Err(e) = make_dirs(h, &dir, &mut mine) {
+            for made in mine.iter().rev() {
+                let _ = std::fs::remove_dir(made);
+            }
+            if !needed && !req.privileged {
+                continue;
+            }
+            return Err(e).with_context(|| {
+                format!(
+                    "create the cgroup {} for the {} controller (cgroup v1 is not delegated to \
                  unprivileged users: run sbx-oci as root, or leave linux.resources out)",
-                dir.display(),
-                h.controllers.join(",")
-            )
-        })?;
+                    dir.display(),
+                    h.controllers.join(",")
+                )
+            });
+        }
+        made.extend(mine);
         dirs.push((h, dir));
     }
     write_files(dirs, &req.files.v1)?;
