@@ -1,6 +1,7 @@
 //! cgroup v2 limits through delegation: the sandbox gets a leaf of its own, created and
 //! configured by the supervisor before the child is released, beside the caller's own
-//! cgroup inside the subtree delegated to the caller. Never any cgroup v1 write.
+//! cgroup inside the subtree delegated to the caller. Never any cgroup v1 write (the v1
+//! hierarchies are only parsed here, for sbx-oci's `oci/cgroups`).
 //!
 //! The leaf is removed when the run ends; if sbx itself is killed, a tiny janitor process
 //! forked beforehand notices (its pipe from sbx closes), waits for the leaf to empty and
