@@ -86,11 +86,15 @@ fn place<'h>(
     // The device program, where devices is not a v1 controller, and the files of the
     // controllers on cgroup v2 need the v2 leaf.
     let program = req.devices.filter(|_| devices.is_none());
-    let unified = unified(host, path, program, req, made);
-    if program.is_some() || !req.files.v2.is_empty() {
-        unified.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let required = program.is_some() || !req.files.v2.is_empty();
+    match unified(host, path, program, req, made) {
+        Ok(None) if required => bail!(
+            "linux.resources: the controllers not on cgroup v1 need the cgroup v2 tree, and              none is mounted"
+        ),
+        Err(e) if required => Err(e),
+        Err(_) => Ok(None),
+        Ok(leaf) => Ok(leaf),
     }
-    Ok(unified.ok().flatten())
 }
 
 /// The leaf in the cgroup v2 tree of a hybrid host, joined; with the files of the
