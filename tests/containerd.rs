@@ -158,7 +158,8 @@ impl Containerd {
         }
         let state = self.runtime_root().join(&self.namespace).join(id);
         assert!(!state.exists(), "sbx-oci left {}", state.display());
-        if let Some(mount) = cgroup2_mount() {
+        // In every hierarchy: the cgroup v2 leaf, and each v1 one on a hybrid host.
+        for (_, mount) in cgroup_hierarchies() {
             let leaf = mount.join(&self.namespace).join(id);
             assert!(!leaf.exists(), "sbx-oci left cgroup {}", leaf.display());
         }
@@ -223,8 +224,8 @@ impl Drop for Containerd {
         for point in points {
             let _ = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH);
         }
-        // The namespace's cgroup (/NAMESPACE): sbx-oci removes each container's leaf.
-        if let Some(mount) = cgroup2_mount() {
+        // The namespace's cgroups (/NAMESPACE): sbx-oci removes each container's own.
+        for (_, mount) in cgroup_hierarchies() {
             let _ = fs::remove_dir(mount.join(&self.namespace));
         }
         // TempDir removes the directory.
@@ -337,28 +338,51 @@ fn asroot_containerd_limits_apply_or_are_refused() {
     let Some(c) = Containerd::start(&["docker-archive-1"]) else {
         return;
     };
-    // Where the memory controller is on the cgroup v2 tree, the limit is in force; on a
-    // hybrid host (controllers on cgroup v1) sbx-oci refuses rather than run without it.
+    // The memory limit is in force in the memory controller's cgroup, wherever the host
+    // has it: cgroup v1 on a hybrid host (read through a bind of the hierarchy, as the
+    // container's own /sys/fs/cgroup is a cgroup2), the v2 leaf elsewhere. A host with
+    // neither has sbx-oci refuse rather than run without it.
+    let v1_memory = cgroup_hierarchies()
+        .into_iter()
+        .find(|(c, _)| c.iter().any(|c| c == "memory"))
+        .map(|(_, mount)| mount);
     let v2_memory = cgroup2_mount()
         .and_then(|m| fs::read_to_string(m.join("cgroup.controllers")).ok())
         .is_some_and(|c| c.split_whitespace().any(|c| c == "memory"));
-    let out = c.run(
-        "limited",
-        &["--memory-limit", "67108864"],
-        &[
-            "sh",
-            "-c",
-            "p=$(sed -n 's/^0:://p' /proc/self/cgroup); cat /sys/fs/cgroup$p/memory.max",
-        ],
-    );
-    if v2_memory {
+    let out = match &v1_memory {
+        Some(mount) => {
+            let bind = format!(
+                "type=bind,src={},dst=/memory-hierarchy,options=rbind:ro",
+                mount.display()
+            );
+            c.run(
+                "limited",
+                &["--memory-limit", "67108864", "--mount", &bind],
+                &[
+                    "sh",
+                    "-c",
+                    "p=$(sed -n 's/^[0-9]*:memory://p' /proc/self/cgroup); \
+                     cat /memory-hierarchy$p/memory.limit_in_bytes",
+                ],
+            )
+        }
+        None => c.run(
+            "limited",
+            &["--memory-limit", "67108864"],
+            &[
+                "sh",
+                "-c",
+                "p=$(sed -n 's/^0:://p' /proc/self/cgroup); cat /sys/fs/cgroup$p/memory.max",
+            ],
+        ),
+    };
+    if v1_memory.is_some() || v2_memory {
         out.assert_success();
         assert_eq!(out.lines(), ["67108864"], "{out}");
     } else {
         assert_ne!(out.code, 0, "{out}");
         assert!(
-            out.stderr().contains("memory.max")
-                && out.stderr().contains("memory controller is not available"),
+            out.stderr().contains("memory controller is not available"),
             "{out}"
         );
     }

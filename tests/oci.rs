@@ -620,6 +620,116 @@ fn asroot_device_rules_hold_without_a_cgroups_path() {
     assert!(!leaf.exists(), "delete removes {}", leaf.display());
 }
 
+/// As root, linux.resources land in the container's cgroup of each controller's hierarchy
+/// (cgroup v1 on a hybrid host, as runc's fs driver writes them; the v2 leaf elsewhere),
+/// every one named by linux.cgroupsPath, and delete removes them all.
+#[test]
+fn asroot_limits_land_in_each_controllers_cgroup_and_delete_removes_them() {
+    if !nix::unistd::geteuid().is_root() {
+        skip("needs root (the root tier runs it)");
+        return;
+    }
+    let mut b = Bundle::new(&["sleep", "60"]);
+    let name = unique("oci-limits");
+    b.config["linux"]["cgroupsPath"] = json!(format!("/{name}"));
+    b.config["linux"]["resources"] = json!({
+        "memory": {"limit": 67108864},
+        "pids": {"limit": 32},
+        "cpu": {"shares": 512},
+        "devices": [
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+            {"allow": true, "type": "b", "major": 7, "minor": 0, "access": "r"}]});
+    let id = unique("limits");
+    let (code, err) = b.create(&[&id]);
+    assert_eq!(code, 0, "{err}");
+    let pid = b.state(&id)["pid"].as_i64().unwrap() as i32;
+    let dirs: Vec<PathBuf> = cgroup_hierarchies()
+        .iter()
+        .filter_map(|(c, _)| cgroup_dir_of(pid, &c[0]))
+        .collect();
+    assert!(
+        !dirs.is_empty() && dirs.iter().all(|d| d.ends_with(&name)),
+        "in its cgroup in every hierarchy: {dirs:?}"
+    );
+    let read = |controller: &str, file: &str| {
+        let dir = cgroup_dir_of(pid, controller).unwrap();
+        fs::read_to_string(dir.join(file))
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.join(file).display()))
+            .trim()
+            .to_string()
+    };
+    let v1 = cgroup_hierarchies()
+        .iter()
+        .any(|(c, _)| c.iter().any(|c| c == "memory"));
+    if v1 {
+        assert_eq!(read("memory", "memory.limit_in_bytes"), "67108864");
+        assert_eq!(read("pids", "pids.max"), "32");
+        assert_eq!(read("cpu", "cpu.shares"), "512");
+        // The config's rules first, in order (runc's defaults follow).
+        let list = read("devices", "devices.list");
+        let first: Vec<&str> = list.lines().take(2).collect();
+        assert_eq!(first, ["c 1:3 rwm", "b 7:0 r"], "{list}");
+    } else {
+        assert_eq!(read("", "memory.max"), "67108864");
+        assert_eq!(read("", "pids.max"), "32");
+        assert_eq!(read("", "cpu.weight"), "20", "cpu.shares 512 as a weight");
+    }
+    b.run(&["delete", "--force", &id]).assert_success();
+    for dir in &dirs {
+        assert!(!dir.exists(), "delete removes {}", dir.display());
+    }
+}
+
+/// The pids limit is in force: forks beyond it fail in the container.
+#[test]
+fn asroot_a_pids_limit_stops_forks() {
+    if !nix::unistd::geteuid().is_root() {
+        skip("needs root (the root tier runs it)");
+        return;
+    }
+    let mut b = Bundle::new(&[]);
+    b.config["linux"]["cgroupsPath"] = json!(format!("/{}", unique("oci-pids")));
+    let script = "for i in 1 2 3 4 5 6 7 8; do sleep 1 & done; wait; echo waited";
+    // The control: eight children under a limit of 64.
+    b.config["linux"]["resources"] = json!({"pids": {"limit": 64}});
+    let out = b.sh(script);
+    out.assert_success();
+    assert_eq!(out.lines(), ["waited"], "{out}");
+    b.config["linux"]["resources"] = json!({"pids": {"limit": 4}});
+    let out = b.sh(script);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(out.stderr().contains("can't fork"), "{out}");
+}
+
+/// A create that fails applying a limit (a cpu the machine does not have) exits 125,
+/// names the file, and leaves no cgroup in any hierarchy (the parent it made neither)
+/// and no state.
+#[test]
+fn asroot_a_failed_create_leaves_no_cgroup_behind() {
+    if !nix::unistd::geteuid().is_root() {
+        skip("needs root (the root tier runs it)");
+        return;
+    }
+    let mut b = Bundle::new(&["true"]);
+    let name = unique("oci-fails");
+    b.config["linux"]["cgroupsPath"] = json!(format!("/{name}/c"));
+    b.config["linux"]["resources"] =
+        json!({"memory": {"limit": 67108864}, "pids": {"limit": 32}, "cpu": {"cpus": "1023"}});
+    let id = unique("fails");
+    let (code, err) = b.create(&[&id]);
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("cpuset.cpus"), "{err}");
+    for (_, mount) in cgroup_hierarchies() {
+        assert!(
+            !mount.join(&name).exists(),
+            "left {}/{name}\n{err}",
+            mount.display()
+        );
+    }
+    assert_ne!(b.run(&["state", &id]).code, 0, "no state is left");
+}
+
 /// hostname in a uts namespace the container joins by path (runc allows it): set there.
 #[test]
 fn asroot_hostname_in_a_joined_uts_namespace() {

@@ -139,10 +139,8 @@ pub fn kill(dir: &Dir, signal: Signal, all: bool) -> Result<()> {
 
 /// The processes in the container: those in its cgroup, else in its pid namespace.
 fn processes(record: &Record) -> Vec<i32> {
-    if let Some(cgroup) = &record.cgroup {
-        if let Ok(text) = std::fs::read_to_string(cgroup.join("cgroup.procs")) {
-            return text.lines().filter_map(|l| l.trim().parse().ok()).collect();
-        }
+    if let Some(procs) = record.cgroups.procs() {
+        return procs;
     }
     let ns = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
     let Some(theirs) = ns(record.process.pid) else {
@@ -185,13 +183,8 @@ pub fn delete(cli: &Cli, dir: Dir, force: bool) -> Result<()> {
     let config = dir.config().ok();
     let mut state = dir.oci_state(&record);
     state.status = Status::Stopped;
-    if let Some(cgroup) = &record.cgroup {
-        // Empty once its processes are reaped; a zombie still counts, so try a while.
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while std::fs::remove_dir(cgroup).is_err() && cgroup.exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
+    // Empty once its processes are reaped; a zombie still counts, so try a while.
+    record.cgroups.remove(Duration::from_secs(2));
     dir.remove()?;
     let post = config
         .as_ref()
@@ -309,7 +302,7 @@ fn features() -> serde_json::Value {
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
             "capabilities": caps,
-            "cgroup": {"v1": false, "v2": true, "systemd": false, "systemdUser": false},
+            "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false},
             "seccomp": {"enabled": false},
             "apparmor": {"enabled": false},
             "selinux": {"enabled": false},

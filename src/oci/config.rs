@@ -98,7 +98,7 @@ pub enum MountKind {
 }
 
 /// Reads `bundle/config.json` and checks it.
-pub fn load(bundle: &Path) -> Result<Container> {
+pub fn load(bundle: &Path, host: &super::cgroups::Host) -> Result<Container> {
     let bundle = std::fs::canonicalize(bundle)
         .with_context(|| format!("bundle {}: cannot open it", bundle.display()))?;
     let path = bundle.join("config.json");
@@ -110,7 +110,7 @@ pub fn load(bundle: &Path) -> Result<Container> {
     }
     let spec: Spec = serde_path_to_error::deserialize(value)
         .with_context(|| format!("{} is not a valid OCI runtime config", path.display()))?;
-    check(spec, &bundle)
+    check(spec, &bundle, host)
 }
 
 /// Takes out of a runtime-spec `process` the capability names this build does not know
@@ -148,7 +148,7 @@ pub fn drop_unknown_capabilities(process: &mut serde_json::Value) {
 }
 
 /// The checks and conversions, with no side effects but resolving the root's path.
-pub fn check(spec: Spec, bundle: &Path) -> Result<Container> {
+pub fn check(spec: Spec, bundle: &Path, host: &super::cgroups::Host) -> Result<Container> {
     let root = spec
         .root()
         .as_ref()
@@ -212,7 +212,7 @@ pub fn check(spec: Spec, bundle: &Path) -> Result<Container> {
         bail!("hostname and domainname need a uts namespace of the container's own in linux.namespaces");
     }
     process.personality = personality(&spec)?;
-    let device_filter = enforce_device_rules(&spec, &mut process.caps);
+    let device_filter = enforce_device_rules(&spec, &mut process.caps, host);
     Ok(Container {
         device_filter,
         root_readonly: root.readonly().unwrap_or(false),
@@ -375,15 +375,18 @@ fn check_without_mount_ns(spec: &Spec, mounts: &[MountPlan]) -> Result<()> {
 }
 
 /// How `linux.resources.devices` holds (docs/oci.md, Resources): by the user namespace,
-/// by a device cgroup program (as root with a cgroup: the rules to attach are returned),
+/// by the device cgroup (as root with a cgroup: v1 rules or a v2 program; the rules are returned),
 /// or, outside a user namespace without one, by dropping CAP_MKNOD from every set, so that
 /// no device node beyond those the runtime made can appear. Also for `exec`.
-pub fn enforce_device_rules(spec: &Spec, caps: &mut CapSets) -> Option<Vec<super::devices::Rule>> {
-    // Without linux.cgroupsPath, create makes a leaf named after the container for it.
+pub fn enforce_device_rules(
+    spec: &Spec,
+    caps: &mut CapSets,
+    host: &super::cgroups::Host,
+) -> Option<Vec<super::devices::Rule>> {
+    // Without linux.cgroupsPath, create makes a cgroup named after the container for it.
     let can_filter = nix::unistd::geteuid().is_root()
         && !super::state::in_user_namespace()
-        && std::fs::read_to_string("/proc/self/mountinfo")
-            .is_ok_and(|m| crate::supervisor::cgroup::cgroup2_mount(&m).is_some());
+        && host.can_filter_devices();
     device_rules(spec, caps, can_filter)
 }
 
@@ -826,17 +829,32 @@ mod tests {
         let mut p = spec.process().clone().unwrap();
         p.set_selinux_label(Some("system_u:system_r:container_t".into()));
         spec.set_process(Some(p));
-        let e = check(spec, Path::new("/")).unwrap_err();
+        let e = check(
+            spec,
+            Path::new("/"),
+            &super::super::cgroups::Host::default(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("process.selinuxLabel"), "{e}");
         let spec = spec_json(serde_json::json!({"intelRdt": {"closID": "x"}}));
-        let e = check(spec, Path::new("/")).unwrap_err();
+        let e = check(
+            spec,
+            Path::new("/"),
+            &super::super::cgroups::Host::default(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("linux.intelRdt"), "{e}");
         // Empty labels are no labels.
         let mut spec = spec_json(serde_json::json!({}));
         let mut p = spec.process().clone().unwrap();
         p.set_apparmor_profile(Some(String::new()));
         spec.set_process(Some(p));
-        check(spec, Path::new("/")).unwrap();
+        check(
+            spec,
+            Path::new("/"),
+            &super::super::cgroups::Host::default(),
+        )
+        .unwrap();
     }
 
     #[test]
@@ -845,7 +863,12 @@ mod tests {
             "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}],
             "gidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}],
         }));
-        let e = check(spec, Path::new("/")).unwrap_err();
+        let e = check(
+            spec,
+            Path::new("/"),
+            &super::super::cgroups::Host::default(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("user namespace"), "{e}");
     }
 
@@ -921,7 +944,12 @@ mod tests {
         value["root"]["readonly"] = serde_json::json!(false);
         value["hostname"] = serde_json::json!("");
         let spec: Spec = serde_json::from_value(value).unwrap();
-        let c = check(spec.clone(), Path::new("/")).unwrap();
+        let c = check(
+            spec.clone(),
+            Path::new("/"),
+            &super::super::cgroups::Host::default(),
+        )
+        .unwrap();
         assert!(!c.own_mount_ns);
         assert!(
             c.mounts.is_empty(),
@@ -929,7 +957,12 @@ mod tests {
         );
         let mut value = serde_json::to_value(&spec).unwrap();
         value["linux"]["maskedPaths"] = serde_json::json!(["/proc/kcore"]);
-        let e = check(serde_json::from_value(value).unwrap(), Path::new("/")).unwrap_err();
+        let e = check(
+            serde_json::from_value(value).unwrap(),
+            Path::new("/"),
+            &super::super::cgroups::Host::default(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("linux.maskedPaths"), "{e}");
     }
 
@@ -945,7 +978,12 @@ mod tests {
     #[test]
     fn capability_names_are_the_kernels() {
         let spec = spec_json(serde_json::json!({}));
-        let c = check(spec, Path::new("/")).unwrap();
+        let c = check(
+            spec,
+            Path::new("/"),
+            &super::super::cgroups::Host::default(),
+        )
+        .unwrap();
         assert!(c.process.caps.bounding.contains(&Capability::CAP_KILL));
         assert!(!c.process.caps.bounding.contains(&Capability::CAP_SYS_ADMIN));
     }

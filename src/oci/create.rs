@@ -12,10 +12,10 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
+use super::cgroups;
 use super::cli::CreateArgs;
 use super::config::{self, Container};
 use super::init::Handoff;
-use super::resources;
 use super::state::{self, Dir, OciState, Record, Status};
 use super::{hooks, plug, FromContainer, RuntimeChannel, ToContainer};
 use crate::plan::ids::IdRange;
@@ -29,10 +29,11 @@ pub struct Created {
 }
 
 pub fn create(root: &Path, args: &CreateArgs) -> Result<Created> {
-    let container = config::load(&args.bundle)?;
+    let host = cgroups::Host::read();
+    let container = config::load(&args.bundle, &host)?;
     let linux = container.spec.linux().as_ref();
     let seccomp = plug::seccomp(linux.and_then(|l| l.seccomp().as_ref()))?;
-    let cgroup_files = plug::cgroup_files(linux.and_then(|l| l.resources().as_ref()))?;
+    let cgroup_files = cgroups::files(&host, linux.and_then(|l| l.resources().as_ref()))?;
     let has = |f: CloneFlags| {
         container.new_namespaces.contains(f) || container.joins.iter().any(|(j, _)| *j == f)
     };
@@ -60,8 +61,19 @@ pub fn create(root: &Path, args: &CreateArgs) -> Result<Created> {
         std::fs::write(format!("/proc/{pid}/oom_score_adj"), adj.to_string())
             .with_context(|| format!("set process.oomScoreAdj {adj}"))?;
     }
-    let cgroup = join_cgroup(&container, &args.id, pid, &cgroup_files)?;
-    guard.cgroup = cgroup.clone();
+    let cgroups_path = linux.and_then(|l| l.cgroups_path().clone());
+    let cgroups = cgroups::join(
+        &host,
+        &cgroups::Request {
+            id: &args.id,
+            path: cgroups_path.as_deref(),
+            files: &cgroup_files,
+            devices: container.device_filter.as_deref(),
+            pid,
+            privileged: nix::unistd::geteuid().is_root() && !state::in_user_namespace(),
+        },
+    )?;
+    guard.cgroups = cgroups.clone();
     let record = Record {
         id: args.id.clone(),
         process,
@@ -73,7 +85,7 @@ pub fn create(root: &Path, args: &CreateArgs) -> Result<Created> {
             .flatten()
             .map_or_else(|| nix::unistd::geteuid().to_string(), |u| u.name),
         annotations: container.spec.annotations().clone().unwrap_or_default(),
-        cgroup,
+        cgroups,
         pid_ns: container.new_namespaces.contains(CloneFlags::CLONE_NEWPID),
         chroot: !container.own_mount_ns,
     };
@@ -109,7 +121,7 @@ fn prepare(
     let guard = Guard {
         dir: Some(dir),
         child: None,
-        cgroup: None,
+        cgroups: cgroups::Placement::default(),
     };
     let dir = guard.dir.as_ref().expect("set above");
     dir.write(state::CONFIG, &serde_json::to_vec(&container.spec)?)?;
@@ -207,141 +219,6 @@ fn write_id_maps(pid: i32, uid_map: &[IdRange], gid_map: &[IdRange]) -> Result<(
     crate::supervisor::idmap::write(&ids, pid)
 }
 
-/// The container's cgroup v2 leaf, from linux.cgroupsPath (relative paths below our own
-/// cgroup); None when there is none or, without limits to apply, it cannot be made (an
-/// unprivileged caller without a delegated subtree, as runc does rootless).
-fn join_cgroup(
-    c: &Container,
-    id: &str,
-    pid: i32,
-    files: &[(String, String)],
-) -> Result<Option<PathBuf>> {
-    let path = c
-        .spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.cgroups_path().clone());
-    let path = match path.filter(|p| !p.as_os_str().is_empty()) {
-        Some(path) => path,
-        // The device rules' program needs a cgroup: one named after the container, below
-        // ours (as runc makes one for a config without a path).
-        None if c.device_filter.is_some() => PathBuf::from(id),
-        None if !files.is_empty() => bail!("linux.resources needs linux.cgroupsPath"),
-        None => return Ok(None),
-    };
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mount = crate::supervisor::cgroup::cgroup2_mount(&mountinfo);
-    let made = (|| -> Result<PathBuf> {
-        let mount = mount.context("no cgroup2 filesystem is mounted")?;
-        if path.to_string_lossy().contains(':') {
-            bail!(
-                "linux.cgroupsPath {} is a systemd slice:prefix:name: sbx-oci manages cgroups \
-                 through cgroupfs only; use podman --cgroup-manager cgroupfs (containers.conf \
-                 cgroup_manager = \"cgroupfs\"), or containerd's SystemdCgroup = false",
-                path.display()
-            );
-        }
-        let leaf = if path.is_absolute() {
-            mount.join(path.strip_prefix("/").unwrap_or(&path))
-        } else {
-            let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-            let own = crate::supervisor::cgroup::own_cgroup(&own).unwrap_or_default();
-            mount.join(own.trim_start_matches('/')).join(&path)
-        };
-        if leaf
-            .components()
-            .any(|c| matches!(c, std::path::Component::ParentDir))
-        {
-            bail!("linux.cgroupsPath {} has \"..\"", path.display());
-        }
-        let made = make_leaf(&mount, &leaf)?;
-        let joined = write_files(&leaf, files)
-            .and_then(|()| match &c.device_filter {
-                Some(rules) => super::devices::attach(&leaf, rules),
-                None => Ok(()),
-            })
-            .and_then(|()| {
-                std::fs::write(leaf.join("cgroup.procs"), pid.to_string())
-                    .with_context(|| format!("move the container into cgroup {}", leaf.display()))
-            });
-        if let Err(e) = joined {
-            // Nothing is in it yet. Its parents stay: another container may be making its
-            // own leaf beside it (runc leaves them too).
-            if made {
-                let _ = std::fs::remove_dir(&leaf);
-            }
-            return Err(e);
-        }
-        Ok(leaf)
-    })();
-    match made {
-        Ok(leaf) => Ok(Some(leaf)),
-        Err(_) if files.is_empty() && !nix::unistd::geteuid().is_root() => Ok(None),
-        Err(_) if files.is_empty() && state::in_user_namespace() => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// The leaf and its missing parents, each parent with every controller it has enabled
-/// for its children, as runc does; a controller that cannot be enabled (a parent with
-/// processes of its own, or bound to a cgroup v1 hierarchy) is left out here, and
-/// `write_files` says what that means. True when the leaf itself is new.
-fn make_leaf(mount: &Path, leaf: &Path) -> Result<bool> {
-    let relative = leaf.strip_prefix(mount).unwrap_or(leaf);
-    let mut dir = mount.to_path_buf();
-    let mut made = false;
-    for part in relative.components() {
-        let controllers =
-            std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
-        for controller in controllers.split_whitespace() {
-            let _ = std::fs::write(dir.join("cgroup.subtree_control"), format!("+{controller}"));
-        }
-        dir.push(part);
-        made = match std::fs::create_dir(&dir) {
-            Ok(()) => true,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
-            Err(e) => return Err(e).with_context(|| format!("create cgroup {}", dir.display())),
-        };
-    }
-    Ok(made)
-}
-
-/// The resources' files. One whose controller the leaf lacks (on a hybrid host the
-/// controllers belong to cgroup v1, which sbx-oci does not drive) is a weight, a relative
-/// share that only matters under contention, and skipped with a warning; or a limit, and
-/// an error, since the container would run without it.
-fn write_files(leaf: &Path, files: &[(String, String)]) -> Result<()> {
-    let available = std::fs::read_to_string(leaf.join("cgroup.controllers")).unwrap_or_default();
-    let available: Vec<&str> = available.split_whitespace().collect();
-    for (file, value) in files {
-        // Only where the bfq scheduler is loaded; io.weight says the same to the others.
-        if file == "io.bfq.weight" && !leaf.join(file).exists() {
-            continue;
-        }
-        let controller = resources::controller_of(file);
-        if controller != "cgroup" && !available.contains(&controller) {
-            if resources::is_weight(file) {
-                eprintln!(
-                    "sbx-oci: warning: linux.resources: {file} not applied: the {controller} \
-                     controller is not available in cgroup {} (cgroup v1 holds it?)",
-                    leaf.display()
-                );
-                continue;
-            }
-            bail!(
-                "linux.resources: {file} = {value} cannot be applied: the {controller} controller \
-                 is not available in cgroup {} (sbx-oci uses cgroup v2 only; on a hybrid host \
-                 the controllers belong to cgroup v1; boot with systemd.unified_cgroup_hierarchy=1 \
-                 or leave this limit out)",
-                leaf.display()
-            );
-        }
-        std::fs::write(leaf.join(file), value)
-            .with_context(|| format!("write {value} to {}", leaf.join(file).display()))?;
-    }
-    Ok(())
-}
-
 /// Written atomically beside its final name, as the engine may read it at any time.
 pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
     let dir = path
@@ -364,13 +241,13 @@ pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
 struct Guard {
     dir: Option<Dir>,
     child: Option<Pid>,
-    cgroup: Option<PathBuf>,
+    cgroups: cgroups::Placement,
 }
 
 impl Guard {
     fn disarm(mut self) -> Dir {
         self.child = None;
-        self.cgroup = None;
+        self.cgroups = cgroups::Placement::default();
         self.dir.take().expect("disarmed once")
     }
 }
@@ -381,9 +258,8 @@ impl Drop for Guard {
             let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
             let _ = waitpid(child, None);
         }
-        if let Some(cgroup) = self.cgroup.take() {
-            let _ = std::fs::remove_dir(cgroup);
-        }
+        // Empty once the process is reaped.
+        self.cgroups.remove(std::time::Duration::from_secs(1));
         if let Some(dir) = self.dir.take() {
             let _ = dir.remove();
         }

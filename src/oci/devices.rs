@@ -103,6 +103,44 @@ pub fn rules(config: &[LinuxDeviceCgroup], devices: &[LinuxDevice]) -> Vec<Rule>
     out
 }
 
+/// The rules as cgroup v1 takes them: (file, line) to write after `devices.deny` `a`
+/// (deny everything, no exceptions), in order. A rule of every type, number and access
+/// is the line `a`, which resets the default; one of every type with a number or partial
+/// access is that rule for `c` and for `b`.
+pub fn v1_lines(rules: &[Rule]) -> Vec<(&'static str, String)> {
+    let mut out = vec![("devices.deny", "a".to_string())];
+    for r in rules {
+        let file = if r.allow {
+            "devices.allow"
+        } else {
+            "devices.deny"
+        };
+        let all = r.major.is_none() && r.minor.is_none() && r.access & ALL == ALL;
+        let kinds: &[char] = match r.kind {
+            None if all => {
+                out.push((file, "a".into()));
+                continue;
+            }
+            None => &['c', 'b'],
+            Some(BLOCK) => &['b'],
+            Some(_) => &['c'],
+        };
+        let n = |n: Option<u32>| n.map_or_else(|| "*".to_string(), |n| n.to_string());
+        let access: String = [(2, 'r'), (4, 'w'), (1, 'm')]
+            .iter()
+            .filter(|(bit, _)| r.access & bit != 0)
+            .map(|(_, c)| *c)
+            .collect();
+        for kind in kinds {
+            out.push((
+                file,
+                format!("{kind} {}:{} {access}", n(r.major), n(r.minor)),
+            ));
+        }
+    }
+    out
+}
+
 /// One instruction, as `struct bpf_insn` lays it out (little-endian registers nibbles).
 fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
     u64::from(code)

@@ -57,13 +57,10 @@ pub fn exec(root: &Path, args: &ExecArgs) -> Result<i32> {
             flags |= *flag;
         }
     }
-    if let Some(cgroup) = &record.cgroup {
-        // All this process starts is then in the container's cgroup.
-        if let Err(e) = std::fs::write(cgroup.join("cgroup.procs"), std::process::id().to_string())
-        {
-            if nix::unistd::geteuid().is_root() && !super::state::in_user_namespace() {
-                return Err(e).with_context(|| format!("join cgroup {}", cgroup.display()));
-            }
+    // All this process starts is then in the container's cgroups.
+    if let Err(e) = record.cgroups.enter(std::process::id()) {
+        if nix::unistd::geteuid().is_root() && !super::state::in_user_namespace() {
+            return Err(e);
         }
     }
     let pidfd = record
@@ -200,7 +197,7 @@ fn process_of(args: &ExecArgs, config: &oci_spec::runtime::Spec) -> Result<Proce
         }
     }
     // The container's cgroup, which this process joins, holds the program if any.
-    let _ = config::enforce_device_rules(config, &mut plan.caps);
+    let _ = config::enforce_device_rules(config, &mut plan.caps, &super::cgroups::Host::read());
     if plan.args.is_empty() {
         bail!("process.args is empty: name the program to run");
     }

@@ -14,6 +14,7 @@
 //!   and blocks opening the fifo until `start` reads it; then executes process.args as
 //!   the pid 1 of its pid namespace.
 
+pub mod cgroups;
 pub mod cli;
 pub mod commands;
 pub mod config;

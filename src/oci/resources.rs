@@ -275,7 +275,7 @@ fn throttle(key: &str, d: &LinuxThrottleDevice) -> String {
 }
 
 /// "2MB", "64KB", "1GB": what the kernel names its hugetlb files by.
-fn valid_page_size(size: &str) -> bool {
+pub fn valid_page_size(size: &str) -> bool {
     let digits = size.trim_end_matches(['K', 'M', 'G', 'B']);
     let unit = &size[digits.len()..];
     !digits.is_empty()

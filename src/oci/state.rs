@@ -33,9 +33,9 @@ pub struct Record {
     pub owner: String,
     #[serde(default)]
     pub annotations: HashMap<String, String>,
-    /// The container's cgroup, when sbx-oci placed it in one.
-    #[serde(default)]
-    pub cgroup: Option<PathBuf>,
+    /// The container's cgroups, when sbx-oci placed it in them.
+    #[serde(flatten)]
+    pub cgroups: super::cgroups::Placement,
     /// Its own pid namespace (so killing its pid 1 ends everything in it).
     #[serde(default)]
     pub pid_ns: bool,

@@ -1,6 +1,7 @@
 //! cgroup v2 limits through delegation: the sandbox gets a leaf of its own, created and
 //! configured by the supervisor before the child is released, beside the caller's own
-//! cgroup inside the subtree delegated to the caller. Never any cgroup v1 write.
+//! cgroup inside the subtree delegated to the caller. Never any cgroup v1 write (the v1
+//! hierarchies are only parsed here, for sbx-oci's `oci/cgroups`).
 //!
 //! The leaf is removed when the run ends; if sbx itself is killed, a tiny janitor process
 //! forked beforehand notices (its pipe from sbx closes), waits for the leaf to empty and
@@ -125,6 +126,96 @@ pub fn own_cgroup(text: &str) -> Option<String> {
     text.lines()
         .find_map(|l| l.strip_prefix("0::"))
         .map(|path| path.trim().to_string())
+}
+
+/// The cgroup v1 controllers sbx-oci knows; a v1 mount carrying none of them (a named
+/// hierarchy such as `name=systemd`) is left out.
+pub const V1_CONTROLLERS: &[&str] = &[
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "memory",
+    "devices",
+    "freezer",
+    "blkio",
+    "pids",
+    "hugetlb",
+    "net_cls",
+    "net_prio",
+    "perf_event",
+    "rdma",
+    "misc",
+];
+
+/// One mounted cgroup v1 hierarchy and this process's cgroup in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct V1Hierarchy {
+    /// Its controllers (`cpu`, or `cpu` and `cpuacct` mounted together).
+    pub controllers: Vec<String>,
+    pub mount: PathBuf,
+    /// The cgroup the mount shows at its mount point (`/` but in a container).
+    pub root: String,
+    /// As /proc/self/cgroup names it, from the hierarchy's root.
+    pub own: String,
+}
+
+impl V1Hierarchy {
+    pub fn has(&self, controller: &str) -> bool {
+        self.controllers.iter().any(|c| c == controller)
+    }
+
+    /// The directory of this process's own cgroup.
+    pub fn own_dir(&self) -> PathBuf {
+        let below = self
+            .own
+            .strip_prefix(self.root.trim_end_matches('/'))
+            .unwrap_or(&self.own);
+        self.mount.join(below.trim_start_matches('/'))
+    }
+}
+
+/// The cgroup v1 hierarchies with controllers, from /proc/self/mountinfo and
+/// /proc/self/cgroup; the first mount of each (the same hierarchy may be mounted twice).
+pub fn v1_hierarchies(mountinfo: &str, cgroup: &str) -> Vec<V1Hierarchy> {
+    let mut out: Vec<V1Hierarchy> = Vec::new();
+    for line in mountinfo.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut post = post.split_whitespace();
+        if post.next() != Some("cgroup") {
+            continue;
+        }
+        let options = post.nth(1).unwrap_or_default();
+        let controllers: Vec<String> = options
+            .split(',')
+            .filter(|o| V1_CONTROLLERS.contains(o))
+            .map(str::to_string)
+            .collect();
+        let mut pre = pre.split_whitespace();
+        let (Some(root), Some(mount)) = (pre.nth(3), pre.next()) else {
+            continue;
+        };
+        if controllers.is_empty() || out.iter().any(|h| h.controllers == controllers) {
+            continue;
+        }
+        let own = cgroup.lines().find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, names, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let mut names: Vec<&str> = names.split(',').filter(|n| !n.is_empty()).collect();
+            names.sort_unstable();
+            let mut want: Vec<&str> = controllers.iter().map(String::as_str).collect();
+            want.sort_unstable();
+            (names == want).then(|| path.trim().to_string())
+        });
+        out.push(V1Hierarchy {
+            controllers,
+            mount: PathBuf::from(mount),
+            root: root.to_string(),
+            own: own.unwrap_or_else(|| "/".into()),
+        });
+    }
+    out
 }
 
 /// The sandbox's own cgroup.
@@ -285,6 +376,37 @@ mod tests {
             Some("/user.slice/a.scope")
         );
         assert_eq!(own_cgroup("1:memory:/x\n"), None);
+    }
+
+    #[test]
+    fn finds_the_v1_hierarchies_and_own_cgroups() {
+        let mountinfo = "31 23 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw,mode=755\n\
+                         32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
+                         35 31 0:32 /lxc/c1 /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
+                         40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd\n\
+                         41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n\
+                         42 31 0:29 / /mnt/again rw - cgroup cgroup rw,cpu,cpuacct\n";
+        let cgroup = "9:name=systemd:/\n4:memory:/lxc/c1/app\n1:cpuacct,cpu:/a b\n0::/\n";
+        let found = v1_hierarchies(mountinfo, cgroup);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[0].controllers, ["cpu", "cpuacct"]);
+        assert!(found[0].has("cpuacct") && !found[0].has("memory"));
+        assert_eq!(found[0].own, "/a b");
+        assert_eq!(
+            found[0].own_dir(),
+            PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/a b")
+        );
+        // A mount of a hierarchy's subtree (in a container): below that root.
+        assert_eq!(found[1].root, "/lxc/c1");
+        assert_eq!(
+            found[1].own_dir(),
+            PathBuf::from("/sys/fs/cgroup/memory/app")
+        );
+        assert!(v1_hierarchies(
+            "41 31 0:38 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n",
+            "0::/\n"
+        )
+        .is_empty());
     }
 
     #[test]

@@ -317,3 +317,58 @@ pub fn in_host_ids(map: &[(u64, u64, u64)], file: &str) -> Vec<(u64, u64, u64)> 
     }
     out
 }
+
+/// The cgroup hierarchies of this host: for each mount with controllers, its controllers
+/// ("" for the cgroup v2 one) and mount point; a named v1 hierarchy (`name=systemd`) is
+/// left out. One per hierarchy: the first mount.
+pub fn cgroup_hierarchies() -> Vec<(Vec<String>, PathBuf)> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut out: Vec<(Vec<String>, PathBuf)> = Vec::new();
+    for m in parse_mountinfo(&text) {
+        let Some((_, post)) = m.line.split_once(" - ") else {
+            continue;
+        };
+        let post: Vec<&str> = post.split_whitespace().collect();
+        let controllers: Vec<String> = match post.first() {
+            Some(&"cgroup2") => vec![String::new()],
+            Some(&"cgroup") => post
+                .get(2)
+                .unwrap_or(&"")
+                .split(',')
+                .filter(|o| !matches!(*o, "rw" | "ro") && !o.contains('=') && !o.starts_with("no"))
+                .filter(|o| {
+                    !matches!(
+                        *o,
+                        "relatime" | "xattr" | "clone_children" | "cpuset_v2_mode"
+                    )
+                })
+                .map(str::to_string)
+                .collect(),
+            _ => continue,
+        };
+        if controllers.is_empty() || out.iter().any(|(c, _)| *c == controllers) {
+            continue;
+        }
+        out.push((controllers, PathBuf::from(m.mount_point)));
+    }
+    out
+}
+
+/// The directory of `pid`'s cgroup in the hierarchy with `controller` ("" for cgroup v2),
+/// from /proc/PID/cgroup (seen from this process's cgroup namespace).
+pub fn cgroup_dir_of(pid: i32, controller: &str) -> Option<PathBuf> {
+    let (_, mount) = cgroup_hierarchies()
+        .into_iter()
+        .find(|(c, _)| c.iter().any(|c| c == controller))?;
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    text.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, names, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let matches = if controller.is_empty() {
+            names.is_empty()
+        } else {
+            names.split(',').any(|n| n == controller)
+        };
+        matches.then(|| mount.join(path.trim().trim_start_matches('/')))
+    })
+}

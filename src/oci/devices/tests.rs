@@ -1,4 +1,5 @@
 use super::*;
+use oci_spec::runtime::LinuxDeviceCgroupBuilder;
 
 /// Runs the program as the kernel would on one request: the few instructions it uses.
 fn verdict(p: &[u64], kind: u32, access: u32, major: u32, minor: u32) -> u64 {
@@ -124,5 +125,53 @@ fn nothing_follows_a_rule_that_matches_everything() {
     assert_eq!(
         ends, tail_ends,
         "the default deny is not added after the deny-all"
+    );
+}
+
+#[test]
+fn v1_lines_deny_all_then_each_rule_in_order() {
+    let config = [
+        LinuxDeviceCgroupBuilder::default()
+            .allow(false)
+            .access("rwm")
+            .build()
+            .unwrap(),
+        LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .typ(LinuxDeviceType::C)
+            .major(10)
+            .minor(229)
+            .access("mwr")
+            .build()
+            .unwrap(),
+        LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .typ(LinuxDeviceType::B)
+            .major(8)
+            .access("r")
+            .build()
+            .unwrap(),
+        LinuxDeviceCgroupBuilder::default()
+            .allow(false)
+            .major(1)
+            .minor(5)
+            .access("w")
+            .build()
+            .unwrap(),
+    ];
+    let lines = v1_lines(&rules(&config, &[]));
+    let text: Vec<String> = lines.iter().map(|(f, l)| format!("{f} {l}")).collect();
+    assert_eq!(
+        text[..7],
+        [
+            "devices.deny a",
+            "devices.deny a",
+            "devices.allow c 10:229 rwm",
+            "devices.allow b 8:* r",
+            "devices.deny c 1:5 w",
+            "devices.deny b 1:5 w",
+            // runc's defaults follow the config's rules.
+            "devices.allow c *:* m",
+        ]
     );
 }
