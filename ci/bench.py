@@ -8,6 +8,9 @@ import time
 
 
 PER_RUN = dict(os.environ, SBX_USERNS="per-run")
+# Without the id-map helpers sbx maps only the caller's own uid and gid, as bwrap does: the
+# single-id case (the same path as a user with no subordinate range).
+SINGLE_ID = dict(os.environ, SBX_NEWUIDMAP="/nonexistent", SBX_NEWGIDMAP="/nonexistent")
 
 
 def timed(cmd):
@@ -49,10 +52,13 @@ def main():
     cases = {
         "sbx": [args.sbx, "run", "--", "/bin/true"],
         "sbx-per-run": [PER_RUN, args.sbx, "run", "--", "/bin/true"],
+        "sbx-single": [SINGLE_ID, args.sbx, "run", "--", "/bin/true"],
         "sbx-slirp": [args.sbx, "run", "--net", "slirp4netns", "--", "/bin/true"],
+        # The yardstick: sbx's default profile hides the home directory with a tmpfs
+        # too.
         "bwrap": ["bwrap", "--unshare-all", "--die-with-parent", "--new-session",
                   "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev",
-                  "--tmpfs", "/tmp", "/bin/true"],
+                  "--tmpfs", "/tmp", "--tmpfs", os.path.expanduser("~"), "/bin/true"],
     }
     if args.baseline:
         cases["base"] = [args.baseline, "run", "--", "/bin/true"]
@@ -73,6 +79,8 @@ def main():
           "(full range, nested in the kept user namespace)")
     print(f"ratio sbx-per-run/bwrap (medians): {med['sbx-per-run'] / med['bwrap']:.2f}x "
           "(full range, newuidmap/newgidmap every run)")
+    print(f"ratio sbx-single/bwrap (medians): {med['sbx-single'] / med['bwrap']:.2f}x "
+          "(single-id map, as bwrap's)")
     if args.baseline:
         print(f"ratio sbx/base (medians): {med['sbx'] / med['base']:.3f}x "
               f"(base: {args.baseline})")

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Start-up benchmark: `sbx run -- /bin/true` against bubblewrap doing the same work
-# (all namespaces, read-only host root, fresh /proc, minimal /dev, private /tmp), in the
-# same run, alternating the two so machine noise hits both alike. Prints medians and the
-# ratio; then the extra start-up time of --net slirp4netns and, with iperf3 installed, TCP
+# (all namespaces, read-only host root, fresh /proc, minimal /dev, private /tmp, a tmpfs on
+# the home directory), in the same run, alternating them so machine noise hits all alike.
+# sbx runs three ways: with the whole subordinate range nested in the kept user namespace
+# (the default), with the range mapped by newuidmap/newgidmap every run (SBX_USERNS=per-run),
+# and with a single-id map as bwrap makes (without the helpers). Prints medians and the
+# ratios; then the extra start-up time of --net slirp4netns and, with iperf3 installed, TCP
 # throughput from the sandbox to the host's loopback through slirp4netns against the host.
 # Then images: start-up on an image root (kernel overlayfs and fuse-overlayfs) against bwrap
 # on the same directory, and a metadata-heavy workload (unpack a source tarball, walk it,
