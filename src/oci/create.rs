@@ -42,6 +42,8 @@ pub fn create(root: &Path, args: &CreateArgs) -> Result<Created> {
         has(CloneFlags::CLONE_NEWIPC),
         has(CloneFlags::CLONE_NEWUTS),
     )?;
+    // Checked before anything exists: a cgroupsPath that names no scope.
+    let scope = systemd_scope(&container, args)?;
     let (mut guard, handoff) = prepare(root, args, &container, seccomp)?;
     let dir = guard.dir.as_ref().expect("set by prepare");
     let (mine, theirs) = RuntimeChannel::pair()?;
@@ -60,8 +62,20 @@ pub fn create(root: &Path, args: &CreateArgs) -> Result<Created> {
         std::fs::write(format!("/proc/{pid}/oom_score_adj"), adj.to_string())
             .with_context(|| format!("set process.oomScoreAdj {adj}"))?;
     }
-    let cgroup = join_cgroup(&container, &args.id, pid, &cgroup_files)?;
-    guard.cgroup = cgroup.clone();
+    let cgroup = match &scope {
+        // --systemd-cgroup: a transient scope that systemd makes, and removes.
+        Some(scope) => {
+            let devices = container.device_filter.as_deref();
+            let joined = super::systemd::join(scope, pid, &cgroup_files, devices)?;
+            guard.unit = Some(scope.unit.clone());
+            Some(joined)
+        }
+        None => {
+            let cgroup = join_cgroup(&container, &args.id, pid, &cgroup_files)?;
+            guard.cgroup = cgroup.clone();
+            cgroup
+        }
+    };
     let record = Record {
         id: args.id.clone(),
         process,
@@ -75,6 +89,7 @@ pub fn create(root: &Path, args: &CreateArgs) -> Result<Created> {
         annotations: container.spec.annotations().clone().unwrap_or_default(),
         cgroup,
         pid_ns: container.new_namespaces.contains(CloneFlags::CLONE_NEWPID),
+        systemd_unit: scope.map(|s| s.unit),
     };
     let mut oci = dir.oci_state(&record);
     oci.status = Status::Creating;
@@ -86,6 +101,22 @@ pub fn create(root: &Path, args: &CreateArgs) -> Result<Created> {
     }
     let dir = guard.disarm();
     Ok(Created { dir, record, child })
+}
+
+/// With --systemd-cgroup, the scope linux.cgroupsPath names.
+fn systemd_scope(c: &Container, args: &CreateArgs) -> Result<Option<super::systemd::Scope>> {
+    if !args.systemd_cgroup {
+        return Ok(None);
+    }
+    let path = c
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().clone());
+    // The user manager's for anyone but root in the initial user namespace (rootless
+    // podman calls sbx-oci as root of its own user namespace).
+    let user = !nix::unistd::geteuid().is_root() || state::in_user_namespace();
+    super::systemd::scope(path.as_deref(), &args.id, user).map(Some)
 }
 
 /// The state directory with the config and the fifo, and what the container process
@@ -109,6 +140,7 @@ fn prepare(
         dir: Some(dir),
         child: None,
         cgroup: None,
+        unit: None,
     };
     let dir = guard.dir.as_ref().expect("set above");
     dir.write(state::CONFIG, &serde_json::to_vec(&container.spec)?)?;
@@ -234,9 +266,9 @@ fn join_cgroup(
         let mount = mount.context("no cgroup2 filesystem is mounted")?;
         if path.to_string_lossy().contains(':') {
             bail!(
-                "linux.cgroupsPath {} is a systemd slice:prefix:name: sbx-oci manages cgroups \
-                 through cgroupfs only; use podman --cgroup-manager cgroupfs (containers.conf \
-                 cgroup_manager = \"cgroupfs\"), or containerd's SystemdCgroup = false",
+                "linux.cgroupsPath {} is a systemd slice:prefix:name: pass --systemd-cgroup \
+                 (as podman --cgroup-manager systemd and containerd's SystemdCgroup = true do), \
+                 or give a cgroupfs path (podman --cgroup-manager cgroupfs)",
                 path.display()
             );
         }
@@ -358,18 +390,20 @@ pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
         .with_context(|| format!("write --pid-file {}", path.display()))
 }
 
-/// Undoes a create that failed part way: the process killed, the cgroup and the state
-/// directory removed.
+/// Undoes a create that failed part way: the process killed, the cgroup (or systemd
+/// scope) and the state directory removed.
 struct Guard {
     dir: Option<Dir>,
     child: Option<Pid>,
     cgroup: Option<PathBuf>,
+    unit: Option<super::systemd::Unit>,
 }
 
 impl Guard {
     fn disarm(mut self) -> Dir {
         self.child = None;
         self.cgroup = None;
+        self.unit = None;
         self.dir.take().expect("disarmed once")
     }
 }
@@ -379,6 +413,9 @@ impl Drop for Guard {
         if let Some(child) = self.child.take() {
             let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
             let _ = waitpid(child, None);
+        }
+        if let Some(unit) = self.unit.take() {
+            super::systemd::stop(&unit);
         }
         if let Some(cgroup) = self.cgroup.take() {
             let _ = std::fs::remove_dir(cgroup);

@@ -39,6 +39,9 @@ pub struct Record {
     /// Its own pid namespace (so killing its pid 1 ends everything in it).
     #[serde(default)]
     pub pid_ns: bool,
+    /// The systemd scope holding it (`--systemd-cgroup`), stopped by `delete`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd_unit: Option<super::systemd::Unit>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
