@@ -15,7 +15,8 @@
 #   docs      the examples of README.md and docs/*.md, as written, as the test user
 #             (ci/docs.py; docs/testing.md)
 #   vm        the cgroup_ tests in a VM with full cgroup v2, in a delegated subtree
-#   vm-systemd  the same in a VM booting systemd, in a login session
+#   vm-systemd  the same in a VM booting systemd, in a login session, and sbx-oci's
+#             cgroup_systemd_ tests (tests/oci_systemd.rs)
 #   package   the Debian package (ci/package.sh): built, installed with apt-get, and used by
 #             the test user
 #   vm-kernel the kernel-sensitive tests (escape, hostile, isolation) in a VM on the

@@ -161,22 +161,22 @@ fn cgroup_systemd_scope_holds_the_container_and_its_limits() {
     assert!(!b.state_dir(&id).exists());
 }
 
-/// A create that fails after systemd made the scope (the program does not exist) stops
-/// it again: no unit is left behind, nor any state.
+/// A create that fails after systemd made the scope, with the container process in it (a
+/// limit file the scope's cgroup lacks), stops it again: no unit is left, nor any state.
 #[test]
 fn cgroup_systemd_a_failed_create_leaves_no_unit() {
     if !require_systemd_user() {
         return;
     }
     let mut b = Bundle::new("true");
-    b.config["process"]["args"] = json!(["no-such-program"]);
+    b.config["linux"]["resources"] = json!({"unified": {"memory.nosuch": "1"}});
     let name = unique("failed");
     let unit = format!("sbx-{name}.scope");
     b.config["linux"]["cgroupsPath"] = json!(format!("user.slice:sbx:{name}"));
     let id = unique("c");
     let (code, err) = b.create(&["--systemd-cgroup"], &id, &[]);
     assert_eq!(code, 125, "{err}");
-    assert!(err.contains("executable file not found"), "{err}");
+    assert!(err.contains(&format!("{unit}/memory.nosuch")), "{err}");
     eventually("no unit is left", || {
         unit_property(&unit, "LoadState") == "not-found"
     });
