@@ -196,9 +196,9 @@ pub fn delete(cli: &Cli, dir: Dir, force: bool) -> Result<()> {
     let mut state = dir.oci_state(&record);
     state.status = Status::Stopped;
     if let Some(unit) = &record.systemd_unit {
-        super::systemd::stop(unit);
-    }
-    if let Some(cgroup) = &record.cgroup {
+        // The scope's cgroup is systemd's to remove.
+        super::systemd::stop(unit, record.cgroup.as_deref());
+    } else if let Some(cgroup) = &record.cgroup {
         // Empty once its processes are reaped; a zombie still counts, so try a while.
         let deadline = Instant::now() + Duration::from_secs(2);
         while std::fs::remove_dir(cgroup).is_err() && cgroup.exists() && Instant::now() < deadline {

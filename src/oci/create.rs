@@ -415,7 +415,7 @@ impl Drop for Guard {
             let _ = waitpid(child, None);
         }
         if let Some(unit) = self.unit.take() {
-            super::systemd::stop(&unit);
+            super::systemd::stop(&unit, None);
         }
         if let Some(cgroup) = self.cgroup.take() {
             let _ = std::fs::remove_dir(cgroup);

@@ -164,23 +164,26 @@ pub fn join(
         Ok(cgroup)
     });
     if joined.is_err() {
-        stop(&scope.unit);
+        stop(&scope.unit, None);
     }
     joined
 }
 
-/// Stops the unit if it is still there (`delete`, and a create that failed part way).
-pub fn stop(unit: &Unit) {
+/// Stops the unit if it is still there (`delete`, and a create that failed part way), and
+/// waits a while for systemd to remove its cgroup, when given.
+pub fn stop(unit: &Unit, cgroup: Option<&Path>) {
     let Ok(busctl) = busctl() else {
         return;
     };
     let mut cmd = bus(&busctl, unit.user);
     cmd.args(["StopUnit", "ss", &unit.name, "replace"]);
-    // "not loaded": it ended with its last process and systemd collected it.
+    // "not loaded": it ended with its last process and systemd collected it (a failed one
+    // too: CollectMode).
     let _ = cmd.output();
-    let mut cmd = bus(&busctl, unit.user);
-    cmd.args(["ResetFailedUnit", "s", &unit.name]);
-    let _ = cmd.output();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while cgroup.is_some_and(Path::exists) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn busctl() -> Result<PathBuf> {
