@@ -239,3 +239,65 @@ fn features_say_systemd() {
     assert_eq!(cgroup["systemd"], true, "{features}");
     assert_eq!(cgroup["systemdUser"], true, "{features}");
 }
+
+/// Rootless podman with its default cgroup manager, systemd, and sbx-oci as its runtime:
+/// the container runs in podman's `libpod-ID.scope` of the user manager's user.slice, with
+/// podman's `--memory` and `--pids-limit` in that scope's cgroup.
+#[test]
+fn cgroup_systemd_podman_runs_its_containers_in_a_scope() {
+    if !require_systemd_user() {
+        return;
+    }
+    let podman = || {
+        let mut cmd = Command::new("podman");
+        cmd.env("XDG_RUNTIME_DIR", format!("/run/user/{}", uid()))
+            .arg("--runtime")
+            .arg(oci_bin())
+            .args(["--cgroup-manager", "systemd"]);
+        cmd
+    };
+    let image = "localhost/sbx-oci-systemd-busybox";
+    if let Err(why) = common::podman::import_busybox(podman(), image) {
+        skip(&why);
+        return;
+    }
+    let mut cmd = podman();
+    cmd.args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--cgroupns",
+        "host",
+        "--memory",
+        "64m",
+        "--pids-limit",
+        "50",
+        image,
+        "sh",
+        "-c",
+        "cg=$(sed -n 's/^0:://p' /proc/self/cgroup); echo \"$cg\"; \
+         cat /sys/fs/cgroup$cg/memory.max /sys/fs/cgroup$cg/pids.max",
+    ]);
+    let out = spawn(&mut cmd, None).finish(scaled(Duration::from_secs(120)));
+    out.assert_success();
+    let lines = out.lines();
+    let scope = lines[0].rsplit('/').next().unwrap_or_default();
+    assert!(
+        lines[0].contains("/user.slice/")
+            && scope.starts_with("libpod-")
+            && scope.ends_with(".scope"),
+        "the container's cgroup is {}\n{out}",
+        lines[0]
+    );
+    assert_eq!(
+        lines[1..],
+        ["67108864", "50"],
+        "memory.max and pids.max\n{out}"
+    );
+    let _ = run({
+        let mut c = podman();
+        c.args(["rmi", "-f", image]);
+        c
+    });
+}
