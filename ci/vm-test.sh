@@ -48,7 +48,8 @@
 # tmpfs: virtme-ng puts an overlay on /tmp here too), plus DBUS_SESSION_BUS_ADDRESS, and
 # SBX_VM=systemd.
 # The image has what sbx runs with (uidmap, fuse-overlayfs, slirp4netns, busybox, python3,
-# iproute2), not the host's files: the directories of the command, SBX_BIN and
+# iproute2) and podman (for sbx-oci's tests with its systemd cgroup manager), not the
+# host's files: the directories of the command, SBX_BIN and
 # SBX_TEST_DATA (for one under /tmp, its top directory there, such as ci/test.sh's staging
 # dir) and those in SBX_VM_SHARE (colon-separated) are shared read-only at the same paths.
 #
