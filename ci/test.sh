@@ -15,7 +15,8 @@
 #   docs      the examples of README.md and docs/*.md, as written, as the test user
 #             (ci/docs.py; docs/testing.md)
 #   vm        the cgroup_ tests in a VM with full cgroup v2, in a delegated subtree
-#   vm-systemd  the same in a VM booting systemd, in a login session
+#   vm-systemd  the same in a VM booting systemd, in a login session, and sbx-oci's
+#             cgroup_systemd_ tests (tests/oci_systemd.rs)
 #   package   the Debian package (ci/package.sh): built, installed with apt-get, and used by
 #             the test user
 #   vm-kernel the kernel-sensitive tests (escape, hostile, isolation) in a VM on the
@@ -254,22 +255,32 @@ fi
 # boots (once per mode) and runs them as the test user (ci/vm-test.sh).
 vm_tier() {
   local label=$1; shift
-  local exe="$stage/tests/limits" out="$stage/$label.out"
-  mapfile -t names < <(select_tests "$exe" "cgroup_" "")
-  if [ ${#names[@]} = 0 ]; then
+  local out="$stage/$label.out" script="" want=0 set name include
+  # limits' cgroup_ tests; in the systemd VM, in the same boot, sbx-oci's cgroup_systemd_
+  # tests too (its scopes need a systemd manager).
+  local sets=("limits cgroup_")
+  [ "$label" = vm-systemd ] && sets+=("oci_systemd cgroup_systemd_")
+  for set in "${sets[@]}"; do
+    read -r name include <<<"$set"
+    mapfile -t names < <(select_tests "$stage/tests/$name" "$include" "")
+    [ ${#names[@]} -gt 0 ] || continue
+    want=$((want + ${#names[@]}))
+    script+="$stage/tests/$name --test-threads=1 --exact ${names[*]}; "
+  done
+  if [ $want = 0 ]; then
     [ -n "$filter" ] && return 0
     failed+=("$label tier: no cgroup_ test")
     return 0
   fi
   SBX_BIN="$stage/sbx" SBX_TEST_DATA="$stage/tests/data" SBX_TEST_STRICT="$strict" \
-    bash ci/vm-test.sh "$@" -- "$exe" --test-threads=1 --exact "${names[@]}" 2>&1 | tee "$out" | count ||
-    failed+=("limits (cgroup_) in the $label tier")
+    bash ci/vm-test.sh "$@" -- sh -c "rc=0; ${script//; / || rc=1; }exit \$rc" 2>&1 | tee "$out" | count ||
+    failed+=("cgroup_ tests in the $label tier")
   # The VM must have run every selected test: a guest that ran none exits 0 too.
   local ran
-  ran=$(sed -n 's/^test result: [A-Za-z]*\. \([0-9]*\) passed.*/\1/p' "$out" | tail -1)
-  if [ "${ran:-0}" != ${#names[@]} ]; then
-    echo "ci/test.sh: the $label tier passed ${ran:-0} of ${#names[@]} cgroup_ tests" >&2
-    failed+=("$label tier: ${ran:-0} of ${#names[@]} cgroup_ tests passed")
+  ran=$(sed -n 's/^test result: [A-Za-z]*\. \([0-9]*\) passed.*/\1/p' "$out" | awk '{ s += $1 } END { print s + 0 }')
+  if [ "${ran:-0}" != "$want" ]; then
+    echo "ci/test.sh: the $label tier passed ${ran:-0} of $want cgroup_ tests" >&2
+    failed+=("$label tier: ${ran:-0} of $want cgroup_ tests passed")
   fi
 }
 # The package, as a user gets it: apt-get installs it (pulling uidmap), and the test user

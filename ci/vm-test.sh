@@ -48,7 +48,8 @@
 # tmpfs: virtme-ng puts an overlay on /tmp here too), plus DBUS_SESSION_BUS_ADDRESS, and
 # SBX_VM=systemd.
 # The image has what sbx runs with (uidmap, fuse-overlayfs, slirp4netns, busybox, python3,
-# iproute2), not the host's files: the directories of the command, SBX_BIN and
+# iproute2) and podman (for sbx-oci's tests with its systemd cgroup manager), not the
+# host's files: the directories of the command, SBX_BIN and
 # SBX_TEST_DATA (for one under /tmp, its top directory there, such as ci/test.sh's staging
 # dir) and those in SBX_VM_SHARE (colon-separated) are shared read-only at the same paths.
 #
@@ -73,9 +74,12 @@ CONTROLLERS="cpuset cpu io memory pids"
 VIRTME_NG_VERSION=1.42
 # The --systemd image: what it holds, and the units it does not start (they cost seconds
 # under TCG and do nothing for the tests). Changing either rebuilds it.
-IMAGE_RECIPE=1
+IMAGE_RECIPE=2
 IMAGE_PACKAGES=(systemd systemd-sysv dbus dbus-user-session libpam-systemd udev kmod procps
   uidmap fuse-overlayfs slirp4netns busybox-static python3 iproute2)
+# Installed by apt-get in the image after debootstrap, whose own dependency resolution is
+# too simple for them: podman, for sbx-oci as its runtime with the systemd cgroup manager.
+IMAGE_APT=(podman)
 IMAGE_MASKED=(e2scrub_reap.service e2scrub_all.timer apt-daily.timer apt-daily-upgrade.timer
   dpkg-db-backup.timer fstrim.timer getty@tty1.service systemd-pstore.service
   modprobe@dm_mod.service modprobe@drm.service modprobe@efi_pstore.service
@@ -407,7 +411,7 @@ systemd_image() {
   # shellcheck source=/dev/null
   suite=$(. /etc/os-release && echo "$VERSION_CODENAME")
   IFS=: read -r name _ uid gid _ home _ < <(getent passwd "$TEST_USER")
-  want="$IMAGE_RECIPE $suite ${IMAGE_PACKAGES[*]} ${IMAGE_MASKED[*]} $name:$uid:$gid:$home"
+  want="$IMAGE_RECIPE $suite ${IMAGE_PACKAGES[*]} ${IMAGE_APT[*]} ${IMAGE_MASKED[*]} $name:$uid:$gid:$home"
   want+=" $(grep "^$name:" /etc/subuid || true) $(grep "^$name:" /etc/subgid || true)"
   if [ -f "$img" ] && [ "$(cat "$IMAGE_DIR/systemd.recipe" 2>/dev/null)" = "$want" ]; then
     return 0
@@ -433,6 +437,14 @@ systemd_image() {
     echo "ci/vm-test.sh: debootstrap failed (log: $IMAGE_DIR/debootstrap.log)" >&2
     exit 2
   fi
+  if ! chroot "$tree" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+    --no-install-recommends "${IMAGE_APT[@]}" >>"$IMAGE_DIR/debootstrap.log" 2>&1; then
+    tail -20 "$IMAGE_DIR/debootstrap.log" >&2
+    rm -rf "$tree"
+    echo "ci/vm-test.sh: apt-get install ${IMAGE_APT[*]} in the image failed (log: $IMAGE_DIR/debootstrap.log)" >&2
+    exit 2
+  fi
+  chroot "$tree" apt-get clean
   # The test user as on the host, lingering (so user@UID.service starts at boot).
   chroot "$tree" getent group "$gid" >/dev/null ||
     chroot "$tree" groupadd -g "$gid" "$(getent group "$gid" | cut -d: -f1)"

@@ -468,22 +468,6 @@ fn errors_go_to_the_log_in_the_format_asked_for() {
     assert!(line["time"].as_str().unwrap().ends_with('Z'), "{text}");
 }
 
-/// A systemd cgroup path (podman's and containerd's systemd managers) is refused with
-/// the way to the cgroupfs manager, whatever the caller's cgroup rights.
-#[test]
-fn a_systemd_cgroups_path_is_refused_with_the_fix() {
-    let mut b = Bundle::new(&["true"]);
-    b.config["linux"]["cgroupsPath"] = json!("user.slice:libpod:abc");
-    b.config["linux"]["resources"] = json!({"pids": {"limit": 100}});
-    let out = b.run(&["--systemd-cgroup", "run", &unique("systemd")]);
-    assert_ne!(out.code, 0, "{out}");
-    assert!(
-        out.stderr().contains("slice:prefix:name")
-            && out.stderr().contains("--cgroup-manager cgroupfs"),
-        "{out}"
-    );
-}
-
 #[test]
 fn a_missing_program_fails_create_with_runcs_message() {
     let b = Bundle::new(&["no-such-program"]);

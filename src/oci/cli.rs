@@ -20,7 +20,8 @@ pub struct Cli {
     pub log: Option<PathBuf>,
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// Accepted for runc compatibility; cgroups are managed through cgroupfs
+    /// Put the container in a transient systemd scope: linux.cgroupsPath is
+    /// slice:prefix:name (the system's manager as root, else your user manager)
     #[arg(long, global = true)]
     pub systemd_cgroup: bool,
     /// With `spec`: a config for an unprivileged user (a user namespace mapping your own
@@ -107,6 +108,9 @@ pub struct CreateArgs {
     #[arg(long, default_value_t = 0)]
     pub preserve_fds: u32,
     pub id: String,
+    /// The global --systemd-cgroup, copied here by the dispatcher.
+    #[arg(skip)]
+    pub systemd_cgroup: bool,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -9,14 +9,20 @@ use anyhow::{bail, Context, Result};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 
-use super::cli::{Cli, Command, RunArgs};
+use super::cli::{Cli, Command, CreateArgs, RunArgs};
 use super::state::{self, Dir, Record, Status};
 use super::{create, hooks, log};
 
 pub fn dispatch(cli: &Cli) -> Result<i32> {
     let root = cli.root.clone().unwrap_or_else(state::default_root);
     match &cli.command {
-        Command::Create(args) => create::create(&root, args).map(|_| 0),
+        Command::Create(args) => {
+            let args = CreateArgs {
+                systemd_cgroup: cli.systemd_cgroup,
+                ..args.clone()
+            };
+            create::create(&root, &args).map(|_| 0)
+        }
         Command::Start { id } => start(cli, &Dir::open(&root, id)?).map(|()| 0),
         Command::Run(args) => run(cli, &root, args),
         Command::State { id } => {
@@ -108,7 +114,11 @@ pub fn start(cli: &Cli, dir: &Dir) -> Result<()> {
 }
 
 fn run(cli: &Cli, root: &Path, args: &RunArgs) -> Result<i32> {
-    let created = create::create(root, &args.create)?;
+    let create = CreateArgs {
+        systemd_cgroup: cli.systemd_cgroup,
+        ..args.create.clone()
+    };
+    let created = create::create(root, &create)?;
     start(cli, &created.dir)?;
     if args.detach {
         return Ok(0);
@@ -183,8 +193,13 @@ pub fn delete(cli: &Cli, dir: Dir, force: bool) -> Result<()> {
     let config = dir.config().ok();
     let mut state = dir.oci_state(&record);
     state.status = Status::Stopped;
-    // Empty once its processes are reaped; a zombie still counts, so try a while.
-    record.cgroups.remove(Duration::from_secs(2));
+    if let Some(unit) = &record.systemd_unit {
+        // The scope's cgroup is systemd's to remove.
+        super::systemd::stop(unit, record.cgroups.v2.as_deref());
+    } else {
+        // Empty once its processes are reaped; a zombie still counts, so try a while.
+        record.cgroups.remove(Duration::from_secs(2));
+    }
     dir.remove()?;
     let post = config
         .as_ref()
@@ -302,7 +317,7 @@ fn features() -> serde_json::Value {
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
             "capabilities": caps,
-            "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false},
+            "cgroup": {"v1": true, "v2": true, "systemd": true, "systemdUser": true},
             "seccomp": {"enabled": false},
             "apparmor": {"enabled": false},
             "selinux": {"enabled": false},

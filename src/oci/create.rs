@@ -43,6 +43,8 @@ pub fn create(root: &Path, args: &CreateArgs) -> Result<Created> {
         has(CloneFlags::CLONE_NEWIPC),
         has(CloneFlags::CLONE_NEWUTS),
     )?;
+    // Checked before anything exists: a cgroupsPath that names no scope.
+    let scope = systemd_scope(&container, args)?;
     let (mut guard, handoff) = prepare(root, args, &container, seccomp)?;
     let dir = guard.dir.as_ref().expect("set by prepare");
     let (mine, theirs) = RuntimeChannel::pair()?;
@@ -61,19 +63,12 @@ pub fn create(root: &Path, args: &CreateArgs) -> Result<Created> {
         std::fs::write(format!("/proc/{pid}/oom_score_adj"), adj.to_string())
             .with_context(|| format!("set process.oomScoreAdj {adj}"))?;
     }
-    let cgroups_path = linux.and_then(|l| l.cgroups_path().clone());
-    let cgroups = cgroups::join(
-        &host,
-        &cgroups::Request {
-            id: &args.id,
-            path: cgroups_path.as_deref(),
-            files: &cgroup_files,
-            devices: container.device_filter.as_deref(),
-            pid,
-            privileged: nix::unistd::geteuid().is_root() && !state::in_user_namespace(),
-        },
-    )?;
-    guard.cgroups = cgroups.clone();
+    // Each way cleans up after itself when it fails; the guard undoes it after that.
+    let cgroups = place(&host, &container, args, scope.as_ref(), pid, &cgroup_files)?;
+    match &scope {
+        Some(scope) => guard.unit = Some(scope.unit.clone()),
+        None => guard.cgroups = cgroups.clone(),
+    }
     let record = Record {
         id: args.id.clone(),
         process,
@@ -88,6 +83,7 @@ pub fn create(root: &Path, args: &CreateArgs) -> Result<Created> {
         cgroups,
         pid_ns: container.new_namespaces.contains(CloneFlags::CLONE_NEWPID),
         chroot: !container.own_mount_ns,
+        systemd_unit: scope.map(|s| s.unit),
     };
     let mut oci = dir.oci_state(&record);
     oci.status = Status::Creating;
@@ -99,6 +95,66 @@ pub fn create(root: &Path, args: &CreateArgs) -> Result<Created> {
     }
     let dir = guard.disarm();
     Ok(Created { dir, record, child })
+}
+
+/// Places the container's process: in the systemd scope with --systemd-cgroup, else in
+/// the cgroups linux.cgroupsPath names.
+fn place(
+    host: &cgroups::Host,
+    container: &Container,
+    args: &CreateArgs,
+    scope: Option<&super::systemd::Scope>,
+    pid: i32,
+    cgroup_files: &cgroups::Files,
+) -> Result<cgroups::Placement> {
+    let linux = container.spec.linux().as_ref();
+    Ok(match scope {
+        // --systemd-cgroup: a transient scope that systemd makes, and removes.
+        Some(scope) => {
+            if !cgroup_files.v1.is_empty() {
+                bail!(
+                    "linux.resources: limits on cgroup v1 controllers cannot go in a systemd \
+                     scope; leave --systemd-cgroup out (cgroupfs drives cgroup v1)"
+                );
+            }
+            let devices = container.device_filter.as_deref();
+            let joined = super::systemd::join(scope, pid, &cgroup_files.v2, devices)?;
+            cgroups::Placement {
+                v2: Some(joined),
+                v1: Vec::new(),
+            }
+        }
+        None => {
+            let cgroups_path = linux.and_then(|l| l.cgroups_path().clone());
+            cgroups::join(
+                host,
+                &cgroups::Request {
+                    id: &args.id,
+                    path: cgroups_path.as_deref(),
+                    files: cgroup_files,
+                    devices: container.device_filter.as_deref(),
+                    pid,
+                    privileged: nix::unistd::geteuid().is_root() && !state::in_user_namespace(),
+                },
+            )?
+        }
+    })
+}
+
+/// With --systemd-cgroup, the scope linux.cgroupsPath names.
+fn systemd_scope(c: &Container, args: &CreateArgs) -> Result<Option<super::systemd::Scope>> {
+    if !args.systemd_cgroup {
+        return Ok(None);
+    }
+    let path = c
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().clone());
+    // The user manager's for anyone but root in the initial user namespace (rootless
+    // podman calls sbx-oci as root of its own user namespace).
+    let user = !nix::unistd::geteuid().is_root() || state::in_user_namespace();
+    super::systemd::scope(path.as_deref(), &args.id, user).map(Some)
 }
 
 /// The state directory with the config and the fifo, and what the container process
@@ -122,6 +178,7 @@ fn prepare(
         dir: Some(dir),
         child: None,
         cgroups: cgroups::Placement::default(),
+        unit: None,
     };
     let dir = guard.dir.as_ref().expect("set above");
     dir.write(state::CONFIG, &serde_json::to_vec(&container.spec)?)?;
@@ -236,18 +293,20 @@ pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
         .with_context(|| format!("write --pid-file {}", path.display()))
 }
 
-/// Undoes a create that failed part way: the process killed, the cgroup and the state
-/// directory removed.
+/// Undoes a create that failed part way: the process killed, the cgroups (or systemd
+/// scope) and the state directory removed.
 struct Guard {
     dir: Option<Dir>,
     child: Option<Pid>,
     cgroups: cgroups::Placement,
+    unit: Option<super::systemd::Unit>,
 }
 
 impl Guard {
     fn disarm(mut self) -> Dir {
         self.child = None;
         self.cgroups = cgroups::Placement::default();
+        self.unit = None;
         self.dir.take().expect("disarmed once")
     }
 }
@@ -257,6 +316,9 @@ impl Drop for Guard {
         if let Some(child) = self.child.take() {
             let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
             let _ = waitpid(child, None);
+        }
+        if let Some(unit) = self.unit.take() {
+            super::systemd::stop(&unit, None);
         }
         // Empty once the process is reaped.
         self.cgroups.remove(std::time::Duration::from_secs(1));

@@ -32,6 +32,7 @@ pub mod process;
 pub mod resources;
 pub mod seccomp;
 pub mod state;
+pub mod systemd;
 pub mod waiting;
 
 use serde::{Deserialize, Serialize};

@@ -42,6 +42,9 @@ pub struct Record {
     /// In the runtime's mount namespace, chrooted into its root (`exec` does the same).
     #[serde(default)]
     pub chroot: bool,
+    /// The systemd scope holding it (`--systemd-cgroup`), stopped by `delete`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd_unit: Option<super::systemd::Unit>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

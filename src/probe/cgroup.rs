@@ -43,6 +43,54 @@ fn cgroup_layout(mounts: &[MountInfo], v1_controllers: &[String]) -> Result<Stri
     }
 }
 
+/// A systemd user manager answering on the caller's session bus: what `sbx-oci
+/// --systemd-cgroup` asks for a scope when not root (rootless podman's default cgroup
+/// manager). Asked through `busctl`, as sbx-oci asks it.
+pub(super) fn systemd_user() -> Check {
+    let name = "systemd_user";
+    let fix = "log in to a session with a systemd user manager (`loginctl enable-linger USER` \
+               keeps one running) and DBUS_SESSION_BUS_ADDRESS set (the dbus-user-session \
+               package); without one, use sbx-oci without --systemd-cgroup";
+    let Some(busctl) = ["/usr/bin/busctl", "/bin/busctl"]
+        .iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
+    else {
+        return Check::fail(name, "busctl (systemd) is not installed", fix);
+    };
+    let out = std::process::Command::new(busctl)
+        .args([
+            "--user",
+            "--timeout=5",
+            "get-property",
+            "org.freedesktop.systemd1",
+            "/org/freedesktop/systemd1",
+            "org.freedesktop.systemd1.Manager",
+            "Version",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output();
+    match out {
+        Ok(out) if out.status.success() => {
+            let version = String::from_utf8_lossy(&out.stdout);
+            let version = version.trim().trim_start_matches("s ").trim_matches('"');
+            Check::pass(
+                name,
+                format!("systemd {version} answers on the session bus"),
+            )
+        }
+        Ok(out) => Check::fail(
+            name,
+            format!(
+                "no systemd user manager on the session bus: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            fix,
+        ),
+        Err(e) => Check::fail(name, format!("cannot run {}: {e}", busctl.display()), fix),
+    }
+}
+
 pub(super) fn cgroup_delegation(mounts: &[MountInfo], caller: &Caller) -> Check {
     let name = "cgroup_delegation";
     let fix = "run under a systemd user session with delegation (`systemd-run --user --scope -p \

@@ -93,6 +93,7 @@ pub fn probe_all() -> Vec<Check> {
         devices::device("dev_net_tun", "/dev/net/tun", "tun"),
         cgroup::cgroup_v2(&mounts),
         cgroup::cgroup_delegation(&mounts, &caller),
+        cgroup::systemd_user(),
         security::landlock(),
         security::seccomp(),
     ]

@@ -207,9 +207,9 @@ pub fn join(host: &Host, req: &Request) -> Result<Placement> {
     };
     if path.to_string_lossy().contains(':') {
         bail!(
-            "linux.cgroupsPath {} is a systemd slice:prefix:name: sbx-oci manages cgroups \
-             through cgroupfs only; use podman --cgroup-manager cgroupfs (containers.conf \
-             cgroup_manager = \"cgroupfs\"), or containerd's SystemdCgroup = false",
+            "linux.cgroupsPath {} is a systemd slice:prefix:name: pass --systemd-cgroup \
+             (as podman --cgroup-manager systemd and containerd's SystemdCgroup = true do), \
+             or give a cgroupfs path (podman --cgroup-manager cgroupfs)",
             path.display()
         );
     }
