@@ -308,6 +308,63 @@ fn a_profile_without_close_range_still_runs_the_process() {
     assert_eq!(out.lines(), ["Seccomp:\t2", "0 1 2 3 "], "{out}");
 }
 
+/// `features` says seccomp is supported and with what; a profile made of all it lists
+/// (every architecture and supported flag) is taken and enforced.
+#[test]
+fn features_say_what_seccomp_supports() {
+    let out = run({
+        let mut cmd = Command::new(oci_bin());
+        cmd.arg("features");
+        cmd
+    });
+    out.assert_success();
+    let features: Value = serde_json::from_str(&out.stdout()).unwrap();
+    let seccomp = &features["linux"]["seccomp"];
+    assert_eq!(seccomp["enabled"], true, "{seccomp}");
+    let has = |key: &str, name: &str| {
+        seccomp[key]
+            .as_array()
+            .is_some_and(|v| v.contains(&json!(name)))
+    };
+    for action in [
+        "SCMP_ACT_ALLOW",
+        "SCMP_ACT_ERRNO",
+        "SCMP_ACT_KILL_PROCESS",
+        "SCMP_ACT_LOG",
+    ] {
+        assert!(has("actions", action), "{action}: {seccomp}");
+    }
+    assert!(!has("actions", "SCMP_ACT_NOTIFY"), "{seccomp}");
+    assert!(has("operators", "SCMP_CMP_MASKED_EQ"), "{seccomp}");
+    #[cfg(target_arch = "x86_64")]
+    assert!(
+        has("archs", "SCMP_ARCH_X86") && has("archs", "SCMP_ARCH_X32"),
+        "{seccomp}"
+    );
+    assert!(
+        has("supportedFlags", "SECCOMP_FILTER_FLAG_TSYNC"),
+        "{seccomp}"
+    );
+    assert!(
+        has("knownFlags", "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"),
+        "{seccomp}"
+    );
+
+    let mut b = Bundle::new(&[]);
+    b.config["process"]["noNewPrivileges"] = json!(true);
+    b.config["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": seccomp["archs"],
+        "flags": seccomp["supportedFlags"],
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}],
+    });
+    let out = b.sh("grep Seccomp: /proc/self/status; touch /tmp/b; mkdir /tmp/a");
+    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(out.lines(), ["Seccomp:\t2"], "{out}");
+    assert!(out.stderr().contains("Permission denied"), "{out}");
+    assert!(!b.rootfs("/tmp/a").exists() && b.rootfs("/tmp/b").is_file());
+}
+
 #[test]
 fn masked_paths_are_masked() {
     let mut b = Bundle::new(&[]);
