@@ -318,7 +318,7 @@ fn features() -> serde_json::Value {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
             "capabilities": caps,
             "cgroup": {"v1": true, "v2": true, "systemd": true, "systemdUser": true},
-            "seccomp": {"enabled": false},
+            "seccomp": super::seccomp::features(),
             "apparmor": {"enabled": false},
             "selinux": {"enabled": false},
         },

@@ -14,7 +14,7 @@ use oci_spec::runtime::Process;
 use super::cli::ExecArgs;
 use super::config::{self, ProcessPlan};
 use super::state::{Dir, Status};
-use super::{console, plug, process, ContainerChannel, FromContainer, RuntimeChannel};
+use super::{console, plug, process, ContainerChannel, FromContainer, RuntimeChannel, ToContainer};
 use crate::sys::{exit_now, Forked};
 
 const NAMESPACES: &[(&str, CloneFlags)] = &[
@@ -94,6 +94,8 @@ pub fn exec(root: &Path, args: &ExecArgs) -> Result<i32> {
         FromContainer::Child(pid) => Ok(pid),
         other => Err(other),
     })?;
+    // Gone already: what it said, or its end of file, is read next.
+    let _ = mine.send(&ToContainer::PidKnown);
     mine.expect("Ready", |m, _| match m {
         FromContainer::Ready => Ok(()),
         other => Err(other),
@@ -247,7 +249,18 @@ fn enter(e: &Entering, chan: ContainerChannel) -> ! {
     }
 }
 
+/// The new process. It shares the channel with the intermediate, which reports its pid
+/// after the clone: it speaks only once `exec` has that pid, so the order is always
+/// Child, then Ready (or Failed).
 fn run(e: &Entering, chan: ContainerChannel) -> ! {
+    let released = chan.expect("PidKnown", |m, _| match m {
+        ToContainer::PidKnown => Ok(()),
+        other => Err(other),
+    });
+    if released.is_err() {
+        // `exec` is gone or failed: nobody to run for.
+        exit_now(1);
+    }
     let prepared = (|| -> Result<process::Prepared> {
         match &e.console {
             Some(socket) => console::attach(socket, e.plan.console_size, (e.plan.uid, e.plan.gid))?,

@@ -46,6 +46,9 @@ pub enum ToContainer {
     Go(Box<state::OciState>),
     /// The prestart and createRuntime hooks ran.
     HooksDone,
+    /// `exec` has the new process's pid from the intermediate: go on. The new process
+    /// waits for this before it says anything, so its messages cannot overtake the pid.
+    PidKnown,
 }
 
 /// The started process (and the intermediate before it) to `create` or `exec`.
@@ -65,6 +68,7 @@ impl Message for ToContainer {
         match self {
             ToContainer::Go(_) => "Go",
             ToContainer::HooksDone => "HooksDone",
+            ToContainer::PidKnown => "PidKnown",
         }
     }
 }

@@ -135,6 +135,16 @@ fn x32_number(name: &str) -> Option<u32> {
     Some(bit | nr.id() as u32)
 }
 
+/// The architectures whose calls the filter tells apart on this machine, each with a
+/// section of its own (`sbx-oci features`); others listed in a profile are skipped.
+pub fn runnable() -> &'static [Arch] {
+    match std::env::consts::ARCH {
+        "x86_64" => &[Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32],
+        "aarch64" => &[Arch::ScmpArchAarch64, Arch::ScmpArchArm],
+        _ => &[],
+    }
+}
+
 /// The ABIs the filter must hold sections for: the native one always, then those listed
 /// that this machine can run.
 pub fn abis(listed: Option<&Vec<Arch>>) -> Result<Vec<Abi>> {
@@ -215,5 +225,17 @@ mod tests {
             assert_eq!(abis(Some(&other)).unwrap(), [Abi::Native]);
         }
         assert_eq!(abis(None).unwrap(), [Abi::Native]);
+    }
+
+    /// Each architecture `features` names gets a section of its own, each another ABI.
+    #[test]
+    fn runnable_architectures_each_get_a_section() {
+        let all = runnable().to_vec();
+        assert_eq!(abis(Some(&all)).unwrap().len(), all.len().max(1));
+        for arch in runnable() {
+            assert!(!abis(Some(&vec![*arch])).unwrap().is_empty(), "{arch}");
+        }
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(runnable()[0], Arch::ScmpArchX86_64);
     }
 }

@@ -70,8 +70,12 @@ pub fn compile(spec: &LinuxSeccomp) -> Result<BpfProgram> {
 
 /// The `SECCOMP_FILTER_FLAG_*` bits for `spec.flags`.
 pub fn flags(spec: &LinuxSeccomp) -> Result<u32> {
+    flag_bits(spec.flags().as_deref().unwrap_or_default())
+}
+
+fn flag_bits(flags: &[LinuxSeccompFilterFlag]) -> Result<u32> {
     let mut bits = 0;
-    for flag in spec.flags().iter().flatten() {
+    for flag in flags {
         bits |= match flag {
             LinuxSeccompFilterFlag::SeccompFilterFlagTsync => libc::SECCOMP_FILTER_FLAG_TSYNC,
             LinuxSeccompFilterFlag::SeccompFilterFlagLog => libc::SECCOMP_FILTER_FLAG_LOG,
@@ -85,6 +89,55 @@ pub fn flags(spec: &LinuxSeccomp) -> Result<u32> {
         } as u32;
     }
     Ok(bits)
+}
+
+/// The actions `compile` takes: all but `SCMP_ACT_NOTIFY`.
+const ACTIONS: &[Action] = &[
+    Action::ScmpActAllow,
+    Action::ScmpActErrno,
+    Action::ScmpActKill,
+    Action::ScmpActKillProcess,
+    Action::ScmpActKillThread,
+    Action::ScmpActLog,
+    Action::ScmpActTrace,
+    Action::ScmpActTrap,
+];
+
+const OPERATORS: &[Op] = &[
+    Op::ScmpCmpEq,
+    Op::ScmpCmpGe,
+    Op::ScmpCmpGt,
+    Op::ScmpCmpLe,
+    Op::ScmpCmpLt,
+    Op::ScmpCmpMaskedEq,
+    Op::ScmpCmpNe,
+];
+
+/// The flags `flags` knows; the last is refused (it serves seccomp agents).
+const KNOWN_FLAGS: &[LinuxSeccompFilterFlag] = &[
+    LinuxSeccompFilterFlag::SeccompFilterFlagTsync,
+    LinuxSeccompFilterFlag::SeccompFilterFlagLog,
+    LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow,
+    LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv,
+];
+
+/// What `sbx-oci features` says under `linux.seccomp` (runtime-spec features.md): the
+/// actions, operators, architectures and flags a profile may use. The kernels sbx runs
+/// on (5.12 and later, for the new mount API) have every action and supported flag
+/// (TSYNC since 3.17, LOG and KILL_PROCESS since 4.14, SPEC_ALLOW since 4.17).
+pub fn features() -> serde_json::Value {
+    let supported: Vec<_> = KNOWN_FLAGS
+        .iter()
+        .filter(|f| flag_bits(std::slice::from_ref(*f)).is_ok())
+        .collect();
+    serde_json::json!({
+        "enabled": true,
+        "actions": ACTIONS,
+        "operators": OPERATORS,
+        "archs": arch::runnable(),
+        "knownFlags": KNOWN_FLAGS,
+        "supportedFlags": supported,
+    })
 }
 
 /// Installs `program` on the calling thread (all threads with TSYNC in `flags`). Unlike

@@ -388,3 +388,50 @@ fn installed_filter_returns_errno_ret() {
         "1: install, 2: allowed, 3: errnoRet"
     );
 }
+
+/// `features` names what a profile may use: each action, operator and supported flag it
+/// lists compiles, what it leaves out is refused.
+#[test]
+fn features_list_what_compiles() {
+    let f = features();
+    assert_eq!(f["enabled"], true);
+    for action in f["actions"].as_array().unwrap() {
+        let p = spec(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["getpid"], "action": action}],
+        }));
+        compile(&p).unwrap_or_else(|e| panic!("{action}: {e:#}"));
+    }
+    assert!(!f["actions"]
+        .as_array()
+        .unwrap()
+        .contains(&"SCMP_ACT_NOTIFY".into()));
+    let operators = f["operators"].as_array().unwrap();
+    assert_eq!(operators.len(), 7);
+    for op in operators {
+        let p = spec(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["getpid"], "action": "SCMP_ACT_ERRNO",
+                          "args": [{"index": 0, "value": 1, "valueTwo": 1, "op": op}]}],
+        }));
+        compile(&p).unwrap_or_else(|e| panic!("{op}: {e:#}"));
+    }
+    let p = spec(serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": f["archs"],
+        "flags": f["supportedFlags"],
+    }));
+    compile(&p).unwrap();
+    assert!(flags(&p).is_ok());
+    let known = f["knownFlags"].as_array().unwrap();
+    for flag in known {
+        let p = spec(serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "flags": [flag]}));
+        let supported = f["supportedFlags"].as_array().unwrap().contains(flag);
+        assert_eq!(flags(&p).is_ok(), supported, "{flag}");
+    }
+    #[cfg(target_arch = "x86_64")]
+    assert_eq!(
+        f["archs"],
+        serde_json::json!(["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"])
+    );
+}
