@@ -10,7 +10,8 @@ use anyhow::{bail, Context, Result};
 
 use super::Profile;
 
-/// Profiles embedded in the binary from the repository's `profiles/`.
+/// Profiles embedded in the binary from the repository's `profiles/`: the text `sbx profile
+/// show`, `check` and `ls` read. Runs take the same profiles from `builtin`, as Rust values.
 pub const BUILTINS: &[(&str, &str)] = &[
     ("default", include_str!("../../profiles/default.json")),
     ("build", include_str!("../../profiles/build.json")),
@@ -19,16 +20,10 @@ pub const BUILTINS: &[(&str, &str)] = &[
     ("centos", include_str!("../../profiles/centos.json")),
 ];
 
-/// The built-in profile `name`, parsed once per process: choosing by command reads every
+/// The built-in profile `name`, built without parsing: choosing by command reads every
 /// built-in, and the chosen one is loaded again through `extends`.
-fn builtin(name: &str) -> Option<Result<Profile>> {
-    static PARSED: [std::sync::OnceLock<std::result::Result<Profile, String>>; BUILTINS.len()] =
-        [const { std::sync::OnceLock::new() }; BUILTINS.len()];
-    let index = BUILTINS.iter().position(|(n, _)| *n == name)?;
-    let parsed = PARSED[index].get_or_init(|| {
-        parse(BUILTINS[index].1, &format!("built-in profile {name}")).map_err(|e| format!("{e:#}"))
-    });
-    Some(parsed.clone().map_err(anyhow::Error::msg))
+fn builtin(name: &str) -> Option<Profile> {
+    super::builtin::profile(name)
 }
 
 /// Where a profile was found.
@@ -140,7 +135,7 @@ fn all_named(name: &str) -> Result<Vec<Loaded>> {
     if let Some(profile) = builtin(name) {
         found.push(Loaded {
             name: name.to_string(),
-            profile: profile?,
+            profile,
             origin: Origin::Builtin,
         });
     }
@@ -182,7 +177,7 @@ pub fn all() -> Result<Listing> {
     for (name, _) in BUILTINS {
         found.push(Loaded {
             name: name.to_string(),
-            profile: builtin(name).context("a built-in profile")??,
+            profile: builtin(name).context("a built-in profile")?,
             origin: Origin::Builtin,
         });
     }

@@ -4,6 +4,7 @@
 //! `plan` turns the merged result into a validated `Plan`. Unknown fields are rejected
 //! everywhere (`deny_unknown_fields`), so a typo never silently weakens a sandbox.
 
+pub mod builtin;
 pub mod cmd;
 pub mod layer;
 pub mod load;

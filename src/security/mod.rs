@@ -7,6 +7,7 @@ pub mod bpf;
 pub mod caps;
 pub mod landlock;
 pub mod seccomp;
+pub mod seccomp_rules;
 pub mod sockets;
 
 pub use crate::plan::security::SecurityPlan;

@@ -6,111 +6,21 @@
 //! personalities likewise; clone3 failing with ENOSYS, so libc falls back to clone, whose
 //! flags can be inspected; calls of other architectures (i386 `int 0x80`, x32) killed.
 
-use std::collections::BTreeSet;
-
 use anyhow::{bail, Context, Result};
 
-use super::bpf::{self, Cond, Policy, Rule};
+use super::bpf;
+use super::seccomp_rules::{self as rules, number as native_number};
 
 pub use crate::plan::security::SeccompPlan;
 use crate::profile::SeccompSpec;
 
-/// Denied outright.
-const DENY: &[&str] = &[
-    // keyrings are not namespaced
-    "add_key",
-    "keyctl",
-    "request_key",
-    // kernel attack surface
-    "userfaultfd",
-    "io_uring_setup",
-    "io_uring_enter",
-    "io_uring_register",
-    "bpf",
-    "perf_event_open",
-    "lookup_dcookie",
-    "fanotify_init",
-    // the machine itself
-    "kexec_load",
-    "kexec_file_load",
-    "init_module",
-    "finit_module",
-    "delete_module",
-    "reboot",
-    "swapon",
-    "swapoff",
-    "acct",
-    "quotactl",
-    "quotactl_fd",
-    "syslog",
-    "settimeofday",
-    "clock_settime",
-    "clock_adjtime",
-    "adjtimex",
-    "iopl",
-    "ioperm",
-    "vhangup",
-    "open_by_handle_at",
-    "setdomainname",
-    "sethostname",
-    "kcmp",
-    "pidfd_getfd",
-    "process_madvise",
-    "get_mempolicy",
-    "mbind",
-    "set_mempolicy",
-    "migrate_pages",
-    "move_pages",
-    // obsolete
-    "uselib",
-    "ustat",
-    "sysfs",
-    "_sysctl",
-    "create_module",
-    "get_kernel_syms",
-    "query_module",
-    "nfsservctl",
-    "getpmsg",
-    "putpmsg",
-    "afs_syscall",
-    "tuxcall",
-    "security",
-    "vserver",
-];
+/// The default filter's program, compiled by build.rs with `rules` and `bpf` for the build's
+/// target (None when cross-compiling: then `plan` compiles it like any other).
+mod precompiled {
+    include!(concat!(env!("OUT_DIR"), "/seccomp_default.rs"));
+}
 
-/// Denied unless nested sandboxes are allowed.
-const NESTED: &[&str] = &[
-    "unshare",
-    "setns",
-    "mount",
-    "umount2",
-    "pivot_root",
-    "fsopen",
-    "fsconfig",
-    "fsmount",
-    "fspick",
-    "move_mount",
-    "open_tree",
-    "mount_setattr",
-];
-
-const CLONE_NEW_FLAGS: &[u64] = &[
-    libc::CLONE_NEWNS as u64,
-    libc::CLONE_NEWCGROUP as u64,
-    libc::CLONE_NEWUTS as u64,
-    libc::CLONE_NEWIPC as u64,
-    libc::CLONE_NEWUSER as u64,
-    libc::CLONE_NEWPID as u64,
-    libc::CLONE_NEWNET as u64,
-];
-const AF_ALG: u32 = 38;
-const AF_VSOCK: u32 = 40;
-const TIOCSTI: u32 = 0x5412;
-const TIOCLINUX: u32 = 0x541C;
-/// personality(2) values that change nothing dangerous (Docker's list).
-const PERSONALITY_OK: &[u32] = &[0, 0x8, 0x20000, 0x20008, 0xffff_ffff];
-
-/// Compiles the filter, or None when the profile turns it off.
+/// The filter, or None when the profile turns it off.
 pub fn plan(
     spec: &SeccompSpec,
     cli: Option<&str>,
@@ -129,85 +39,39 @@ pub fn plan(
         Some(name) => parse_errno(name)?,
         None => libc::EPERM,
     };
+    let unchanged = spec.deny.is_empty() && spec.allow.is_empty() && errno == libc::EPERM;
+    if unchanged && !allow_nested {
+        if let Some(program) = precompiled::PROGRAM {
+            return Ok(Some(SeccompPlan {
+                program: program.to_vec(),
+                denied: precompiled::DENIED,
+                errno,
+            }));
+        }
+    }
+    Ok(Some(compile(spec, errno, allow_nested)?))
+}
+
+/// Compiles the filter at run time: the default lists with the profile's changes.
+fn compile(spec: &SeccompSpec, errno: i32, allow_nested: bool) -> Result<SeccompPlan> {
     // The profile's names must exist; the built-in lists name some calls that only some
     // architectures have.
     for name in spec.deny.iter().chain(&spec.allow) {
         number(name)?;
     }
-    let allowed = |name: &str| !spec.allow.iter().any(|a| a == name);
-    let deny = bpf::errno(errno);
-    let mut policy = Policy::default();
-    let mut add = |name: &str, when: Vec<Cond>, action: u32| {
-        if let Ok(nr) = number(name) {
-            policy
-                .rules
-                .entry(nr)
-                .or_default()
-                .push(Rule { when, action });
-        }
-    };
-
-    let mut names: BTreeSet<&str> = DENY.iter().copied().collect();
-    if !allow_nested {
-        names.extend(NESTED);
-    }
-    names.extend(spec.deny.iter().map(String::as_str));
-    for name in names.iter().filter(|n| allowed(n)) {
-        add(name, vec![], deny);
-    }
-    if !allow_nested && allowed("clone") {
-        let mask = CLONE_NEW_FLAGS.iter().fold(0, |m, f| m | f);
-        add("clone", vec![Cond::AnyBit { arg: 0, mask }], deny);
-    }
-    if allowed("socket") {
-        for family in [AF_ALG, AF_VSOCK] {
-            add(
-                "socket",
-                vec![Cond::Low32Eq {
-                    arg: 0,
-                    value: family,
-                }],
-                deny,
-            );
-        }
-    }
-    if allowed("ioctl") {
-        // Only the low 32 bits, as the kernel itself reads the request.
-        for request in [TIOCSTI, TIOCLINUX] {
-            add(
-                "ioctl",
-                vec![Cond::Low32Eq {
-                    arg: 1,
-                    value: request,
-                }],
-                deny,
-            );
-        }
-    }
-    if allowed("personality") {
-        let when = PERSONALITY_OK
-            .iter()
-            .map(|&value| Cond::Low32Ne { arg: 0, value })
-            .collect();
-        add("personality", when, deny);
-    }
-    if !allow_nested && allowed("clone3") {
-        // After any deny-list rule for it: a profile that denies clone3 outright wins.
-        add("clone3", vec![], bpf::errno(libc::ENOSYS));
-    }
-    let denied = policy.rules.values().map(Vec::len).sum();
-    Ok(Some(SeccompPlan {
+    let policy = rules::policy(&spec.deny, &spec.allow, errno, allow_nested);
+    Ok(SeccompPlan {
         program: bpf::compile(&policy)?,
-        denied,
+        denied: rules::count(&policy),
         errno,
-    }))
+    })
 }
 
 /// The number of a system call on this architecture.
 fn number(name: &str) -> Result<u32> {
-    match name.parse::<syscalls::Sysno>() {
-        Ok(sysno) => Ok(sysno.id() as u32),
-        Err(_) => bail!(
+    match native_number(name) {
+        Some(nr) => Ok(nr),
+        None => bail!(
             "security.seccomp: unknown system call {name:?} on {}; check the names in `deny` and `allow`",
             std::env::consts::ARCH
         ),
@@ -279,6 +143,35 @@ mod tests {
         assert!(p.program.len() < 400, "{} instructions", p.program.len());
     }
 
+    /// The program build.rs compiled is, instruction for instruction, what `rules` and
+    /// `bpf` compile at run time for the same inputs, and the one the default filter uses.
+    #[test]
+    fn precompiled_default_is_the_compiled_one() {
+        let precompiled = precompiled::PROGRAM
+            .expect("built for the host, so build.rs precompiled the default program");
+        let compiled = compile(&SeccompSpec::default(), libc::EPERM, false).unwrap();
+        assert_eq!(precompiled, compiled.program.as_slice());
+        assert_eq!(precompiled::DENIED, compiled.denied);
+        // Spelling out the default errno changes nothing.
+        let spec = SeccompSpec {
+            errno: Some("EPERM".into()),
+            ..Default::default()
+        };
+        let planned = plan(&spec, Some("default"), false).unwrap().unwrap();
+        assert_eq!(planned.program, compiled.program);
+        assert_eq!(planned.denied, compiled.denied);
+        // Any change is compiled at run time: nesting allowed, another errno.
+        let nested = plan(&SeccompSpec::default(), None, true).unwrap().unwrap();
+        assert_ne!(nested.program.as_slice(), precompiled);
+        let spec = SeccompSpec {
+            errno: Some("ENOSYS".into()),
+            ..Default::default()
+        };
+        let enosys = plan(&spec, None, false).unwrap().unwrap();
+        assert_eq!(enosys.errno, libc::ENOSYS);
+        assert_ne!(enosys.program.as_slice(), precompiled);
+    }
+
     #[test]
     fn off_means_off() {
         assert!(plan(&SeccompSpec::default(), Some("off"), false)
@@ -311,7 +204,7 @@ mod tests {
             run(&p.program, &data(AUDIT_ARCH, number(name).unwrap(), args))
         };
         let eperm = bpf::errno(libc::EPERM);
-        for name in DENY.iter().chain(NESTED) {
+        for name in rules::DENY.iter().chain(rules::NESTED) {
             if number(name).is_ok() {
                 assert_eq!(decide(name, [0; 6]), eperm, "{name}");
             }
