@@ -122,6 +122,14 @@ fn run(args: &RunArgs) -> Result<i32> {
         eprintln!("sbx: warning: {warning}");
     }
     if let Some(systemd_run) = &plan.limits.via_systemd {
+        // The kept user namespace's holder is made here if it is missing, outside the scope:
+        // made by the run inside it, it would sit in that scope and keep it alive. A failure
+        // is the rerun's to report (it maps per run then).
+        if let Some(wanted) = sbx::holder::Wanted::for_ids(&plan.ids) {
+            if plan.userns == plan::UsernsMode::Holder && plan.network.join.is_none() {
+                let _ = sbx::holder::get(&wanted);
+            }
+        }
         // Before any namespace exists: sbx starts over inside a delegated scope.
         return Err(limits::rerun_in_scope(systemd_run));
     }

@@ -617,3 +617,46 @@ fn cgroup_exec_joins_the_sandboxs_cgroup_and_limits() {
     sbx_in(&["rm", "-f", "lim"]).assert_success();
     assert_leaf_removed(&leaf, &others, "rm -f removes the leaf");
 }
+
+/// The kept user namespace's holder sits in the caller's cgroup, never in the run's: a run
+/// with limits that makes the holder (here, the first run with a runtime directory of its
+/// own) makes it before going into a systemd scope, where it would keep the scope alive
+/// after the run.
+#[test]
+fn cgroup_the_holder_is_made_outside_the_runs_cgroup() {
+    if !require_delegation() {
+        return;
+    }
+    let runtime = TempDir::new();
+    let dir = TempDir::new();
+    let sbx_with = |args: &[&str]| {
+        let mut cmd = sbx();
+        cmd.args(args)
+            .current_dir(dir.path())
+            .env("XDG_RUNTIME_DIR", runtime.path())
+            .env_remove("SBX_USERNS");
+        cmd
+    };
+    let out = run(sbx_with(&["run", "--verbose", "--memory", "64M", "--", "true"]));
+    let record = fs::read_to_string(runtime.join("sbx/.holder.json"));
+    let holder = record
+        .as_deref()
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok())
+        .and_then(|r| r["pid"].as_i64())
+        .map(|pid| pid as i32);
+    let holder_cgroup = holder.map(cgroup_of);
+    let _ = run(sbx_with(&["system", "reset"]));
+    out.assert_success();
+    assert!(
+        out.stderr()
+            .contains("nested in the kept user namespace of the holder"),
+        "{out}"
+    );
+    let holder = holder.unwrap_or_else(|| panic!("no holder recorded: {record:?}\n{out}"));
+    assert_eq!(
+        holder_cgroup.unwrap(),
+        cgroup_of(std::process::id() as i32),
+        "the holder (pid {holder}) is not in the caller's cgroup\n{out}"
+    );
+}
