@@ -637,7 +637,14 @@ fn cgroup_the_holder_is_made_outside_the_runs_cgroup() {
             .env_remove("SBX_USERNS");
         cmd
     };
-    let out = run(sbx_with(&["run", "--verbose", "--memory", "64M", "--", "true"]));
+    let out = run(sbx_with(&[
+        "run",
+        "--verbose",
+        "--memory",
+        "64M",
+        "--",
+        "true",
+    ]));
     let record = fs::read_to_string(runtime.join("sbx/.holder.json"));
     let holder = record
         .as_deref()
