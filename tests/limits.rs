@@ -619,24 +619,24 @@ fn cgroup_exec_joins_the_sandboxs_cgroup_and_limits() {
 }
 
 /// The kept user namespace's holder sits in the caller's cgroup, never in the run's: a run
-/// with limits that makes the holder (here, the first run with a runtime directory of its
-/// own) makes it before going into a systemd scope, where it would keep the scope alive
-/// after the run.
+/// with limits that makes the holder (here, the first run after `sbx system reset`) makes
+/// it before going into a systemd scope, where it would keep the scope alive after the run.
+/// The user's own runtime directory: sbx asks the user manager through it for the scope.
 #[test]
 fn cgroup_the_holder_is_made_outside_the_runs_cgroup() {
     if !require_delegation() {
         return;
     }
-    let runtime = TempDir::new();
+    let runtime = PathBuf::from(std::env::var_os("XDG_RUNTIME_DIR").expect("XDG_RUNTIME_DIR"));
     let dir = TempDir::new();
     let sbx_with = |args: &[&str]| {
         let mut cmd = sbx();
         cmd.args(args)
             .current_dir(dir.path())
-            .env("XDG_RUNTIME_DIR", runtime.path())
             .env_remove("SBX_USERNS");
         cmd
     };
+    run(sbx_with(&["system", "reset"])).assert_success();
     let out = run(sbx_with(&[
         "run",
         "--verbose",
