@@ -9,6 +9,7 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -245,6 +246,148 @@ fn system_reset_ends_the_holder() {
     let again = run(kept.cmd(&["system", "reset"]));
     again.assert_success();
     assert!(again.stdout().contains("no holder"), "{again}");
+}
+
+/// Where the kept namespace refuses to nest a sandbox's (a `user.max_user_namespaces`
+/// limit: here its own, lowered by its owner, who may), the run fails with exit 125 and says
+/// what to do; the holder is ended, and the next runs map per run and say so under
+/// `--verbose`, as where making a holder fails.
+#[test]
+fn a_kept_namespace_that_refuses_nesting_gives_way_to_per_run_maps() {
+    if !require_subids() || !require_tool("nsenter") {
+        return;
+    }
+    let kept = Kept::new();
+    kept.run(&[], "true").assert_success();
+    let pid = kept.pid();
+    let lowered = Command::new("nsenter")
+        .args([
+            "--user",
+            "--target",
+            &pid.to_string(),
+            "--preserve-credentials",
+        ])
+        .args(["sh", "-c", "echo 0 > /proc/sys/user/max_user_namespaces"])
+        .status()
+        .unwrap();
+    assert!(lowered.success(), "entering the kept namespace");
+
+    let refused = kept.run(&[], "echo ran");
+    refused.assert_sbx_error(&[
+        &format!("the kept user namespace of the holder (pid {pid}) refused a nested one"),
+        "its own user.max_user_namespaces is 0",
+        "run the command again",
+    ]);
+    assert!(!refused.stdout().contains("ran"), "{refused}");
+    assert_eq!(
+        refused.stderr().matches("sbx: error:").count(),
+        1,
+        "{refused}"
+    );
+    eventually("the refusing holder is ended", || !alive(pid));
+
+    let again = kept.run(&[], "echo ran; cat /proc/self/uid_map");
+    again.assert_success();
+    assert_eq!(again.lines()[0], "ran", "{again}");
+    let line = userns_line(&again);
+    assert!(
+        line.contains("no kept user namespace") && line.contains("refused a nested one"),
+        "{again}"
+    );
+    assert!(line.contains("newuidmap/newgidmap map this run"), "{again}");
+    // The whole range, mapped per run: as many ids as the subordinate range and the user's.
+    let mapped: u64 = again.lines()[1..]
+        .iter()
+        .flat_map(|l| parse_id_map(l))
+        .map(|(_, _, n)| n)
+        .sum();
+    assert!(mapped > 1, "{again}");
+    let record = fs::read_to_string(kept.record()).unwrap();
+    assert!(record.contains("refused"), "{record}");
+}
+
+/// `kept.cmd(args)` with the size of the files it may write capped at `FSIZE_CAP` bytes,
+/// less than a holder's record, and SIGXFSZ left as it is (killing sbx at that write) or
+/// ignored (the write fails with EFBIG).
+fn with_small_files(kept: &Kept, args: &[&str], ignore_sigxfsz: bool) -> Outcome {
+    let mut cmd = kept.cmd(args);
+    // SAFETY: the closure runs between fork and exec and only calls setrlimit and signal,
+    // which are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            let cap = libc::rlimit {
+                rlim_cur: FSIZE_CAP,
+                rlim_max: FSIZE_CAP,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &cap) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if ignore_sigxfsz {
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            }
+            Ok(())
+        });
+    }
+    run(cmd)
+}
+
+const FSIZE_CAP: u64 = 16;
+
+/// This user's processes with `with_small_files`' cap: what those runs left running.
+fn capped_processes() -> Vec<i32> {
+    let me = nix::unistd::getuid().as_raw();
+    let cap = format!("Max file size             {FSIZE_CAP}");
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let owner = fs::metadata(entry.path()).ok()?.uid();
+            let limits = fs::read_to_string(entry.path().join("limits")).ok()?;
+            (owner == me && limits.contains(&cap) && alive(pid)).then_some(pid)
+        })
+        .collect()
+}
+
+/// The maker of a holder killed before it recorded it (here by SIGXFSZ, at the record's
+/// write), or failing to record it (EFBIG), leaves no holder behind that no record names:
+/// the holder waits for its record before it settles. The next making sweeps the record
+/// file the killed write left, and the run that could not record its holder maps per run.
+#[test]
+fn a_holder_that_was_never_recorded_does_not_outlive_its_maker() {
+    if !require_subids() {
+        return;
+    }
+    let kept = Kept::new();
+    let run_args = ["run", "--verbose", "--", "echo", "ran"];
+
+    let killed = with_small_files(&kept, &run_args, false);
+    assert_eq!(killed.code, 128 + libc::SIGXFSZ, "{killed}");
+    eventually("no holder outlives the killed run", || {
+        capped_processes().is_empty()
+    });
+
+    let unrecorded = with_small_files(&kept, &run_args, true);
+    unrecorded.assert_success();
+    assert_eq!(unrecorded.lines(), ["ran"]);
+    let line = userns_line(&unrecorded);
+    assert!(
+        line.contains("write the holder's record") && line.contains("map this run"),
+        "{unrecorded}"
+    );
+    eventually("no holder outlives the unrecorded one", || {
+        capped_processes().is_empty()
+    });
+
+    let normal = kept.run(&[], "true");
+    normal.assert_success();
+    assert!(made_now(&normal), "{normal}");
+    let mut left: Vec<String> = fs::read_dir(kept.runtime.join("sbx"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, [".holder.json", ".holder.lock"]);
 }
 
 /// A record that names something other than the holder sbx made is never used: each

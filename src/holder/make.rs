@@ -1,7 +1,9 @@
 //! Making a holder: a grandchild of sbx (so no sbx process is its parent for long) in a
 //! session and process group of its own, at `/`, with a new user namespace whose maps
-//! newuidmap/newgidmap write; it checks that a namespace can be nested in it, then execs
-//! sbx as `sbx-holder`, which closes every descriptor but /dev/null on 0-2 and sleeps.
+//! newuidmap/newgidmap write; it checks that a namespace can be nested in it, waits until sbx
+//! has written its record, then execs sbx as `sbx-holder`, which closes every descriptor but
+//! /dev/null on 0-2 and sleeps. Should sbx fail or die before the record is written, the
+//! holder sees its pipe close and ends: no holder is left that no record names.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -22,9 +24,11 @@ use crate::plan::ids::{IdMode, IdPlan};
 /// The name the holder runs under (`ps` shows it); `main` checks for it first.
 pub const IDLE_ARGV0: &str = "sbx-holder";
 
-/// Makes a holder mapped as `wanted`; returns its record (not yet written). This process
-/// must be single-threaded.
-pub fn make(wanted: &Wanted) -> Result<Record> {
+/// Makes a holder mapped as `wanted` and has `publish` record it; returns its record.
+/// The holder waits for the record before it settles: if `publish` fails or this process
+/// dies first, it ends, so no holder outlives its maker unrecorded. This process must be
+/// single-threaded.
+pub fn make(wanted: &Wanted, publish: impl FnOnce(&Record) -> Result<()>) -> Result<Record> {
     let (ready_r, ready_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
     let (go_r, go_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
     // SAFETY: the caller is single-threaded, so the child may allocate; it never returns
@@ -43,8 +47,43 @@ pub fn make(wanted: &Wanted) -> Result<Record> {
     drop((ready_w, go_r));
     let _ = waitpid(middle, None);
     let mut ready = File::from(ready_r);
+    let mut go = File::from(go_w);
     let pid = read_pid(&mut ready)?;
-    let ids = IdPlan {
+    let kill = || {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+    };
+    let settled = (|| {
+        // 1. Its maps, by newuidmap/newgidmap.
+        crate::supervisor::idmap::write(&holder_ids(wanted), pid)?;
+        go.write_all(MAPPED).context("release the holder")?;
+        // 2. It checks that a namespace nests in its own.
+        expect(&mut ready, NESTS)?;
+        // 3. Its record, written while it waits.
+        let record = Record::of_process(pid)?;
+        publish(&record)?;
+        go.write_all(RECORDED).context("release the holder")?;
+        // 4. It execs as `sbx-holder`; its end of `ready` closes then, unless it failed.
+        let mut why = String::new();
+        let _ = ready.read_to_string(&mut why);
+        if !why.is_empty() {
+            bail!("{}", why.trim_start_matches('E'));
+        }
+        Ok(record)
+    })();
+    settled.inspect_err(|_| kill())
+}
+
+/// What the maker tells the holder on `go`, one byte each: its maps are written; its record
+/// is written.
+const MAPPED: &[u8] = b"m";
+const RECORDED: &[u8] = b"r";
+/// What the holder tells the maker on `ready` after its pid line: a namespace nests in its
+/// own. Anything else is `E` and why it failed.
+const NESTS: &[u8] = b"n";
+
+/// The ids a holder's own maps are written from: the whole range at the user's ids.
+fn holder_ids(wanted: &Wanted) -> IdPlan {
+    IdPlan {
         host_uid: wanted.uid,
         host_gid: nix::unistd::getgid().as_raw(),
         inside_uid: 0,
@@ -55,25 +94,32 @@ pub fn make(wanted: &Wanted) -> Result<Record> {
             uid_map: wanted.uid_map.clone(),
             gid_map: wanted.gid_map.clone(),
         },
-    };
-    let kill = || {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
-    };
-    if let Err(e) = crate::supervisor::idmap::write(&ids, pid) {
-        kill();
-        return Err(e);
     }
-    File::from(go_w)
-        .write_all(b"g")
-        .context("release the holder")?;
-    // Its end closes at exec; anything before that is why it failed.
-    let mut why = String::new();
-    let _ = ready.read_to_string(&mut why);
-    if !why.is_empty() {
-        kill();
-        bail!("{}", why.trim_start_matches('E'));
+}
+
+/// Reads the holder's next word on `ready`: `want`, or its reason for failing.
+fn expect(ready: &mut File, want: &[u8]) -> Result<()> {
+    let mut got = vec![0u8; want.len()];
+    match ready.read_exact(&mut got) {
+        Ok(()) if got == want => Ok(()),
+        Ok(()) => {
+            let mut rest = String::new();
+            let _ = ready.read_to_string(&mut rest);
+            let text = format!("{}{rest}", String::from_utf8_lossy(&got));
+            bail!("{}", text.trim_start_matches('E'))
+        }
+        Err(e) => Err(e).context("the holder ended without a word"),
     }
-    Record::of_process(pid).inspect_err(|_| kill())
+}
+
+/// Waits on `go` for the maker's `want`; the maker's end closing first means it failed or
+/// died, and the holder must not outlive it.
+fn await_maker(go: &mut File, want: &[u8]) -> Result<()> {
+    let mut got = vec![0u8; want.len()];
+    match go.read_exact(&mut got) {
+        Ok(()) if got == want => Ok(()),
+        _ => bail!("sbx ended before the holder was set up"),
+    }
 }
 
 /// The holder's pid line, or why it could not start (it then ended, closing the pipe).
@@ -105,15 +151,12 @@ fn holder(ready: OwnedFd, go: OwnedFd) -> ! {
         // One write: the pipe delivers it whole.
         let line = format!("{}\n", std::process::id());
         ready.write_all(line.as_bytes()).context("tell sbx")?;
-        let mut byte = [0u8; 1];
-        if File::from(go)
-            .read(&mut byte)
-            .context("wait for the maps")?
-            != 1
-        {
-            bail!("sbx ended before the maps were written");
-        }
+        let mut go = File::from(go);
+        await_maker(&mut go, MAPPED)?;
         probe_nesting()?;
+        ready.write_all(NESTS).context("tell sbx")?;
+        await_maker(&mut go, RECORDED)?;
+        drop(go);
         let null = File::options()
             .read(true)
             .write(true)

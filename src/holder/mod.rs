@@ -30,6 +30,7 @@ use crate::plan::ids::{IdMode, IdPlan, IdRange};
 
 pub use make::{idle, IDLE_ARGV0};
 use record::Record;
+pub use record::REFUSED_FOR_SECS;
 
 /// What a holder must be: the maps newuidmap/newgidmap give it, by the helpers named.
 #[derive(Debug, Clone)]
@@ -148,13 +149,12 @@ pub fn get(wanted: &Wanted) -> Result<Holder> {
         }
         Err(Unusable::Absent(why)) => why,
     };
-    match make::make(wanted) {
-        Ok(record) => {
-            record.write(dir.as_fd())?;
+    sweep_unfinished(dir.as_fd());
+    match make::make(wanted, |record| record.write(dir.as_fd())) {
+        Ok(_) => {
             let found = find(dir.as_fd(), wanted).map_err(|why| {
-                if let Ok((_, pidfd)) = record.identify() {
-                    let _ = crate::sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
-                }
+                // Recorded, but not what a run may use: ended, and made again next time.
+                let _ = reset_locked(dir.as_fd());
                 anyhow::anyhow!("the new holder does not verify: {why:?}")
             });
             found.map(|holder| Holder {
@@ -174,7 +174,13 @@ pub fn get(wanted: &Wanted) -> Result<Holder> {
 pub fn reset() -> Result<Option<i32>> {
     let dir = runtime_dir()?;
     let _lock = lock(dir.as_fd())?;
-    let ended = match Record::read(dir.as_fd()) {
+    reset_locked(dir.as_fd())
+}
+
+/// `reset`, with the lock held.
+fn reset_locked(dir: BorrowedFd) -> Result<Option<i32>> {
+    sweep_unfinished(dir);
+    let ended = match Record::read(dir) {
         Ok(Some(record)) if record.refused.is_none() => match record.identify() {
             Ok((_, pidfd)) => {
                 crate::sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL)
@@ -185,10 +191,59 @@ pub fn reset() -> Result<Option<i32>> {
         },
         _ => None,
     };
-    match nix::unistd::unlinkat(&dir, record::NAME, nix::unistd::UnlinkatFlags::NoRemoveDir) {
+    match nix::unistd::unlinkat(dir, record::NAME, nix::unistd::UnlinkatFlags::NoRemoveDir) {
         Ok(()) | Err(nix::errno::Errno::ENOENT) => Ok(ended),
         Err(e) => Err(e).context("remove the holder's record"),
     }
+}
+
+/// Removes what record writes left unfinished, their writer killed mid-way: the
+/// `..holder.json.PID.N.tmp` files of `beneath::write_atomic`. Every record write holds
+/// the lock, as the caller does, so none of these is in progress.
+fn sweep_unfinished(dir: BorrowedFd) {
+    let Ok(mut listing) = nix::dir::Dir::openat(
+        dir,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return;
+    };
+    let prefix = format!(".{}.", record::NAME);
+    let unfinished: Vec<std::ffi::CString> = listing
+        .iter()
+        .flatten()
+        .map(|entry| entry.file_name().to_owned())
+        .filter(|name| {
+            let bytes = name.to_bytes();
+            bytes.starts_with(prefix.as_bytes()) && bytes.ends_with(b".tmp")
+        })
+        .collect();
+    for name in unfinished {
+        let _ = nix::unistd::unlinkat(
+            dir,
+            name.as_c_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
+    }
+}
+
+/// Gives up on the holder `pid` after its namespace refused a nested one: ends it (if the
+/// record still names it) and records the refusal, so runs map per run for
+/// `REFUSED_FOR_SECS`. Called from inside the holder's namespace, where the same user owns
+/// the runtime directory and may signal the holder.
+pub fn refuse(pid: i32, why: &str) -> Result<()> {
+    let dir = runtime_dir()?;
+    let _lock = lock(dir.as_fd())?;
+    if let Ok(Some(record)) = Record::read(dir.as_fd()) {
+        if record.pid == pid {
+            if let Ok((_, pidfd)) = record.identify() {
+                crate::sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL)
+                    .with_context(|| format!("kill the holder (pid {pid})"))?;
+            }
+        }
+    }
+    Record::refused(why).write(dir.as_fd())
 }
 
 /// Why there is no usable holder.

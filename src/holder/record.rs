@@ -16,7 +16,7 @@ use super::read_at;
 pub const NAME: &str = ".holder.json";
 
 /// How long a failure to make a holder is remembered (runs map per run meanwhile).
-const REFUSED_FOR_SECS: u64 = 600;
+pub const REFUSED_FOR_SECS: u64 = 600;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

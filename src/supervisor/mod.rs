@@ -96,7 +96,7 @@ pub fn run(plan: &Plan, observer: &mut dyn Observer) -> Result<i32> {
             crate::child::run(plan, child_chan, control, pipes.as_ref())
         }
         Ok(Forked::Parent(pid)) => pid,
-        Err(e) => return Err(clone_error(e, nested.is_some())),
+        Err(e) => return Err(clone_error(e, nested.as_ref())),
     };
     drop(child_chan);
     drop(control);
@@ -192,27 +192,59 @@ fn enter_holder(plan: &Plan) -> Option<crate::holder::Nested> {
     }
 }
 
-fn clone_error(e: std::io::Error, nested: bool) -> anyhow::Error {
-    let hint = match e.raw_os_error() {
-        Some(libc::ENOSPC) | Some(libc::EUSERS) if nested => {
-            "the per-user namespace limit is reached inside the kept user namespace; raise \
-             user.max_user_namespaces, or run with SBX_USERNS=per-run"
-        }
-        Some(libc::EPERM) | Some(libc::EACCES) => {
-            "unprivileged user namespaces are disabled on this host; `sbx check` shows the \
-             setting that blocks them (kernel.unprivileged_userns_clone, \
-             user.max_user_namespaces or an AppArmor restriction)"
-        }
-        Some(libc::ENOSPC) | Some(libc::EUSERS) => {
-            "the per-user namespace limit is reached; raise user.max_user_namespaces"
-        }
-        _ => "see `sbx check`",
-    };
-    crate::error::HostFeature::new(
-        "unprivileged user namespaces",
-        format!("cannot create the sandbox's namespaces ({e}); {hint}"),
-    )
-    .into()
+fn clone_error(e: std::io::Error, nested: Option<&crate::holder::Nested>) -> anyhow::Error {
+    match (e.raw_os_error(), nested) {
+        (Some(libc::ENOSPC) | Some(libc::EUSERS), Some(nested)) => nesting_refused(e, nested),
+        (Some(libc::ENOSPC) | Some(libc::EUSERS), None) => anyhow::anyhow!(
+            "cannot create the sandbox's user namespace ({e}): your user.max_user_namespaces \
+             limit is reached; end other sandboxes, or raise it (sysctl -w \
+             user.max_user_namespaces=15000)"
+        ),
+        (Some(libc::EPERM) | Some(libc::EACCES), _) => crate::error::HostFeature::new(
+            "unprivileged user namespaces",
+            format!(
+                "cannot create the sandbox's namespaces ({e}); unprivileged user namespaces \
+                 are disabled on this host; `sbx check` shows the setting that blocks them \
+                 (kernel.unprivileged_userns_clone, user.max_user_namespaces or an AppArmor \
+                 restriction)"
+            ),
+        )
+        .into(),
+        _ => crate::error::HostFeature::new(
+            "unprivileged user namespaces",
+            format!("cannot create the sandbox's namespaces ({e}); see `sbx check`"),
+        )
+        .into(),
+    }
+}
+
+/// The kept user namespace refused a nested one (a `user.max_user_namespaces` limit, in it
+/// or above it). This process is in it for good, so this run cannot map per run instead;
+/// the holder is ended and the refusal recorded, so the next runs map per run for a while.
+fn nesting_refused(e: std::io::Error, nested: &crate::holder::Nested) -> anyhow::Error {
+    // Read inside the kept namespace: its own limit, which its owner may have lowered.
+    let kept_limit = std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
+        .map(|s| format!("; its own user.max_user_namespaces is {}", s.trim()))
+        .unwrap_or_default();
+    let errno = nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0));
+    let why = format!(
+        "the kept user namespace of the holder (pid {}) refused a nested one: {}{kept_limit}",
+        nested.holder,
+        errno.desc()
+    );
+    match crate::holder::refuse(nested.holder, &why) {
+        Ok(()) => anyhow::anyhow!(
+            "cannot create the sandbox's user namespace: {why}. sbx ended it, and runs map \
+             per run through newuidmap/newgidmap for the next {} minutes: run the command \
+             again. If it fails again, your user.max_user_namespaces limit is reached: end \
+             other sandboxes, or raise it",
+            crate::holder::REFUSED_FOR_SECS / 60
+        ),
+        Err(end) => anyhow::anyhow!(
+            "cannot create the sandbox's user namespace: {why}, and sbx could not end it \
+             ({end:#}); run `sbx system reset`, then SBX_USERNS=per-run sbx run ..."
+        ),
+    }
 }
 
 /// The sandbox's init as the supervisor sees it. Dropping it before it was reaped (an error
