@@ -19,8 +19,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::resources;
-
 /// The fix named whenever systemd cannot be used.
 const FIX: &str = "run without --systemd-cgroup (podman: --cgroup-manager cgroupfs, or \
                    cgroup_manager = \"cgroupfs\" in containers.conf; containerd: \
@@ -157,7 +155,9 @@ pub fn join(
     let busctl = busctl()?;
     start(&busctl, scope, pid, files)?;
     let joined = wait_for(pid, &scope.unit.name).and_then(|cgroup| {
-        write_files(&cgroup, files)?;
+        // A weight whose controller systemd did not delegate is skipped with a warning, a
+        // limit is an error.
+        super::cgroups::v2::write_files(&cgroup, files, super::cgroups::v2::Grantor::Systemd)?;
         if let Some(rules) = devices {
             super::devices::attach(&cgroup, rules)?;
         }
@@ -284,39 +284,6 @@ fn wait_for(pid: i32, unit: &str) -> Result<PathBuf> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-/// The resources' files in the scope's cgroup, delegated to us. A weight whose controller
-/// systemd did not delegate is skipped with a warning, a limit is an error.
-fn write_files(cgroup: &Path, files: &[(String, String)]) -> Result<()> {
-    let available = std::fs::read_to_string(cgroup.join("cgroup.controllers")).unwrap_or_default();
-    let available: Vec<&str> = available.split_whitespace().collect();
-    for (file, value) in files {
-        if file == "io.bfq.weight" && !cgroup.join(file).exists() {
-            continue;
-        }
-        let controller = resources::controller_of(file);
-        if controller != "cgroup" && !available.contains(&controller) {
-            if resources::is_weight(file) {
-                eprintln!(
-                    "sbx-oci: warning: linux.resources: {file} not applied: systemd did not \
-                     delegate the {controller} controller to {}",
-                    cgroup.display()
-                );
-                continue;
-            }
-            bail!(
-                "linux.resources: {file} = {value} cannot be applied: systemd did not delegate \
-                 the {controller} controller to {} (for a user manager, add it to Delegate= of \
-                 user@.service, e.g. a drop-in with Delegate=pids memory cpu io), or leave this \
-                 limit out",
-                cgroup.display()
-            );
-        }
-        std::fs::write(cgroup.join(file), value)
-            .with_context(|| format!("write {value} to {}", cgroup.join(file).display()))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

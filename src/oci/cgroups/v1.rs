@@ -112,7 +112,7 @@ fn unified(
     };
     let leaf = v2::leaf_of(host, path)?;
     let new = v2::make_leaf(&v2host.mount, &leaf)?;
-    let joined = v2::write_files(&leaf, &req.files.v2)
+    let joined = v2::write_files(&leaf, &req.files.v2, v2::Grantor::Parents)
         .and_then(|()| program.map_or(Ok(()), |rules| crate::oci::devices::attach(&leaf, rules)))
         .and_then(|()| v2::enter(&leaf, req.pid));
     if let Err(e) = joined {

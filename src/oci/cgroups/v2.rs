@@ -16,7 +16,7 @@ pub fn join(host: &Host, path: &Path, req: &Request) -> Result<Placement> {
         .context("no cgroup2 filesystem is mounted")?;
     let leaf = leaf_of(host, path)?;
     let made = make_leaf(&mount.mount, &leaf)?;
-    let joined = write_files(&leaf, &req.files.v2)
+    let joined = write_files(&leaf, &req.files.v2, Grantor::Parents)
         .and_then(|()| match req.devices {
             Some(rules) => crate::oci::devices::attach(&leaf, rules),
             None => Ok(()),
@@ -80,10 +80,44 @@ pub fn make_leaf(mount: &Path, leaf: &Path) -> Result<Vec<PathBuf>> {
     Ok(made)
 }
 
+/// Who gave a leaf its controllers, for what to say about one it lacks.
+#[derive(Debug, Clone, Copy)]
+pub enum Grantor {
+    /// Its parents' `cgroup.subtree_control` (the cgroupfs manager).
+    Parents,
+    /// systemd's delegation to a scope (`--systemd-cgroup`).
+    Systemd,
+}
+
+impl Grantor {
+    fn lacks(self, controller: &str, leaf: &Path) -> String {
+        match self {
+            Grantor::Parents => format!(
+                "the {controller} controller is not available in cgroup {}",
+                leaf.display()
+            ),
+            Grantor::Systemd => format!(
+                "systemd did not delegate the {controller} controller to {}",
+                leaf.display()
+            ),
+        }
+    }
+
+    fn fix(self) -> &'static str {
+        match self {
+            Grantor::Parents => "enable it in the cgroup.subtree_control of its parents",
+            Grantor::Systemd => {
+                "for a user manager, add it to Delegate= of user@.service, e.g. a drop-in with \
+                 Delegate=pids memory cpu io"
+            }
+        }
+    }
+}
+
 /// The resources' files. One whose controller the leaf lacks is a weight, a relative
 /// share that only matters under contention, and skipped with a warning; or a limit, and
 /// an error, since the container would run without it.
-pub fn write_files(leaf: &Path, files: &[(String, String)]) -> Result<()> {
+pub fn write_files(leaf: &Path, files: &[(String, String)], grantor: Grantor) -> Result<()> {
     let available = std::fs::read_to_string(leaf.join("cgroup.controllers")).unwrap_or_default();
     let available: Vec<&str> = available.split_whitespace().collect();
     for (file, value) in files {
@@ -93,19 +127,15 @@ pub fn write_files(leaf: &Path, files: &[(String, String)]) -> Result<()> {
         }
         let controller = resources::controller_of(file);
         if controller != "cgroup" && !available.contains(&controller) {
+            let lacks = grantor.lacks(controller, leaf);
             if resources::is_weight(file) {
-                eprintln!(
-                    "sbx-oci: warning: linux.resources: {file} not applied: the {controller} \
-                     controller is not available in cgroup {}",
-                    leaf.display()
-                );
+                eprintln!("sbx-oci: warning: linux.resources: {file} not applied: {lacks}");
                 continue;
             }
             anyhow::bail!(
-                "linux.resources: {file} = {value} cannot be applied: the {controller} controller \
-                 is not available in cgroup {} (enable it in the cgroup.subtree_control of its \
-                 parents, or leave this limit out)",
-                leaf.display()
+                "linux.resources: {file} = {value} cannot be applied: {lacks} ({}, or leave \
+                 this limit out)",
+                grantor.fix()
             );
         }
         std::fs::write(leaf.join(file), value)
