@@ -167,7 +167,7 @@ fn describe(plan: &plan::Plan, why: &str) {
                 m.iter().map(|r| u64::from(r.count)).sum::<u64>()
             };
             eprintln!(
-                "sbx: ids: uid {} and gid {} inside; {} uids and {} gids mapped through newuidmap/newgidmap",
+                "sbx: ids: uid {} and gid {} inside; {} uids and {} gids mapped from /etc/subuid and /etc/subgid",
                 plan.ids.inside_uid,
                 plan.ids.inside_gid,
                 count(uid_map),

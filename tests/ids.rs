@@ -320,7 +320,7 @@ fn verbose_run_reports_the_id_maps_it_made() {
     for options in [&[][..], &["--uid", "0", "--gid", "0"]] {
         let (line, u, g, uid_map, gid_map) = verbose_ids(&dir, options);
         let expected = format!(
-            "sbx: ids: uid {u} and gid {g} inside; {} uids and {} gids mapped through newuidmap/newgidmap",
+            "sbx: ids: uid {u} and gid {g} inside; {} uids and {} gids mapped from /etc/subuid and /etc/subgid",
             mapped(&uid_map),
             mapped(&gid_map)
         );
