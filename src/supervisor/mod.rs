@@ -196,9 +196,9 @@ fn clone_error(e: std::io::Error, nested: Option<&crate::holder::Nested>) -> any
     match (e.raw_os_error(), nested) {
         (Some(libc::ENOSPC) | Some(libc::EUSERS), Some(nested)) => nesting_refused(e, nested),
         (Some(libc::ENOSPC) | Some(libc::EUSERS), None) => anyhow::anyhow!(
-            "cannot create the sandbox's user namespace ({e}): your user.max_user_namespaces \
-             limit is reached; end other sandboxes, or raise it (sysctl -w \
-             user.max_user_namespaces=15000)"
+            "cannot create the sandbox's namespaces ({e}): a limit on your namespaces is \
+             reached (user.max_user_namespaces, or another user.max_*_namespaces); end other \
+             sandboxes, or raise it (sysctl -w user.max_user_namespaces=15000)"
         ),
         (Some(libc::EPERM) | Some(libc::EACCES), _) => crate::error::HostFeature::new(
             "unprivileged user namespaces",
@@ -236,8 +236,9 @@ fn nesting_refused(e: std::io::Error, nested: &crate::holder::Nested) -> anyhow:
         Ok(()) => anyhow::anyhow!(
             "cannot create the sandbox's user namespace: {why}. sbx ended it, and runs map \
              per run through newuidmap/newgidmap for the next {} minutes: run the command \
-             again. If it fails again, your user.max_user_namespaces limit is reached: end \
-             other sandboxes, or raise it",
+             again. If it fails again, a limit on your namespaces is reached \
+             (user.max_user_namespaces, or another user.max_*_namespaces): end other \
+             sandboxes, or raise it",
             crate::holder::REFUSED_FOR_SECS / 60
         ),
         Err(end) => anyhow::anyhow!(
