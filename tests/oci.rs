@@ -1036,6 +1036,138 @@ fn podman_it_gets_a_terminal_through_the_console_socket() {
     assert!(out.stdout().contains("30 100"), "{out}");
 }
 
+// Rootful podman with sbx-oci as its runtime, as root, on a store of its own.
+
+/// Podman as root on a private store (root and tmpdir in a temporary directory; the
+/// runroot, whose path podman keeps under 50 characters, in /run), reset when dropped.
+struct RootfulPodman {
+    dir: TempDir,
+    runroot: PathBuf,
+}
+
+impl RootfulPodman {
+    fn new() -> RootfulPodman {
+        let runroot = PathBuf::from(format!("/run/sbx-test-podman.{}", std::process::id()));
+        let _ = fs::remove_dir_all(&runroot);
+        RootfulPodman {
+            dir: TempDir::new(),
+            runroot,
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("podman");
+        cmd.arg("--root")
+            .arg(self.dir.join("root"))
+            .arg("--runroot")
+            .arg(&self.runroot)
+            .arg("--tmpdir")
+            .arg(self.dir.join("tmp"));
+        cmd.arg("--runtime")
+            .arg(oci_bin())
+            .args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"])
+            .args(args);
+        cmd
+    }
+
+    /// `podman run OPTIONS IMAGE ARGS` with the options every container here gets: no
+    /// network (rootful podman's bridge is not what is tested), and rlimits no higher than
+    /// this process's own. Podman asks for nofile and nproc of 1048576 by default, which
+    /// only a runtime with CAP_SYS_RESOURCE may set; the test machines' root lacks it, and
+    /// runc refuses those configs here the same way.
+    fn run(&self, options: &[&str], args: &[&str]) -> Outcome {
+        let mut cmd = self.cmd(&["run"]);
+        cmd.args(["--network", "none"])
+            .args([
+                "--ulimit",
+                "nofile=1024:1024",
+                "--ulimit",
+                "nproc=4096:4096",
+            ])
+            .args(options)
+            .arg(IMAGE)
+            .args(args);
+        spawn(&mut cmd, None).finish(Duration::from_secs(120))
+    }
+}
+
+impl Drop for RootfulPodman {
+    fn drop(&mut self) {
+        let _ = run(self.cmd(&["system", "reset", "--force"]));
+        let _ = fs::remove_dir_all(&self.runroot);
+    }
+}
+
+/// Rootful podman (as containerd is, but through conmon) runs its containers with
+/// sbx-oci: exit codes, -e/-u/-w, a volume written as root, -d + exec + stop + rm, kill -s
+/// KILL with 137, and --memory in the container's memory cgroup.
+#[test]
+fn asroot_rootful_podman_runs_its_containers_with_sbx_oci() {
+    if !require_tool("podman") {
+        return;
+    }
+    let podman = RootfulPodman::new();
+    let imported = common::podman::import_busybox(podman.cmd(&[]), IMAGE);
+    if common::podman::ready(&imported, IMAGE).is_none() {
+        return;
+    }
+    podman
+        .run(&["--rm"], &["sh", "-c", "exit 3"])
+        .assert_code(3);
+    let out = podman.run(
+        &["--rm", "-e", "FOO=bar", "-u", "1000:1000", "-w", "/tmp"],
+        &["sh", "-c", "echo $FOO; id -u; id -g; pwd"],
+    );
+    out.assert_success();
+    assert_eq!(out.lines(), ["bar", "1000", "1000", "/tmp"], "{out}");
+    assert_eq!(podman.run(&["--rm"], &["no-such-program"]).code, 127);
+
+    let volume = TempDir::new();
+    let bind = format!("{}:/data", volume.path().display());
+    podman
+        .run(&["--rm", "-v", &bind], &["sh", "-c", "echo hi > /data/f"])
+        .assert_success();
+    let meta = fs::metadata(volume.join("f")).expect("the file is on the host");
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 0);
+
+    let name = unique("rp");
+    let script = "trap 'exit 0' TERM; while :; do sleep 0.1; done";
+    podman
+        .run(
+            &["-d", "--name", &name, "--memory", "64m"],
+            &["sh", "-c", script],
+        )
+        .assert_success();
+    let out = run(podman.cmd(&["exec", &name, "sh", "-c", "echo in-exec"]));
+    out.assert_success();
+    assert_eq!(out.lines(), ["in-exec"], "{out}");
+    let out = run(podman.cmd(&["inspect", "-f", "{{.State.Pid}}", &name]));
+    let pid: i32 = out.stdout().trim().parse().expect("the container's pid");
+    let memory_max = match cgroup_dir_of(pid, "memory") {
+        Some(dir) => fs::read_to_string(dir.join("memory.limit_in_bytes")),
+        None => cgroup_dir_of(pid, "")
+            .map(|dir| fs::read_to_string(dir.join("memory.max")))
+            .expect("the container's cgroup"),
+    };
+    assert_eq!(memory_max.unwrap().trim(), "67108864");
+    let started = Instant::now();
+    run(podman.cmd(&["stop", "-t", "20", &name])).assert_success();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "stopped by TERM, not the timeout"
+    );
+    run(podman.cmd(&["rm", &name])).assert_success();
+
+    let name = unique("rk");
+    podman
+        .run(&["-d", "--name", &name], &["sleep", "60"])
+        .assert_success();
+    run(podman.cmd(&["kill", "-s", "KILL", &name])).assert_success();
+    let out = run(podman.cmd(&["wait", &name]));
+    assert_eq!(out.stdout().trim(), "137", "{out}");
+    run(podman.cmd(&["rm", &name])).assert_success();
+}
+
 #[test]
 fn hooks_run_at_their_points_with_the_state() {
     let mut b = Bundle::new(&[]);
