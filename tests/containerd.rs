@@ -12,11 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::oci::oci_bin;
 use common::*;
-
-fn oci_bin() -> PathBuf {
-    sbx_bin().with_file_name("sbx-oci")
-}
 
 const IMAGE: &str = "docker.io/library/test:latest";
 

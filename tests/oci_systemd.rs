@@ -8,77 +8,13 @@
 mod common;
 
 use std::fs;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use common::oci::{oci_bin, Bundle};
 use common::*;
-
-fn oci_bin() -> PathBuf {
-    sbx_bin().with_file_name("sbx-oci")
-}
-
-/// A bundle (busybox root, `spec --rootless` config without a terminal) and a state root.
-struct Bundle {
-    dir: TempDir,
-    config: Value,
-}
-
-impl Bundle {
-    fn new(script: &str) -> Bundle {
-        let dir = TempDir::new();
-        let made = Command::new("/usr/bin/python3")
-            .arg(data_dir().join("mkimage.py"))
-            .arg("dir")
-            .arg(dir.join("rootfs"))
-            .output()
-            .expect("run mkimage.py");
-        assert!(made.status.success(), "mkimage.py: {made:?}");
-        let mut spec = Command::new(oci_bin());
-        spec.args(["spec", "--rootless", "--bundle"])
-            .arg(dir.path());
-        run(spec).assert_success();
-        let text = fs::read_to_string(dir.join("config.json")).unwrap();
-        let mut config: Value = serde_json::from_str(&text).unwrap();
-        config["process"]["terminal"] = json!(false);
-        config["root"]["readonly"] = json!(false);
-        config["process"]["args"] = json!(["sh", "-c", script]);
-        Bundle { dir, config }
-    }
-
-    fn oci(&self, args: &[&str]) -> Command {
-        let text = serde_json::to_string_pretty(&self.config).unwrap();
-        fs::write(self.dir.join("config.json"), text).unwrap();
-        let mut cmd = Command::new(oci_bin());
-        cmd.arg("--root")
-            .arg(self.dir.join("state"))
-            .args(args)
-            .current_dir(self.dir.path());
-        cmd
-    }
-
-    /// `create` with the container's stdout and stderr in files (it keeps them open).
-    fn create(&self, global: &[&str], id: &str, env: &[(&str, &str)]) -> (i32, String) {
-        let err = self.dir.join("create.err");
-        let mut cmd = self.oci(global);
-        cmd.args(["create", id])
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(self.dir.join("create.out")).unwrap())
-            .stderr(fs::File::create(&err).unwrap());
-        let status = cmd.status().expect("run sbx-oci create");
-        (
-            status.code().unwrap_or(-1),
-            fs::read_to_string(err).unwrap(),
-        )
-    }
-
-    fn state_dir(&self, id: &str) -> PathBuf {
-        self.dir.join("state").join(id)
-    }
-}
 
 /// `systemctl --user show -p PROPERTY UNIT`'s value.
 fn unit_property(unit: &str, property: &str) -> String {
@@ -122,11 +58,13 @@ fn cgroup_systemd_scope_holds_the_container_and_its_limits() {
         return;
     }
     // The host's cgroup tree (no cgroup namespace): /proc/self/cgroup names the scope.
-    let mut b = Bundle::new(
+    let mut b = Bundle::new(&[
+        "sh",
+        "-c",
         "cg=$(sed -n 's/^0:://p' /proc/self/cgroup); echo \"$cg\" > /tmp/out; \
          cat /sys/fs/cgroup$cg/memory.max /sys/fs/cgroup$cg/pids.max >> /tmp/out; \
          exec sleep 600",
-    );
+    ]);
     let name = unique("scope");
     let unit = format!("sbx-{name}.scope");
     b.config["linux"]["cgroupsPath"] = json!(format!("user.slice:sbx:{name}"));
@@ -135,7 +73,7 @@ fn cgroup_systemd_scope_holds_the_container_and_its_limits() {
     let namespaces = b.config["linux"]["namespaces"].as_array_mut().unwrap();
     namespaces.retain(|ns| ns["type"] != "cgroup");
     let id = unique("c");
-    let (code, err) = b.create(&["--systemd-cgroup"], &id, &[]);
+    let (code, err) = b.create_with(&["--systemd-cgroup"], &[&id], &[]);
     assert_eq!(code, 0, "create: {err}");
     assert_eq!(unit_property(&unit, "ActiveState"), "active");
     assert_eq!(unit_property(&unit, "Slice"), "user.slice");
@@ -168,13 +106,13 @@ fn cgroup_systemd_a_failed_create_leaves_no_unit() {
     if !require_systemd_user() {
         return;
     }
-    let mut b = Bundle::new("true");
+    let mut b = Bundle::new(&["sh", "-c", "true"]);
     b.config["linux"]["resources"] = json!({"unified": {"memory.nosuch": "1"}});
     let name = unique("failed");
     let unit = format!("sbx-{name}.scope");
     b.config["linux"]["cgroupsPath"] = json!(format!("user.slice:sbx:{name}"));
     let id = unique("c");
-    let (code, err) = b.create(&["--systemd-cgroup"], &id, &[]);
+    let (code, err) = b.create_with(&["--systemd-cgroup"], &[&id], &[]);
     assert_eq!(code, 125, "{err}");
     assert!(err.contains(&format!("{unit}/memory.nosuch")), "{err}");
     eventually("no unit is left", || {
@@ -189,12 +127,12 @@ fn systemd_cgroup_without_a_bus_fails_with_the_fix() {
     if !require_sandbox() {
         return;
     }
-    let b = Bundle::new("true");
+    let b = Bundle::new(&["sh", "-c", "true"]);
     let id = unique("nobus");
     let bus = format!("unix:path={}", b.dir.join("no-bus").display());
-    let (code, err) = b.create(
+    let (code, err) = b.create_with(
         &["--systemd-cgroup"],
-        &id,
+        &[&id],
         &[("DBUS_SESSION_BUS_ADDRESS", &bus)],
     );
     assert_eq!(code, 125, "{err}");
@@ -212,11 +150,11 @@ fn a_systemd_cgroups_path_without_the_flag_names_it() {
     if !require_sandbox() {
         return;
     }
-    let mut b = Bundle::new("true");
+    let mut b = Bundle::new(&["sh", "-c", "true"]);
     b.config["linux"]["cgroupsPath"] = json!("user.slice:libpod:abc");
     b.config["linux"]["resources"] = json!({"pids": {"limit": 100}});
     let id = unique("noflag");
-    let (code, err) = b.create(&[], &id, &[]);
+    let (code, err) = b.create(&[&id]);
     assert_eq!(code, 125, "{err}");
     assert!(
         err.contains("slice:prefix:name") && err.contains("--systemd-cgroup"),

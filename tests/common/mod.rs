@@ -11,6 +11,7 @@
 
 pub mod landlock;
 pub mod named;
+pub mod oci;
 pub mod podman;
 
 use std::time::Duration;
